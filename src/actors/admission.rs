@@ -1,0 +1,221 @@
+//! Admission: holds the actions not yet started and starts a supervised `PollerActor`
+//! for each as the in-flight limits allow (global `limits.max_in_flight` and each batch's
+//! own), round-robin across batches so one big batch cannot starve the others.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::watch;
+
+use super::poller::PollerActor;
+use super::poller_env::PollerEnv;
+use crate::action::{ActionSpec, Identity, Outcome};
+use crate::report::{BatchSummary, Progress, Summary};
+use crate::state::ActionState;
+use crate::telemetry::events::InFlight;
+
+/// Add actions (at start and on reload); identities already known are ignored.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Admit {
+    /// The actions.
+    pub actions: Vec<ActionSpec>,
+}
+
+/// A poller reached its outcome.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ActionDone {
+    /// Whose.
+    pub identity: Identity,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// First submission -> outcome.
+    pub latency: Duration,
+    /// Retries spent.
+    pub retries: u32,
+    /// Restarts of its poller.
+    pub restarts: u32,
+}
+
+/// Stop starting new pollers (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAdmitting;
+
+/// The per-batch summary so far.
+#[derive(Message)]
+#[rtype(result = "Summary")]
+pub struct GetSummary;
+
+/// Whether every admitted action has an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idle(pub bool);
+
+struct BatchSlot {
+    limit: usize,
+    in_flight: usize,
+    queue: VecDeque<ActionSpec>,
+    summary: BatchSummary,
+}
+
+/// The admission actor.
+pub struct AdmissionActor {
+    env: Rc<PollerEnv>,
+    global_limit: usize,
+    in_flight: usize,
+    batches: BTreeMap<Arc<str>, BatchSlot>,
+    batch_limits: HashMap<Arc<str>, usize>,
+    known: HashSet<Identity>,
+    running: HashMap<Identity, Addr<PollerActor>>,
+    admitting: bool,
+    idle: watch::Sender<Idle>,
+    progress: Progress,
+}
+
+impl AdmissionActor {
+    /// Admission with the global limit and per-batch limits (0 = none).
+    pub fn new(
+        env: Rc<PollerEnv>,
+        global_limit: usize,
+        batch_limits: HashMap<Arc<str>, usize>,
+        idle: watch::Sender<Idle>,
+        progress: Progress,
+    ) -> Self {
+        AdmissionActor {
+            env,
+            global_limit,
+            in_flight: 0,
+            batches: BTreeMap::new(),
+            batch_limits,
+            known: HashSet::new(),
+            running: HashMap::new(),
+            admitting: true,
+            idle,
+            progress,
+        }
+    }
+
+    /// Starts pollers while limits allow, one batch after another in turn.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        if !self.admitting {
+            return;
+        }
+        let names: Vec<Arc<str>> = self.batches.keys().cloned().collect();
+        loop {
+            let mut started_any = false;
+            for name in &names {
+                if self.in_flight >= self.global_limit {
+                    return;
+                }
+                let slot = self.batches.get_mut(name).expect("known batch");
+                if slot.limit > 0 && slot.in_flight >= slot.limit {
+                    continue;
+                }
+                let Some(spec) = slot.queue.pop_front() else { continue };
+                slot.in_flight += 1;
+                self.in_flight += 1;
+                InFlight {
+                    batch: name,
+                    count: slot.in_flight,
+                }
+                .emit();
+                let env = self.env.clone();
+                let me = ctx.address();
+                let identity = spec.identity.clone();
+                let addr = actix::Supervisor::start(move |_| PollerActor::new(env, spec, ActionState::default(), me));
+                self.running.insert(identity, addr);
+                started_any = true;
+            }
+            if !started_any {
+                return;
+            }
+        }
+    }
+
+    fn publish_idle(&self) {
+        let idle = self.running.is_empty() && self.batches.values().all(|b| b.queue.is_empty());
+        self.idle.send_replace(Idle(idle));
+    }
+}
+
+impl Actor for AdmissionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
+    }
+}
+
+impl Handler<Admit> for AdmissionActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> usize {
+        let mut added = 0;
+        for spec in msg.actions {
+            if !self.known.insert(spec.identity.clone()) {
+                continue;
+            }
+            let batch = spec.identity.batch.clone();
+            let limit = self.batch_limits.get(&batch).copied().unwrap_or(0);
+            let slot = self.batches.entry(batch.clone()).or_insert_with(|| BatchSlot {
+                limit,
+                in_flight: 0,
+                queue: VecDeque::new(),
+                summary: BatchSummary::new(&batch),
+            });
+            slot.summary.total += 1;
+            slot.queue.push_back(spec);
+            self.progress.add(&batch, 1);
+            added += 1;
+        }
+        self.fill(ctx);
+        self.publish_idle();
+        added
+    }
+}
+
+impl Handler<ActionDone> for AdmissionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ActionDone, ctx: &mut Context<Self>) {
+        // Dropping the last Addr lets the poller (and its Supervisor) stop for good.
+        if self.running.remove(&msg.identity).is_none() {
+            return;
+        }
+        self.in_flight -= 1;
+        if let Some(slot) = self.batches.get_mut(&msg.identity.batch) {
+            slot.in_flight -= 1;
+            InFlight {
+                batch: &msg.identity.batch,
+                count: slot.in_flight,
+            }
+            .emit();
+            slot.summary.record(msg.outcome, msg.latency, msg.retries, msg.restarts);
+        }
+        self.progress.finish_one(&msg.identity.batch, msg.outcome);
+        self.fill(ctx);
+        self.publish_idle();
+    }
+}
+
+impl Handler<StopAdmitting> for AdmissionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAdmitting, _ctx: &mut Context<Self>) {
+        self.admitting = false;
+    }
+}
+
+impl Handler<GetSummary> for AdmissionActor {
+    type Result = MessageResult<GetSummary>;
+
+    fn handle(&mut self, _: GetSummary, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(Summary {
+            batches: self.batches.values().map(|b| b.summary.clone()).collect(),
+        })
+    }
+}

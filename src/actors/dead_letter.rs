@@ -1,0 +1,323 @@
+//! `DeadLetterActor`: stores each dead letter, then delivers it to the webhook until the
+//! webhook accepts (2xx), with redelivery backoff (1s doubling, capped).
+//!
+//! Store-then-deliver is the contract of SPEC §9: a letter is acknowledged to the poller
+//! only once stored, and delivery is a separate loop that survives webhook outages.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::action::Identity;
+use crate::actors::audit::{AppendAudit, AuditActor, AuditRecord};
+use crate::backoff::redelivery_delay;
+use crate::classify::{ErrorPayload, StackFrame};
+use crate::config::{Directive, Secret};
+use crate::cxone::Endpoint;
+use crate::telemetry::events::{DeadLettered, HttpRequestDone, UndeliveredDeadLetters};
+
+/// The webhook body of SPEC §9.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The failure's UUID, also the `Idempotency-Key` of every delivery.
+    pub error_id: Uuid,
+    /// Batch name.
+    pub batch: String,
+    /// Action key.
+    pub key: String,
+    /// CXone id, if any.
+    pub action_id: Option<String>,
+    /// Error code.
+    pub error_code: String,
+    /// Message.
+    pub message: String,
+    /// HTTP status that carried the failure; 0 when none came.
+    pub status_code: u16,
+    /// The directive (DEAD_LETTER, or ROLLBACK when no compensation is configured).
+    pub recovery_directive: Directive,
+    /// Retries spent.
+    pub retry_count: u32,
+    /// Budget.
+    pub max_retries: u32,
+    /// True when the budget ran out.
+    pub retry_exhausted: bool,
+    /// The `stack_trace_matrix`.
+    pub stack_trace: Vec<StackFrame>,
+    /// Unix seconds.
+    pub created_at: f64,
+    /// Unix seconds.
+    pub resolved_at: Option<f64>,
+    /// RFC 3339 time the letter was made.
+    pub timestamp: String,
+}
+
+impl DeadLetter {
+    /// Builds the letter of `payload` for `identity`.
+    pub fn new(identity: &Identity, payload: &ErrorPayload, retry_exhausted: bool) -> Self {
+        DeadLetter {
+            error_id: payload.error_id,
+            batch: identity.batch.to_string(),
+            key: identity.key.to_string(),
+            action_id: payload.action_id.clone(),
+            error_code: payload.error_code.clone(),
+            message: payload.message.clone(),
+            status_code: payload.status_code,
+            recovery_directive: payload.recovery_directive,
+            retry_count: payload.retry_count,
+            max_retries: payload.max_retries,
+            retry_exhausted,
+            stack_trace: payload.stack_trace_matrix.clone(),
+            created_at: payload.created_at,
+            resolved_at: payload.resolved_at,
+            timestamp: crate::actors::audit::rfc3339_now(),
+        }
+    }
+}
+
+/// A stored letter and its delivery state.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredLetter {
+    /// The letter.
+    pub letter: DeadLetter,
+    /// Accepted by the webhook (or nothing to deliver to).
+    pub delivered: bool,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// Last delivery error.
+    pub last_error: Option<String>,
+}
+
+/// Store a letter and start delivering it. Resolves once stored.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StoreDeadLetter {
+    /// The letter.
+    pub letter: DeadLetter,
+}
+
+/// Resolves with the number of undelivered letters once none is left or `timeout` passed.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct DrainDeadLetters {
+    /// How long to wait.
+    pub timeout: Duration,
+}
+
+/// Lists every stored letter.
+#[derive(Message)]
+#[rtype(result = "Vec<StoredLetter>")]
+pub struct ListDeadLetters;
+
+/// Where and how letters are delivered.
+#[derive(Clone)]
+pub struct Webhook {
+    /// URL; `None`: store only.
+    pub url: Option<String>,
+    /// HMAC key; `None`: unsigned.
+    pub signing_key: Option<Secret>,
+    /// Timeout of one delivery.
+    pub timeout: Duration,
+    /// Cap of the redelivery backoff.
+    pub max_delay: Duration,
+}
+
+/// The dead-letter actor.
+pub struct DeadLetterActor {
+    webhook: Webhook,
+    client: awc::Client,
+    audit: Addr<AuditActor>,
+    letters: BTreeMap<Uuid, StoredLetter>,
+    drains: Vec<(Instant, oneshot::Sender<usize>)>,
+}
+
+impl DeadLetterActor {
+    /// A dead-letter actor delivering to `webhook`.
+    pub fn new(webhook: Webhook, audit: Addr<AuditActor>) -> Self {
+        let client = awc::Client::builder()
+            .timeout(webhook.timeout)
+            .disable_redirects()
+            .finish();
+        DeadLetterActor {
+            webhook,
+            client,
+            audit,
+            letters: BTreeMap::new(),
+            drains: Vec::new(),
+        }
+    }
+
+    fn undelivered(&self) -> usize {
+        self.letters.values().filter(|l| !l.delivered).count()
+    }
+
+    fn publish(&mut self) {
+        let left = self.undelivered();
+        UndeliveredDeadLetters { count: left }.emit();
+        if left == 0 {
+            for (_, tx) in self.drains.drain(..) {
+                let _ = tx.send(0);
+            }
+        }
+    }
+
+    /// One delivery attempt of `error_id`; reschedules itself until accepted.
+    fn deliver(&mut self, error_id: Uuid, ctx: &mut Context<Self>) {
+        let (Some(url), Some(stored)) = (self.webhook.url.clone(), self.letters.get_mut(&error_id)) else {
+            return;
+        };
+        if stored.delivered {
+            return;
+        }
+        stored.attempts += 1;
+        let body = serde_json::to_vec(&stored.letter).expect("a letter always serializes");
+        let mut request = self
+            .client
+            .post(url)
+            .timeout(self.webhook.timeout)
+            .insert_header(("Content-Type", "application/json"))
+            .insert_header(("Idempotency-Key", error_id.to_string()));
+        if let Some(key) = &self.webhook.signing_key {
+            request = request.insert_header(("X-Actionwarden-Signature", signature(key, &body)));
+        }
+        let started = Instant::now();
+        let send = async move {
+            let result = request.send_body(body).await;
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            HttpRequestDone {
+                endpoint: Endpoint::Webhook,
+                status,
+                elapsed: started.elapsed(),
+            }
+            .emit();
+            match result {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("webhook answered {}", r.status())),
+                Err(e) => Err(format!("webhook unreachable: {e}")),
+            }
+        };
+        ctx.spawn(send.into_actor(self).map(move |result, act, ctx| {
+            let Some(stored) = act.letters.get_mut(&error_id) else { return };
+            match result {
+                Ok(()) => {
+                    stored.delivered = true;
+                    stored.last_error = None;
+                    tracing::info!(%error_id, batch = %stored.letter.batch, key = %stored.letter.key, attempts = stored.attempts, "Dead letter delivered.");
+                    let identity = Identity::new(stored.letter.batch.as_str(), stored.letter.key.as_str());
+                    let record = AuditRecord::new("DEAD_LETTER_DELIVERED", &identity)
+                        .with("error_id", error_id.to_string())
+                        .with("attempts", stored.attempts);
+                    act.audit.do_send(AppendAudit { record });
+                    act.publish();
+                }
+                Err(e) => {
+                    let delay = redelivery_delay(stored.attempts, act.webhook.max_delay);
+                    tracing::warn!(%error_id, error = %e, retry_in = ?delay, "Dead letter delivery failed.");
+                    stored.last_error = Some(e);
+                    ctx.run_later(delay, move |act, ctx| act.deliver(error_id, ctx));
+                }
+            }
+        }));
+    }
+}
+
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<body>")>`.
+pub fn signature(key: &Secret, body: &[u8]) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+impl Actor for DeadLetterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
+        // Expire drain waits whose deadline passed.
+        ctx.run_interval(Duration::from_millis(100), |act, _| {
+            let now = Instant::now();
+            let left = act.undelivered();
+            let (due, keep): (Vec<_>, Vec<_>) = act.drains.drain(..).partition(|(deadline, _)| *deadline <= now);
+            act.drains = keep;
+            for (_, tx) in due {
+                let _ = tx.send(left);
+            }
+        });
+    }
+}
+
+impl Supervised for DeadLetterActor {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        // Stored letters survive in the struct; resume delivering the undelivered ones.
+        let pending: Vec<Uuid> = self
+            .letters
+            .iter()
+            .filter(|(_, l)| !l.delivered)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in pending {
+            self.deliver(id, ctx);
+        }
+    }
+}
+
+impl Handler<StoreDeadLetter> for DeadLetterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreDeadLetter, ctx: &mut Context<Self>) {
+        let error_id = msg.letter.error_id;
+        if self.letters.contains_key(&error_id) {
+            return;
+        }
+        DeadLettered {
+            batch: &msg.letter.batch,
+            error_code: &msg.letter.error_code,
+        }
+        .emit();
+        let delivered = self.webhook.url.is_none();
+        self.letters.insert(
+            error_id,
+            StoredLetter {
+                letter: msg.letter,
+                delivered,
+                attempts: 0,
+                last_error: None,
+            },
+        );
+        self.publish();
+        self.deliver(error_id, ctx);
+    }
+}
+
+impl Handler<DrainDeadLetters> for DeadLetterActor {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, msg: DrainDeadLetters, _ctx: &mut Context<Self>) -> Self::Result {
+        let left = self.undelivered();
+        if left == 0 {
+            return Box::pin(async { 0 });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.drains.push((Instant::now() + msg.timeout, tx));
+        Box::pin(async move { rx.await.unwrap_or(left) })
+    }
+}
+
+impl Handler<ListDeadLetters> for DeadLetterActor {
+    type Result = MessageResult<ListDeadLetters>;
+
+    fn handle(&mut self, _: ListDeadLetters, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.letters.values().cloned().collect())
+    }
+}

@@ -1,0 +1,39 @@
+//! What every poller shares: the CXone client, the singleton actors and the settings.
+
+use std::rc::Rc;
+
+use actix::Addr;
+
+use super::poller::{PollerRng, RollbackTemplates};
+use crate::actors::audit::AuditActor;
+use crate::actors::classifier::ClassifierActor;
+use crate::actors::dead_letter::DeadLetterActor;
+use crate::actors::token::TokenActor;
+use crate::config::{PollConfig, RetryConfig, SupervisorConfig};
+use crate::cxone::CxoneClient;
+
+/// Shared by the pollers of one arbiter.
+pub struct PollerEnv {
+    /// CXone calls.
+    pub client: Rc<CxoneClient>,
+    /// Tokens.
+    pub token: Addr<TokenActor>,
+    /// Classification.
+    pub classifier: Addr<ClassifierActor>,
+    /// Audit records.
+    pub audit: Addr<AuditActor>,
+    /// Dead letters.
+    pub dead_letter: Addr<DeadLetterActor>,
+    /// `[poll]`.
+    pub poll: PollConfig,
+    /// `[retry]`.
+    pub retry: RetryConfig,
+    /// `[supervisor]`.
+    pub supervisor: SupervisorConfig,
+    /// Compensation templates by batch.
+    pub rollback_templates: RollbackTemplates,
+    /// Chaos panic probability per step (0 unless `[chaos] enabled`).
+    pub chaos_probability: f64,
+    /// Jitter and chaos randomness.
+    pub rng: PollerRng,
+}

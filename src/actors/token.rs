@@ -1,0 +1,245 @@
+//! `TokenActor`: OAuth2 client-credentials tokens for every caller, one request at a time.
+//!
+//! A valid token is served from cache. Inside `token_refresh_skew` of its expiry it is
+//! still served while one background refresh runs. Without a usable token, callers park
+//! as waiters and a single fetch serves them all (single flight). Rejected credentials put
+//! the actor in a failed state: callers keep waiting (their actions are not failed), the
+//! health watch says why, and the fetch is retried slowly in case the secret is rotated.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Secret;
+use crate::cxone::{CallError, CxoneClient};
+use crate::telemetry::events::TokenRefreshed;
+
+/// First delay before retrying a failed token request.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Cap of the token retry delay for transient failures.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Delay between attempts while the credentials are rejected.
+const REJECTED_RETRY: Duration = Duration::from_secs(30);
+
+/// Where the client secret comes from; read again on every fetch so a rotated file is
+/// picked up without a restart.
+#[derive(Clone)]
+pub enum SecretSource {
+    /// A value resolved at start (env var or simulator default).
+    Fixed(Secret),
+    /// A file read at each fetch.
+    File(std::path::PathBuf),
+}
+
+impl SecretSource {
+    fn read(&self) -> Result<Secret, String> {
+        match self {
+            SecretSource::Fixed(s) => Ok(s.clone()),
+            SecretSource::File(path) => Secret::from_file(path),
+        }
+    }
+}
+
+/// What callers and `/readyz` can know about tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenHealth {
+    /// No token obtained yet.
+    Missing,
+    /// A token is held.
+    Ready,
+    /// The token endpoint refused the credentials; the reason is safe to show.
+    Rejected(String),
+}
+
+/// Ask for a bearer token. Resolves when one is available.
+#[derive(Message)]
+#[rtype(result = "Result<Secret, MailboxError>")]
+pub struct GetToken;
+
+/// The upstream answered 401 to `token`: drop it if it is still the current one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InvalidateToken {
+    /// The token that was refused.
+    pub token: Secret,
+}
+
+/// The token actor.
+pub struct TokenActor {
+    client: Rc<CxoneClient>,
+    client_id: String,
+    secret: SecretSource,
+    skew: Duration,
+    current: Option<(Secret, Instant)>,
+    waiters: Vec<oneshot::Sender<Secret>>,
+    fetching: bool,
+    failures: u32,
+    health: watch::Sender<TokenHealth>,
+}
+
+impl TokenActor {
+    /// A token actor; `health` is updated on every change of state.
+    pub fn new(
+        client: Rc<CxoneClient>,
+        client_id: String,
+        secret: SecretSource,
+        skew: Duration,
+        health: watch::Sender<TokenHealth>,
+    ) -> Self {
+        TokenActor {
+            client,
+            client_id,
+            secret,
+            skew,
+            current: None,
+            waiters: Vec::new(),
+            fetching: false,
+            failures: 0,
+            health,
+        }
+    }
+
+    /// Starts one fetch unless one is running.
+    fn fetch(&mut self, ctx: &mut Context<Self>) {
+        if self.fetching {
+            return;
+        }
+        self.fetching = true;
+        let client = self.client.clone();
+        let client_id = self.client_id.clone();
+        let secret = self.secret.read();
+        let work = async move {
+            match secret {
+                Ok(secret) => client.fetch_token(&client_id, &secret).await.map_err(Failure::Call),
+                Err(message) => Err(Failure::Secret(message)),
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(|result, act, ctx| act.fetched(result, ctx)));
+    }
+
+    fn fetched(&mut self, result: Result<crate::cxone::IssuedToken, Failure>, ctx: &mut Context<Self>) {
+        self.fetching = false;
+        match result {
+            Ok(issued) => {
+                TokenRefreshed { result: "ok" }.emit();
+                self.failures = 0;
+                tracing::debug!(expires_in = ?issued.expires_in, "Token obtained.");
+                self.current = Some((issued.access_token.clone(), Instant::now() + issued.expires_in));
+                self.health.send_replace(TokenHealth::Ready);
+                for waiter in self.waiters.drain(..) {
+                    let _ = waiter.send(issued.access_token.clone());
+                }
+            }
+            Err(failure) => {
+                self.failures += 1;
+                let (delay, health) = match &failure {
+                    Failure::Call(CallError::Status {
+                        status: 400 | 401,
+                        message,
+                        ..
+                    }) => {
+                        TokenRefreshed { result: "rejected" }.emit();
+                        let reason = format!(
+                            "credentials rejected by the token endpoint ({})",
+                            message.as_deref().unwrap_or("invalid_client")
+                        );
+                        (REJECTED_RETRY, TokenHealth::Rejected(reason))
+                    }
+                    Failure::Secret(message) => {
+                        TokenRefreshed { result: "error" }.emit();
+                        (REJECTED_RETRY, TokenHealth::Rejected(message.clone()))
+                    }
+                    Failure::Call(error) => {
+                        TokenRefreshed { result: "error" }.emit();
+                        let backoff = RETRY_FIRST.saturating_mul(1 << self.failures.min(10)).min(RETRY_MAX);
+                        let delay = crate::backoff::with_retry_after(backoff, retry_after(error));
+                        tracing::warn!(error = %error, retry_in = ?delay, "Token request failed.");
+                        let health = if self.current.is_some() {
+                            TokenHealth::Ready
+                        } else {
+                            TokenHealth::Missing
+                        };
+                        (delay, health)
+                    }
+                };
+                if let TokenHealth::Rejected(reason) = &health {
+                    tracing::error!(reason = %reason, retry_in = ?delay, "Cannot obtain a token.");
+                }
+                self.health.send_replace(health);
+                if !self.waiters.is_empty() || self.current.is_none() {
+                    ctx.run_later(delay, |act, ctx| act.fetch(ctx));
+                }
+            }
+        }
+    }
+}
+
+enum Failure {
+    Call(CallError),
+    Secret(String),
+}
+
+fn retry_after(error: &CallError) -> Option<Duration> {
+    match error {
+        CallError::Status { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
+impl Actor for TokenActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Fetch at once: `/readyz` turns ready, and rejected credentials show before any
+        // action needs them.
+        ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
+        self.fetch(ctx);
+    }
+}
+
+impl Supervised for TokenActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Waiters of the crashed incarnation were dropped with its futures; their callers
+        // see a mailbox error and ask again.
+        self.fetching = false;
+        self.waiters.clear();
+    }
+}
+
+impl Handler<GetToken> for TokenActor {
+    type Result = ResponseFuture<Result<Secret, MailboxError>>;
+
+    fn handle(&mut self, _: GetToken, ctx: &mut Context<Self>) -> Self::Result {
+        let now = Instant::now();
+        if let Some((token, expires_at)) = &self.current {
+            if now + self.skew < *expires_at {
+                let token = token.clone();
+                return Box::pin(async move { Ok(token) });
+            }
+            if now < *expires_at {
+                // Inside the skew: serve the old token, refresh in the background.
+                let token = token.clone();
+                self.fetch(ctx);
+                return Box::pin(async move { Ok(token) });
+            }
+            self.current = None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        self.fetch(ctx);
+        Box::pin(async move { rx.await.map_err(|_| MailboxError::Closed) })
+    }
+}
+
+impl Handler<InvalidateToken> for TokenActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InvalidateToken, _ctx: &mut Context<Self>) {
+        if self.current.as_ref().is_some_and(|(t, _)| *t == msg.token) {
+            tracing::debug!("Token refused upstream; dropping it.");
+            self.current = None;
+        }
+    }
+}

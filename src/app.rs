@@ -1,0 +1,286 @@
+//! `run`: boots the actors, admits the configured actions, handles signals and shuts
+//! down, returning the exit code of SPEC §2.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::actors::admission::{AdmissionActor, Admit, GetSummary, Idle, StopAdmitting};
+use crate::actors::audit::{AuditActor, FlushAudit};
+use crate::actors::classifier::ClassifierActor;
+use crate::actors::dead_letter::{DeadLetterActor, DrainDeadLetters, Webhook};
+use crate::actors::poller_env::PollerEnv;
+use crate::actors::token::{SecretSource, TokenActor, TokenHealth};
+use crate::classify::Rules;
+use crate::config::{self, Loaded, Secret, SIMULATOR};
+use crate::cxone::{CxoneClient, Gate};
+use crate::error::{exit, Error};
+use crate::report::Progress;
+
+/// Client id the embedded simulator accepts by default.
+const SIMULATOR_CLIENT_ID: &str = "simulator";
+/// Client secret the embedded simulator accepts by default.
+const SIMULATOR_CLIENT_SECRET: &str = "simulator-secret";
+
+/// Runs the daemon on a fresh actix System until it is done or stopped.
+pub fn run(loaded: Loaded, once: bool) -> Result<u8, Error> {
+    // rustls needs one process-wide crypto provider; a second install is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    actix_rt::System::new().block_on(run_async(loaded, once))
+}
+
+/// Why the main loop ended.
+enum Stop {
+    /// Every action has an outcome (`--once`).
+    Finished,
+    /// SIGTERM/SIGINT.
+    Signal,
+    /// Credentials rejected (`--once`).
+    Rejected(String),
+}
+
+async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
+    let cfg = Rc::new(loaded.config.clone());
+    let _metrics = crate::telemetry::metrics::install();
+
+    // CXone: the real one, or the embedded simulator on an ephemeral loopback port.
+    let mut simulator = None;
+    let (base_url, client_id, secret) = if cfg.cxone.uses_simulator() {
+        let running = crate::simulator::start("127.0.0.1:0", cfg.simulator.clone())
+            .await
+            .map_err(|e| Error::CannotRun(format!("cannot start the embedded simulator: {e}")))?;
+        let url = running.base_url();
+        tracing::info!(url = %url, profile = ?cfg.simulator.profile, "Embedded simulator listening.");
+        let secret = if cfg.simulator.client_secret_env.is_empty() {
+            Secret::new(SIMULATOR_CLIENT_SECRET)
+        } else {
+            Secret::from_env(&cfg.simulator.client_secret_env).map_err(Error::Usage)?
+        };
+        let id = if cfg.simulator.client_id.is_empty() {
+            SIMULATOR_CLIENT_ID.to_owned()
+        } else {
+            cfg.simulator.client_id.clone()
+        };
+        simulator = Some(running);
+        (url, id, SecretSource::Fixed(secret))
+    } else {
+        let id = if cfg.cxone.client_id.is_empty() {
+            std::env::var("CXONE_CLIENT_ID")
+                .map_err(|_| Error::Usage("cxone.client_id is empty and CXONE_CLIENT_ID is not set".into()))?
+        } else {
+            cfg.cxone.client_id.clone()
+        };
+        let source = if !cfg.cxone.client_secret_file.is_empty() {
+            let path = std::path::PathBuf::from(&cfg.cxone.client_secret_file);
+            Secret::from_file(&path).map_err(|e| Error::Usage(format!("cxone.client_secret_file: {e}")))?;
+            SecretSource::File(path)
+        } else {
+            let secret = Secret::from_env(&cfg.cxone.client_secret_env)
+                .map_err(|e| Error::Usage(format!("cxone.client_secret_env: {e}")))?;
+            SecretSource::Fixed(secret)
+        };
+        (cfg.cxone.base_url.clone(), id, source)
+    };
+
+    let webhook_url = match cfg.dead_letter.webhook_url.as_str() {
+        "" => None,
+        SIMULATOR => Some(format!("{base_url}/sim/webhook")),
+        url => Some(url.to_owned()),
+    };
+    let signing_key = if cfg.dead_letter.signing_secret_env.is_empty() {
+        None
+    } else {
+        Some(
+            Secret::from_env(&cfg.dead_letter.signing_secret_env)
+                .map_err(|e| Error::Usage(format!("dead_letter.signing_secret_env: {e}")))?,
+        )
+    };
+
+    let gate = Rc::new(Gate::new(cfg.retry.base_delay, cfg.limits.requests_per_second));
+    let client = Rc::new(CxoneClient::new(&cfg.cxone, &base_url, gate));
+
+    let audit_actor = AuditActor::open(&cfg.audit.path, cfg.audit.fsync)
+        .map_err(|e| Error::CannotRun(format!("cannot open audit file {}: {e}", cfg.audit.path.display())))?;
+    let audit = Supervisor::start(move |_| audit_actor);
+
+    let (health_tx, mut health_rx) = watch::channel(TokenHealth::Missing);
+    let token_client = client.clone();
+    let skew = cfg.cxone.token_refresh_skew;
+    let token = Supervisor::start(move |_| TokenActor::new(token_client, client_id, secret, skew, health_tx));
+    let rules = Rules::new(&cfg.classifier);
+    let classifier = Supervisor::start(move |_| ClassifierActor::new(rules));
+    let webhook = Webhook {
+        url: webhook_url,
+        signing_key,
+        timeout: cfg.dead_letter.timeout,
+        max_delay: cfg.dead_letter.redelivery_max_delay,
+    };
+    let dl_audit = audit.clone();
+    let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit));
+
+    let rollback_templates = cfg
+        .batches
+        .iter()
+        .filter(|b| !b.rollback_action.is_empty())
+        .map(|b| {
+            let value = serde_json::to_value(&b.rollback_action).unwrap_or_else(|_| serde_json::json!({}));
+            (Arc::<str>::from(b.name.as_str()), value)
+        })
+        .collect();
+    let chaos_probability = if cfg.chaos.enabled {
+        cfg.chaos.poller_panic_probability
+    } else {
+        0.0
+    };
+    let env = Rc::new(PollerEnv {
+        client,
+        token,
+        classifier,
+        audit: audit.clone(),
+        dead_letter: dead_letter.clone(),
+        poll: cfg.poll.clone(),
+        retry: cfg.retry.clone(),
+        supervisor: cfg.supervisor.clone(),
+        rollback_templates,
+        chaos_probability,
+        rng: std::cell::RefCell::new(SmallRng::from_os_rng()),
+    });
+    let batch_limits: HashMap<Arc<str>, usize> = cfg
+        .batches
+        .iter()
+        .map(|b| (Arc::<str>::from(b.name.as_str()), b.max_in_flight))
+        .collect();
+    let (idle_tx, mut idle_rx) = watch::channel(Idle(false));
+    let admission = AdmissionActor::new(env, cfg.limits.max_in_flight, batch_limits, idle_tx, Progress::new()).start();
+    let admitted = admission
+        .send(Admit {
+            actions: loaded.actions.clone(),
+        })
+        .await
+        .map_err(|e| Error::CannotRun(format!("admission failed: {e}")))?;
+    tracing::info!(actions = admitted, batches = cfg.batches.len(), once, "Running.");
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::CannotRun(format!("signals: {e}")))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::CannotRun(format!("signals: {e}")))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| Error::CannotRun(format!("signals: {e}")))?;
+
+    let stop = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break Stop::Signal,
+            _ = sigint.recv() => break Stop::Signal,
+            _ = sighup.recv() => reload(&loaded.path, &admission).await,
+            changed = idle_rx.changed(), if once => {
+                if changed.is_err() || idle_rx.borrow().0 {
+                    break Stop::Finished;
+                }
+            }
+            changed = health_rx.changed(), if once => {
+                if changed.is_err() {
+                    continue;
+                }
+                if let TokenHealth::Rejected(reason) = health_rx.borrow().clone() {
+                    break Stop::Rejected(reason);
+                }
+            }
+        }
+    };
+
+    admission.do_send(StopAdmitting);
+    let code = match &stop {
+        Stop::Finished => {
+            let left = dead_letter
+                .send(DrainDeadLetters {
+                    timeout: cfg.dead_letter.drain_timeout,
+                })
+                .await
+                .unwrap_or(usize::MAX);
+            if left > 0 {
+                tracing::warn!(
+                    undelivered = left,
+                    "Dead letters still undelivered after drain_timeout; they stay stored."
+                );
+            }
+            let summary = admission.send(GetSummary).await.unwrap_or_default();
+            if summary.all_completed() && left == 0 {
+                exit::OK
+            } else {
+                exit::NOT_ALL_COMPLETED
+            }
+        }
+        Stop::Signal => {
+            tracing::info!(timeout = ?cfg.shutdown.timeout, "Shutting down.");
+            let _ = tokio::time::timeout(cfg.shutdown.timeout, wait_idle(&mut idle_rx)).await;
+            if once {
+                let summary = admission.send(GetSummary).await.unwrap_or_default();
+                if summary.all_finished() {
+                    if summary.all_completed() {
+                        exit::OK
+                    } else {
+                        exit::NOT_ALL_COMPLETED
+                    }
+                } else {
+                    exit::INTERRUPTED
+                }
+            } else {
+                exit::OK
+            }
+        }
+        Stop::Rejected(reason) => {
+            eprintln!("actionwarden: cannot run: {reason}; check cxone.client_id and the client secret");
+            exit::CANNOT_RUN
+        }
+    };
+
+    if let Ok(Err(e)) = audit.send(FlushAudit).await {
+        tracing::error!(error = %e, "Audit flush failed.");
+    }
+    if let Ok(summary) = admission.send(GetSummary).await {
+        eprint!("{}", summary.render());
+    }
+    if let Some(sim) = simulator {
+        sim.handle.stop(false).await;
+    }
+    System::current().stop();
+    Ok(code)
+}
+
+/// Waits until every admitted action has an outcome.
+async fn wait_idle(idle_rx: &mut watch::Receiver<Idle>) {
+    while !idle_rx.borrow().0 {
+        if idle_rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// SIGHUP: reads the file again and admits actions not seen before; an invalid file is
+/// logged and ignored.
+async fn reload(path: &std::path::Path, admission: &Addr<AdmissionActor>) {
+    match config::load(path) {
+        Ok(loaded) => match admission
+            .send(Admit {
+                actions: loaded.actions,
+            })
+            .await
+        {
+            Ok(added) => tracing::info!(added, "Configuration reloaded."),
+            Err(e) => tracing::error!(error = %e, "Reload failed."),
+        },
+        Err(e) => tracing::error!(error = %e, "Reload ignored: the configuration is invalid."),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_stop_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,109 @@
+//! Command-line types (SPEC §2).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LogFormat;
+use crate::simulator::Profile;
+
+/// Runs NICE CXone Data Actions to a final outcome and never loses one.
+#[derive(Debug, Parser)]
+#[command(name = "actionwarden", version, about)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `-c FILE`, shared by the commands that read a config.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// Config file (default: $ACTIONWARDEN_CONFIG, else ./config.toml).
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "ACTIONWARDEN_CONFIG",
+        default_value = "config.toml"
+    )]
+    pub config: PathBuf,
+}
+
+/// The subcommands.
+// `Simulate` carries many knobs; the enum is built once per process, size is irrelevant.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (until SIGTERM/SIGINT, or with --once until every action is terminal).
+    Run {
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Exit once every action has an outcome and every dead letter is delivered.
+        #[arg(long)]
+        once: bool,
+        /// Log format (overrides [log] format).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Validate the config and print the plan; contacts nothing.
+    Check {
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run the CXone simulator in the foreground.
+    Simulate {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Profile: demo, clean or chaos.
+        #[arg(long, value_parser = parse_profile)]
+        profile: Option<Profile>,
+        /// Seed of the profile's draws.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Accepted client id.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Env var holding the accepted client secret (default secret: simulator-secret).
+        #[arg(long)]
+        client_secret_env: Option<String>,
+        /// Token lifetime, e.g. "1h" or "2s".
+        #[arg(long)]
+        token_ttl: Option<String>,
+        /// Env var holding the webhook HMAC key (signatures checked when set).
+        #[arg(long)]
+        webhook_secret_env: Option<String>,
+        /// Answer the first N webhook POSTs with 503.
+        #[arg(long)]
+        webhook_fail_first: Option<u32>,
+        /// Share of submits answered with only the X-Action-Id header.
+        #[arg(long)]
+        header_only_rate: Option<f64>,
+        /// Share of API requests answered 429.
+        #[arg(long)]
+        rate_limit_rate: Option<f64>,
+        /// Share of API requests answered 503.
+        #[arg(long)]
+        server_error_rate: Option<f64>,
+        /// Share of polls answered with a malformed body.
+        #[arg(long)]
+        malformed_rate: Option<f64>,
+        /// Share of API requests whose connection is dropped.
+        #[arg(long)]
+        drop_rate: Option<f64>,
+        /// Share of tokens rejected before their expiry.
+        #[arg(long)]
+        early_expiry_rate: Option<f64>,
+        /// Latency added to each API response, e.g. "20ms".
+        #[arg(long)]
+        latency: Option<String>,
+    },
+}
+
+/// Parses a profile name the way the `[simulator]` table spells it.
+fn parse_profile(text: &str) -> Result<Profile, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("expected demo, clean or chaos, found {text:?}"))
+}

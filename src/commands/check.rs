@@ -1,0 +1,90 @@
+//! `actionwarden check`: validate and print the plan, secrets redacted. Contacts nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::{self, Loaded};
+use crate::error::{exit, Error};
+
+/// Validates the file at `path` and prints the plan.
+pub fn check(path: &Path) -> Result<u8, Error> {
+    let loaded = config::load(path)?;
+    print!("{}", plan(&loaded));
+    Ok(exit::OK)
+}
+
+/// The plan: batches with their action counts, then the effective settings. Secrets are
+/// never in the config (only env var names and file paths), and whether they are set is
+/// shown as set/unset, never their value.
+pub fn plan(loaded: &Loaded) -> String {
+    let c = &loaded.config;
+    let mut out = String::new();
+    let _ = writeln!(out, "config: {} (valid)", loaded.path.display());
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for action in &loaded.actions {
+        *counts.entry(&action.identity.batch).or_default() += 1;
+    }
+    let _ = writeln!(out, "batches: {}, actions: {}", c.batches.len(), loaded.actions.len());
+    for batch in &c.batches {
+        let limit = if batch.max_in_flight == 0 {
+            "global limit".to_string()
+        } else {
+            batch.max_in_flight.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>7} actions  max_in_flight: {:<12} rollback: {}",
+            batch.name,
+            counts.get(batch.name.as_str()).copied().unwrap_or(0),
+            limit,
+            if batch.rollback_action.is_empty() {
+                "none"
+            } else {
+                "configured"
+            }
+        );
+    }
+    let secret = if c.cxone.uses_simulator() {
+        "embedded simulator credentials".to_string()
+    } else if !c.cxone.client_secret_file.is_empty() {
+        format!(
+            "from file {} ({})",
+            c.cxone.client_secret_file,
+            presence(Path::new(&c.cxone.client_secret_file).exists())
+        )
+    } else {
+        format!(
+            "from env {} ({})",
+            c.cxone.client_secret_env,
+            presence(std::env::var_os(&c.cxone.client_secret_env).is_some())
+        )
+    };
+    let _ = writeln!(out, "client secret: {secret}");
+    if !c.dead_letter.signing_secret_env.is_empty() {
+        let set = std::env::var_os(&c.dead_letter.signing_secret_env).is_some();
+        let _ = writeln!(
+            out,
+            "webhook signing key: from env {} ({})",
+            c.dead_letter.signing_secret_env,
+            presence(set)
+        );
+    }
+    if !c.admin.token_env.is_empty() {
+        let set = std::env::var_os(&c.admin.token_env).is_some();
+        let _ = writeln!(out, "admin token: from env {} ({})", c.admin.token_env, presence(set));
+    }
+    let mut settings = c.clone();
+    settings.batches.clear();
+    let _ = writeln!(out, "\neffective settings:");
+    out.push_str(&toml::to_string(&settings).unwrap_or_else(|e| format!("(cannot render: {e})\n")));
+    out
+}
+
+fn presence(set: bool) -> &'static str {
+    if set {
+        "set"
+    } else {
+        "NOT SET"
+    }
+}

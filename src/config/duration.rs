@@ -1,0 +1,80 @@
+//! Durations written as strings such as `"250ms"`, `"5s"`, `"1h"` or `"1m 30s"`.
+//!
+//! Use as `#[serde(with = "crate::config::duration")]` on a `Duration` field. Bare
+//! numbers are refused on purpose: `timeout = 5` could mean seconds or milliseconds.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Visitor};
+use serde::{Deserializer, Serializer};
+
+/// Parses a duration string; the error text is what the config loader shows the user.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("expected a duration such as \"250ms\", \"5s\" or \"1h\", found an empty string".into());
+    }
+    humantime::parse_duration(trimmed)
+        .map_err(|e| format!("expected a duration such as \"250ms\", \"5s\" or \"1h\", found {text:?} ({e})"))
+}
+
+/// Formats a duration the way it is written in the config (`"1m 30s"`, `"250ms"`).
+pub fn format(duration: Duration) -> String {
+    if duration.is_zero() {
+        return "0s".into();
+    }
+    humantime::format_duration(duration).to_string()
+}
+
+/// Serde deserializer for a duration string.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration string such as \"250ms\", \"5s\" or \"1h\"")
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<Duration, E> {
+            parse(value).map_err(E::custom)
+        }
+    }
+
+    deserializer.deserialize_str(DurationVisitor)
+}
+
+/// Serde serializer writing the same string form `deserialize` reads.
+pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format(*duration))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_units_of_the_spec() {
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("1m 30s").unwrap(), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn refuses_text_without_a_unit() {
+        assert!(parse("5").is_err());
+        assert!(parse("").is_err());
+        assert!(parse("fast").unwrap_err().contains("\"fast\""));
+    }
+
+    #[test]
+    fn formats_what_it_parses() {
+        for text in ["250ms", "5s", "1h", "1m 30s"] {
+            assert_eq!(parse(&format(parse(text).unwrap())).unwrap(), parse(text).unwrap());
+        }
+    }
+}

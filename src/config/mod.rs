@@ -1,0 +1,526 @@
+//! Configuration: one struct per TOML table of SPEC §3, with its defaults.
+//!
+//! `load()` reads the file, deserializes it with unknown keys refused, resolves every
+//! action (inline and from `actions_file`) and runs the checks of `validate.rs`; every
+//! problem comes back at once, each with `FILE:LINE:COLUMN`, the key and what was expected.
+
+pub mod duration;
+mod location;
+pub mod secret;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::ActionSpec;
+use crate::simulator::SimulatorSettings;
+
+pub use location::Problem;
+pub use secret::Secret;
+
+/// The literal `base_url` (and `webhook_url`) that selects the embedded simulator.
+pub const SIMULATOR: &str = "simulator";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach CXone (or the embedded simulator).
+    pub cxone: CxoneConfig,
+    /// Concurrency and request-rate limits.
+    pub limits: LimitsConfig,
+    /// Polling cadence.
+    pub poll: PollConfig,
+    /// The single retry budget of each action and its backoff.
+    pub retry: RetryConfig,
+    /// Error code -> recovery directive rules.
+    pub classifier: ClassifierConfig,
+    /// Poller restart policy.
+    pub supervisor: SupervisorConfig,
+    /// Dead-letter webhook.
+    pub dead_letter: DeadLetterConfig,
+    /// Audit log file.
+    pub audit: AuditConfig,
+    /// Journal file.
+    pub journal: JournalConfig,
+    /// Admin HTTP server.
+    pub admin: AdminConfig,
+    /// Log output.
+    pub log: LogConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Embedded simulator, used when `cxone.base_url = "simulator"`.
+    pub simulator: SimulatorSettings,
+    /// Fault injection for drills and tests.
+    pub chaos: ChaosConfig,
+    /// The action batches.
+    #[serde(rename = "batch", skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<BatchConfig>,
+}
+
+/// `[cxone]`: endpoints, credentials and HTTP limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CxoneConfig {
+    /// API base URL; `"simulator"` starts the embedded simulator. Default `https://api.nicecxone.com`.
+    pub base_url: String,
+    /// Token endpoint. Default: `{base_url}/oauth/token`.
+    pub token_url: String,
+    /// OAuth2 client id; falls back to env `CXONE_CLIENT_ID`.
+    pub client_id: String,
+    /// Name of the environment variable holding the client secret. Default `CXONE_CLIENT_SECRET`.
+    pub client_secret_env: String,
+    /// File holding the client secret; wins over `client_secret_env` when set.
+    pub client_secret_file: String,
+    /// OAuth2 scopes, sent space-separated.
+    pub scopes: Vec<String>,
+    /// Submit path. Default `/api/v2/data/actions`.
+    pub submit_path: String,
+    /// Poll path with `{id}`. Default `/api/v2/data/actions/{id}`.
+    pub poll_path: String,
+    /// Timeout of one HTTP request, headers and body. Default `15s`.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Refresh a token this long before it expires. Default `60s`.
+    #[serde(with = "duration")]
+    pub token_refresh_skew: Duration,
+    /// Connection pool size. Default 256.
+    pub max_connections: usize,
+    /// Largest response body read. Default 1 MiB.
+    pub max_response_bytes: usize,
+    /// Allow `http://` to a non-loopback host. Default false.
+    pub allow_insecure_http: bool,
+    /// A literal secret: refused by validation, present only to say so clearly.
+    #[serde(skip_serializing)]
+    pub client_secret: Option<toml::Value>,
+}
+
+impl Default for CxoneConfig {
+    fn default() -> Self {
+        CxoneConfig {
+            base_url: "https://api.nicecxone.com".into(),
+            token_url: String::new(),
+            client_id: String::new(),
+            client_secret_env: "CXONE_CLIENT_SECRET".into(),
+            client_secret_file: String::new(),
+            scopes: vec!["data:actions:write".into(), "data:actions:read".into()],
+            submit_path: "/api/v2/data/actions".into(),
+            poll_path: "/api/v2/data/actions/{id}".into(),
+            request_timeout: Duration::from_secs(15),
+            token_refresh_skew: Duration::from_secs(60),
+            max_connections: 256,
+            max_response_bytes: 1_048_576,
+            allow_insecure_http: false,
+            client_secret: None,
+        }
+    }
+}
+
+impl CxoneConfig {
+    /// True when the embedded simulator plays CXone.
+    pub fn uses_simulator(&self) -> bool {
+        self.base_url == SIMULATOR
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Actions between first submit and outcome, all batches together. Default 1000.
+    pub max_in_flight: usize,
+    /// One token bucket for every CXone request; 0 = unlimited. Default 0.
+    pub requests_per_second: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_in_flight: 1000,
+            requests_per_second: 0,
+        }
+    }
+}
+
+/// `[poll]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollConfig {
+    /// Submit -> first poll. Default `1s`.
+    #[serde(with = "duration")]
+    pub initial_delay: Duration,
+    /// Between polls. Default `5s`.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Growth of the interval per poll; > 1.0 slows long-running actions. Default 1.0.
+    pub backoff_factor: f64,
+    /// Cap of the grown interval. Default `60s`.
+    #[serde(with = "duration")]
+    pub max_interval: Duration,
+    /// First submit -> outcome; past it: dead letter `POLL_TIMEOUT`. Default `1h`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            initial_delay: Duration::from_secs(1),
+            interval: Duration::from_secs(5),
+            backoff_factor: 1.0,
+            max_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `[retry]`: one budget per action for transient errors, 429s and RETRY resubmissions.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retries per action. Default 5.
+    pub max_retries: u32,
+    /// Base of the exponential backoff. Default `2s`.
+    #[serde(with = "duration")]
+    pub base_delay: Duration,
+    /// Growth per retry. Default 2.0.
+    pub backoff_factor: f64,
+    /// Cap of one backoff. Default `30s`.
+    #[serde(with = "duration")]
+    pub max_delay: Duration,
+    /// Jitter mode. Default `full`.
+    pub jitter: Jitter,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 5,
+            base_delay: Duration::from_secs(2),
+            backoff_factor: 2.0,
+            max_delay: Duration::from_secs(30),
+            jitter: Jitter::Full,
+        }
+    }
+}
+
+/// How a backoff delay is randomised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Jitter {
+    /// Uniform in `[0, d]`.
+    #[default]
+    Full,
+    /// `d/2 + uniform[0, d/2]`.
+    Equal,
+    /// Exactly `d`.
+    None,
+}
+
+/// What to do about a failure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Directive {
+    /// Resubmit as a new attempt after a backoff.
+    Retry,
+    /// Compensate with the batch's `rollback_action`.
+    Rollback,
+    /// Give up and route to the dead-letter webhook.
+    #[default]
+    DeadLetter,
+}
+
+impl Directive {
+    /// The SPEC spelling: `RETRY`, `ROLLBACK`, `DEAD_LETTER`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Directive::Retry => "RETRY",
+            Directive::Rollback => "ROLLBACK",
+            Directive::DeadLetter => "DEAD_LETTER",
+        }
+    }
+}
+
+impl fmt::Display for Directive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[classifier]`: error codes (a trailing `*` matches a prefix) -> directive.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierConfig {
+    /// Codes that are retried.
+    pub retry: Vec<String>,
+    /// Codes that are compensated.
+    pub rollback: Vec<String>,
+    /// Directive for every other code. Default `DEAD_LETTER`.
+    pub default: Directive,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        ClassifierConfig {
+            retry: vec!["TIMEOUT".into(), "SERVICE_UNAVAILABLE".into(), "CONFLICT".into()],
+            rollback: Vec::new(),
+            default: Directive::DeadLetter,
+        }
+    }
+}
+
+/// `[supervisor]`: how often a poller may crash before its action is dead-lettered.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorConfig {
+    /// Restarts per action inside `restart_window`; one more: `POLLER_CRASH_LOOP`. Default 5.
+    pub max_restarts: u32,
+    /// Window of the restart count. Default `60s`.
+    #[serde(with = "duration")]
+    pub restart_window: Duration,
+    /// First restart delay, doubling inside the window up to 10s. Default `100ms`.
+    #[serde(with = "duration")]
+    pub restart_backoff: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+            restart_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// `[dead_letter]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterConfig {
+    /// Webhook; empty: stored and listed only; `"simulator"`: the embedded simulator's `/sim/webhook`.
+    pub webhook_url: String,
+    /// Env var holding the HMAC key; empty: unsigned.
+    pub signing_secret_env: String,
+    /// Timeout of one delivery. Default `10s`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Cap of the redelivery backoff (1s doubling). Default `5m`.
+    #[serde(with = "duration")]
+    pub redelivery_max_delay: Duration,
+    /// How long `run --once` waits for undelivered dead letters. Default `30s`.
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
+    /// A literal signing secret: refused.
+    #[serde(skip_serializing)]
+    pub signing_secret: Option<toml::Value>,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            webhook_url: String::new(),
+            signing_secret_env: String::new(),
+            timeout: Duration::from_secs(10),
+            redelivery_max_delay: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(30),
+            signing_secret: None,
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// JSON Lines file. Default `audit.jsonl`.
+    pub path: PathBuf,
+    /// Sync each group of records to disk. Default true.
+    pub fsync: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: "audit.jsonl".into(),
+            fsync: true,
+        }
+    }
+}
+
+/// `[journal]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Journal file. Default `actionwarden.journal`.
+    pub path: PathBuf,
+    /// Sync each group commit to disk. Default true.
+    pub fsync: bool,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            path: "actionwarden.journal".into(),
+            fsync: true,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address; empty disables the admin server. Default `127.0.0.1:9464`.
+    pub listen: String,
+    /// Env var with the bearer token for POST endpoints.
+    pub token_env: String,
+    /// A literal admin token: refused.
+    #[serde(skip_serializing)]
+    pub token: Option<toml::Value>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9464".into(),
+            token_env: String::new(),
+            token: None,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+    /// Filter directive; `RUST_LOG` overrides. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Grace period for in-flight requests. Default `10s`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[chaos]`: fault injection, off unless enabled.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChaosConfig {
+    /// Master switch. Default false.
+    pub enabled: bool,
+    /// Probability that a poller panics on a message it handles. Default 0.0.
+    pub poller_panic_probability: f64,
+}
+
+/// `[[batch]]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Unique name, `[A-Za-z0-9_.-]+`.
+    pub name: String,
+    /// Per-batch in-flight limit; 0: only the global one applies.
+    pub max_in_flight: usize,
+    /// Optional JSON Lines file of actions, relative to the config file.
+    pub actions_file: String,
+    /// Compensation template (SPEC §8); empty: none.
+    pub rollback_action: toml::Table,
+    /// Inline actions.
+    #[serde(rename = "action", skip_serializing)]
+    pub actions: Vec<toml::Table>,
+}
+
+/// A loaded, validated configuration with its resolved actions.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The settings.
+    pub config: Config,
+    /// Every action of every batch, in file order.
+    pub actions: Vec<ActionSpec>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// One or more problems, each with its location.
+    #[error("{}", render_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn render_problems(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+/// Reads, parses and validates the configuration at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration `text` that came from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    let doc = location::Document::new(path, text);
+    let config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid(vec![doc.locate_toml_error(&e)]))?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (actions, mut problems) = validate::resolve_actions(&doc, &config, &base_dir);
+    problems.extend(validate::check(&doc, &config));
+    if !problems.is_empty() {
+        problems.sort_by_key(|p| (p.file.clone(), p.line, p.column));
+        return Err(ConfigError::Invalid(problems));
+    }
+    Ok(Loaded {
+        path: path.to_owned(),
+        config,
+        actions,
+    })
+}

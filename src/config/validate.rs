@@ -1,0 +1,377 @@
+//! Cross-field checks and action resolution. Every problem is collected, so a user fixes
+//! the whole file in one pass instead of one error per run.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use super::location::{Document, Problem, Seg};
+use super::secret::is_env_var_name;
+use super::{Config, SIMULATOR};
+use crate::action::{ActionSpec, Identity};
+
+/// Resolves every action of every batch (inline first, then `actions_file`), refusing
+/// duplicate identities at their second occurrence.
+pub fn resolve_actions(doc: &Document<'_>, config: &Config, base_dir: &Path) -> (Vec<ActionSpec>, Vec<Problem>) {
+    let mut actions = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen: HashMap<Identity, ()> = HashMap::new();
+    for (b, batch) in config.batches.iter().enumerate() {
+        let mut position = 0usize;
+        for (a, table) in batch.actions.iter().enumerate() {
+            position += 1;
+            let path = [Seg::Key("batch"), Seg::Index(b), Seg::Key("action"), Seg::Index(a)];
+            let mut body = match serde_json::to_value(table) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => {
+                    problems.push(doc.problem(&path, "expected an action table"));
+                    continue;
+                }
+            };
+            let key = match body.remove("key") {
+                None => position.to_string(),
+                Some(value) => match key_text(&value) {
+                    Some(k) => k,
+                    None => {
+                        let key_path = [path[0], path[1], path[2], path[3], Seg::Key("key")];
+                        problems.push(doc.problem(&key_path, "expected a non-empty string or integer key"));
+                        continue;
+                    }
+                },
+            };
+            let identity = Identity::new(batch.name.as_str(), key);
+            if seen.insert(identity.clone(), ()).is_some() {
+                let key_path = [path[0], path[1], path[2], path[3], Seg::Key("key")];
+                problems.push(doc.problem(&key_path, format!("duplicate action identity {identity}")));
+                continue;
+            }
+            actions.push(ActionSpec::new(identity, serde_json::Value::Object(body)));
+        }
+        if !batch.actions_file.is_empty() {
+            let file = base_dir.join(&batch.actions_file);
+            match std::fs::read_to_string(&file) {
+                Err(e) => problems.push(doc.problem(
+                    &[Seg::Key("batch"), Seg::Index(b), Seg::Key("actions_file")],
+                    format!("cannot read {}: {e}", file.display()),
+                )),
+                Ok(text) => read_actions_file(
+                    &file,
+                    &text,
+                    &batch.name,
+                    &mut position,
+                    &mut seen,
+                    &mut actions,
+                    &mut problems,
+                ),
+            }
+        }
+    }
+    (actions, problems)
+}
+
+/// Reads one JSON Lines actions file; problems name `FILE:LINE`.
+fn read_actions_file(
+    file: &Path,
+    text: &str,
+    batch: &str,
+    position: &mut usize,
+    seen: &mut HashMap<Identity, ()>,
+    actions: &mut Vec<ActionSpec>,
+    problems: &mut Vec<Problem>,
+) {
+    let at = |line: usize, message: String| Problem {
+        file: file.to_path_buf(),
+        line,
+        column: 1,
+        key: String::new(),
+        message,
+    };
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        *position += 1;
+        let mut body = match serde_json::from_str::<serde_json::Value>(raw) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => {
+                problems.push(at(line, "expected one JSON object per line".into()));
+                continue;
+            }
+            Err(e) => {
+                problems.push(Problem {
+                    column: e.column().max(1),
+                    ..at(line, format!("invalid JSON: {e}"))
+                });
+                continue;
+            }
+        };
+        let key = match body.remove("key") {
+            None => position.to_string(),
+            Some(value) => match key_text(&value) {
+                Some(k) => k,
+                None => {
+                    problems.push(at(line, "key: expected a non-empty string or integer".into()));
+                    continue;
+                }
+            },
+        };
+        let identity = Identity::new(batch, key);
+        if seen.insert(identity.clone(), ()).is_some() {
+            problems.push(at(line, format!("duplicate action identity {identity}")));
+            continue;
+        }
+        actions.push(ActionSpec::new(identity, serde_json::Value::Object(body)));
+    }
+}
+
+fn key_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Every value check that serde cannot express.
+pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut bad = |path: &[Seg<'_>], message: String| problems.push(doc.problem(path, message));
+    let k = Seg::Key;
+
+    // Literal secrets: refused, pointing at the key's own line, never echoing the value.
+    let refuse = "literal secrets are refused in the config file";
+    if config.cxone.client_secret.is_some() {
+        bad(
+            &[k("cxone"), k("client_secret")],
+            format!("{refuse}; set client_secret_env (an environment variable name) or client_secret_file"),
+        );
+    }
+    if config.dead_letter.signing_secret.is_some() {
+        bad(
+            &[k("dead_letter"), k("signing_secret")],
+            format!("{refuse}; set signing_secret_env (an environment variable name)"),
+        );
+    }
+    if config.admin.token.is_some() {
+        bad(
+            &[k("admin"), k("token")],
+            format!("{refuse}; set token_env (an environment variable name)"),
+        );
+    }
+    for (table, key, value) in [
+        ("cxone", "client_secret_env", &config.cxone.client_secret_env),
+        (
+            "dead_letter",
+            "signing_secret_env",
+            &config.dead_letter.signing_secret_env,
+        ),
+        ("admin", "token_env", &config.admin.token_env),
+        ("simulator", "client_secret_env", &config.simulator.client_secret_env),
+        ("simulator", "webhook_secret_env", &config.simulator.webhook_secret_env),
+    ] {
+        if !value.is_empty() && !is_env_var_name(value) {
+            bad(
+                &[k(table), k(key)],
+                "expected the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*); literal secrets are refused"
+                    .into(),
+            );
+        }
+    }
+
+    // CXone endpoints.
+    let cx = &config.cxone;
+    if !cx.uses_simulator() {
+        if let Err(message) = check_url(&cx.base_url, cx.allow_insecure_http) {
+            bad(&[k("cxone"), k("base_url")], format!("{message} (or \"simulator\")"));
+        }
+        if cx.client_id.is_empty() && std::env::var("CXONE_CLIENT_ID").map(|v| v.is_empty()).unwrap_or(true) {
+            bad(
+                &[k("cxone"), k("client_id")],
+                "expected a client id here or in env CXONE_CLIENT_ID".into(),
+            );
+        }
+        if cx.client_secret_env.is_empty() && cx.client_secret_file.is_empty() {
+            bad(
+                &[k("cxone"), k("client_secret_env")],
+                "expected client_secret_env or client_secret_file".into(),
+            );
+        }
+    }
+    if !cx.token_url.is_empty() {
+        if let Err(message) = check_url(&cx.token_url, cx.allow_insecure_http) {
+            bad(&[k("cxone"), k("token_url")], message);
+        }
+    }
+    if !cx.submit_path.starts_with('/') {
+        bad(
+            &[k("cxone"), k("submit_path")],
+            "expected a path starting with /".into(),
+        );
+    }
+    if !cx.poll_path.starts_with('/') || !cx.poll_path.contains("{id}") {
+        bad(
+            &[k("cxone"), k("poll_path")],
+            "expected a path starting with / and containing {id}".into(),
+        );
+    }
+    if cx.request_timeout.is_zero() {
+        bad(
+            &[k("cxone"), k("request_timeout")],
+            "expected a duration above zero".into(),
+        );
+    }
+    if cx.max_connections == 0 {
+        bad(&[k("cxone"), k("max_connections")], "expected at least 1".into());
+    }
+    if cx.max_response_bytes < 256 {
+        bad(
+            &[k("cxone"), k("max_response_bytes")],
+            "expected at least 256 bytes".into(),
+        );
+    }
+    if cx.scopes.iter().any(|s| s.trim().is_empty() || s.contains(' ')) {
+        bad(
+            &[k("cxone"), k("scopes")],
+            "expected non-empty scope names without spaces".into(),
+        );
+    }
+
+    if config.limits.max_in_flight == 0 {
+        bad(&[k("limits"), k("max_in_flight")], "expected at least 1".into());
+    }
+    let poll = &config.poll;
+    if !(poll.backoff_factor >= 1.0 && poll.backoff_factor.is_finite()) {
+        bad(&[k("poll"), k("backoff_factor")], "expected a number >= 1.0".into());
+    }
+    if poll.interval.is_zero() {
+        bad(&[k("poll"), k("interval")], "expected a duration above zero".into());
+    }
+    if poll.max_interval < poll.interval {
+        bad(
+            &[k("poll"), k("max_interval")],
+            "expected a duration >= poll.interval".into(),
+        );
+    }
+    if poll.timeout.is_zero() {
+        bad(&[k("poll"), k("timeout")], "expected a duration above zero".into());
+    }
+    let retry = &config.retry;
+    if !(retry.backoff_factor >= 1.0 && retry.backoff_factor.is_finite()) {
+        bad(&[k("retry"), k("backoff_factor")], "expected a number >= 1.0".into());
+    }
+    if retry.max_delay < retry.base_delay {
+        bad(
+            &[k("retry"), k("max_delay")],
+            "expected a duration >= retry.base_delay".into(),
+        );
+    }
+    for (list, codes) in [
+        ("retry", &config.classifier.retry),
+        ("rollback", &config.classifier.rollback),
+    ] {
+        for (i, code) in codes.iter().enumerate() {
+            let stem = code.strip_suffix('*').unwrap_or(code);
+            if code.trim().is_empty() || stem.contains('*') {
+                bad(
+                    &[k("classifier"), k(list), Seg::Index(i)],
+                    "expected an error code, optionally ending in * for a prefix".into(),
+                );
+            }
+        }
+    }
+    if config.supervisor.restart_window.is_zero() {
+        bad(
+            &[k("supervisor"), k("restart_window")],
+            "expected a duration above zero".into(),
+        );
+    }
+
+    let dl = &config.dead_letter;
+    if dl.webhook_url == SIMULATOR {
+        if !cx.uses_simulator() {
+            bad(
+                &[k("dead_letter"), k("webhook_url")],
+                "\"simulator\" needs cxone.base_url = \"simulator\"".into(),
+            );
+        }
+    } else if !dl.webhook_url.is_empty() {
+        if let Err(message) = check_url(&dl.webhook_url, cx.allow_insecure_http) {
+            bad(&[k("dead_letter"), k("webhook_url")], message);
+        }
+    }
+    if dl.timeout.is_zero() {
+        bad(
+            &[k("dead_letter"), k("timeout")],
+            "expected a duration above zero".into(),
+        );
+    }
+    if !config.admin.listen.is_empty() && config.admin.listen.parse::<SocketAddr>().is_err() {
+        bad(
+            &[k("admin"), k("listen")],
+            "expected an address such as \"127.0.0.1:9464\", or \"\" to disable".into(),
+        );
+    }
+    if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
+        bad(
+            &[k("log"), k("level")],
+            "expected a level such as \"info\" or a filter such as \"actionwarden=debug\"".into(),
+        );
+    }
+    let chaos_p = config.chaos.poller_panic_probability;
+    if !(0.0..=1.0).contains(&chaos_p) {
+        bad(
+            &[k("chaos"), k("poller_panic_probability")],
+            "expected a probability between 0.0 and 1.0".into(),
+        );
+    }
+
+    // Batches.
+    if config.batches.is_empty() {
+        bad(&[], "expected at least one [[batch]]".into());
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (b, batch) in config.batches.iter().enumerate() {
+        let name_path = [k("batch"), Seg::Index(b), k("name")];
+        if batch.name.is_empty()
+            || !batch
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            bad(&name_path, "expected a name of [A-Za-z0-9_.-]+".into());
+        } else if names.insert(&batch.name, b).is_some() {
+            bad(&name_path, format!("duplicate batch name {:?}", batch.name));
+        }
+        if !batch.rollback_action.is_empty() && batch.rollback_action.contains_key("key") {
+            bad(
+                &[k("batch"), Seg::Index(b), k("rollback_action"), k("key")],
+                "a rollback template has no key: it takes the failed action's identity".into(),
+            );
+        }
+    }
+    problems
+}
+
+/// Checks an absolute http(s) URL; plain http only to loopback unless allowed.
+fn check_url(text: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("expected an http(s) URL, found {text:?} ({e})"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(&url) => Ok(()),
+        "http" => Err(format!(
+            "plain http to the non-loopback host {:?} is refused; use https or set cxone.allow_insecure_http = true",
+            url.host_str().unwrap_or_default()
+        )),
+        other => Err(format!("expected an http or https URL, found scheme {other:?}")),
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}

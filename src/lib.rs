@@ -1,0 +1,29 @@
+//! actionwarden runs batches of NICE CXone Data Actions to a final outcome and never
+//! loses one. The contract is SPEC.md; this crate is the daemon, its CLI and the CXone
+//! simulator it is tested against.
+//!
+//! # Layout
+//!
+//! - `config/`: the TOML file, its defaults, secrets and located errors.
+//! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`: pure logic, unit-tested.
+//! - `cxone/`: the HTTP client for token, submit and poll, and the shared 429 gate.
+//! - `actors/`: `TokenActor`, `PollerActor` (with admission), `ClassifierActor`,
+//!   `DeadLetterActor`, `AuditActor`.
+//! - `app.rs`: boot, signals, shutdown; `commands/`: one file per subcommand.
+//! - `telemetry/`: logs, metric names, events; `report.rs`: progress and summary.
+//! - `simulator/`: a faithful CXone on loopback for demos, tests and benchmarks.
+
+pub mod action;
+pub mod actors;
+pub mod app;
+pub mod backoff;
+pub mod classify;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod cxone;
+pub mod error;
+pub mod report;
+pub mod simulator;
+pub mod state;
+pub mod telemetry;

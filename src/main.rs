@@ -1,0 +1,27 @@
+//! Entry point: parse the command line, run the command, map the result to an exit code.
+
+use std::process::ExitCode;
+
+use actionwarden::cli::{Cli, Command};
+use actionwarden::commands;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            config,
+            once,
+            log_format,
+        } => commands::run::run(&config.config, once, log_format),
+        Command::Check { config } => commands::check::check(&config.config),
+        Command::Simulate { .. } => commands::simulate::simulate(cli.command),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("actionwarden: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! What a person sees: a progress bar per batch while running (on a terminal), and the
+//! closing table of SPEC §13.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::action::Outcome;
+
+/// Counts and durations of one batch.
+#[derive(Debug, Clone, Default)]
+pub struct BatchSummary {
+    /// Batch name.
+    pub name: String,
+    /// Actions admitted.
+    pub total: usize,
+    /// Outcomes by kind, in `Outcome::ALL` order.
+    pub outcomes: [usize; 4],
+    /// Retries spent.
+    pub retries: u64,
+    /// Poller restarts.
+    pub restarts: u64,
+    /// Durations of finished actions, seconds.
+    pub durations: Vec<f64>,
+}
+
+impl BatchSummary {
+    /// An empty summary for `name`.
+    pub fn new(name: &str) -> Self {
+        BatchSummary {
+            name: name.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds one outcome.
+    pub fn record(&mut self, outcome: Outcome, latency: Duration, retries: u32, restarts: u32) {
+        let index = Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("every outcome is listed");
+        self.outcomes[index] += 1;
+        self.retries += u64::from(retries);
+        self.restarts += u64::from(restarts);
+        self.durations.push(latency.as_secs_f64());
+    }
+
+    /// Outcomes of `kind`.
+    pub fn count(&self, kind: Outcome) -> usize {
+        self.outcomes[Outcome::ALL.iter().position(|o| *o == kind).expect("listed")]
+    }
+
+    /// Actions with any outcome.
+    pub fn finished(&self) -> usize {
+        self.outcomes.iter().sum()
+    }
+}
+
+/// All batches.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// One per batch, by name.
+    pub batches: Vec<BatchSummary>,
+}
+
+impl Summary {
+    /// True when every admitted action has an outcome.
+    pub fn all_finished(&self) -> bool {
+        self.batches.iter().all(|b| b.finished() == b.total)
+    }
+
+    /// True when every outcome is `completed`.
+    pub fn all_completed(&self) -> bool {
+        self.batches.iter().all(|b| b.count(Outcome::Completed) == b.total)
+    }
+
+    /// The closing table.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<24} {:>7} {:>9} {:>9} {:>13} {:>11} {:>7} {:>8} {:>9} {:>9} {:>9}",
+            "batch",
+            "total",
+            "completed",
+            "cancelled",
+            "dead-lettered",
+            "rolled back",
+            "retries",
+            "restarts",
+            "p50",
+            "p95",
+            "p99"
+        );
+        for b in &self.batches {
+            let mut d = b.durations.clone();
+            d.sort_by(f64::total_cmp);
+            let _ = writeln!(
+                out,
+                "{:<24} {:>7} {:>9} {:>9} {:>13} {:>11} {:>7} {:>8} {:>9} {:>9} {:>9}",
+                b.name,
+                b.total,
+                b.count(Outcome::Completed),
+                b.count(Outcome::Cancelled),
+                b.count(Outcome::DeadLettered),
+                b.count(Outcome::RolledBack),
+                b.retries,
+                b.restarts,
+                seconds(percentile(&d, 0.50)),
+                seconds(percentile(&d, 0.95)),
+                seconds(percentile(&d, 0.99)),
+            );
+        }
+        out
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
+    Some(sorted[rank.min(sorted.len()) - 1])
+}
+
+fn seconds(value: Option<f64>) -> String {
+    match value {
+        None => "-".into(),
+        Some(s) if s < 1.0 => format!("{:.0}ms", s * 1000.0),
+        Some(s) => format!("{s:.2}s"),
+    }
+}
+
+/// Progress bars, one per batch, drawn only when stderr is a terminal.
+pub struct Progress {
+    multi: Option<MultiProgress>,
+    bars: HashMap<String, ProgressBar>,
+}
+
+impl Progress {
+    /// Bars on a terminal, nothing otherwise.
+    pub fn new() -> Self {
+        let multi = std::io::stderr()
+            .is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Progress {
+            multi,
+            bars: HashMap::new(),
+        }
+    }
+
+    /// `n` more actions in `batch`.
+    pub fn add(&mut self, batch: &str, n: u64) {
+        let Some(multi) = &self.multi else { return };
+        let bar = self.bars.entry(batch.to_owned()).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new(0));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:<20} [{bar:30}] {pos}/{len} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(batch.to_owned());
+            bar
+        });
+        bar.inc_length(n);
+    }
+
+    /// One action of `batch` finished.
+    pub fn finish_one(&mut self, batch: &str, outcome: Outcome) {
+        if let Some(bar) = self.bars.get(batch) {
+            bar.inc(1);
+            if outcome != Outcome::Completed {
+                bar.set_message(format!("last: {outcome}"));
+            }
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.50), Some(50.0));
+        assert_eq!(percentile(&v, 0.95), Some(95.0));
+        assert_eq!(percentile(&v, 0.99), Some(99.0));
+        assert_eq!(percentile(&[3.0], 0.99), Some(3.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn summary_counts_outcomes() {
+        let mut b = BatchSummary::new("x");
+        b.total = 2;
+        b.record(Outcome::Completed, Duration::from_millis(10), 1, 0);
+        b.record(Outcome::DeadLettered, Duration::from_millis(20), 2, 1);
+        let s = Summary { batches: vec![b] };
+        assert!(s.all_finished());
+        assert!(!s.all_completed());
+        assert!(s.render().contains("dead-lettered"));
+    }
+}

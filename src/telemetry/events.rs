@@ -1,0 +1,202 @@
+//! One struct per event; `emit()` logs and counts together, so a log line and its metric
+//! never disagree. Labels stay bounded: never a key or a CXone id.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+use super::metrics::*;
+use crate::action::Outcome;
+use crate::cxone::Endpoint;
+
+/// An HTTP request finished (or failed without a response when `status` is `None`).
+pub struct HttpRequestDone {
+    /// Which call.
+    pub endpoint: Endpoint,
+    /// Status, or `None` for a network error or timeout.
+    pub status: Option<u16>,
+    /// Time until the body was read.
+    pub elapsed: Duration,
+}
+
+impl HttpRequestDone {
+    /// Counts the request, its latency and a 429.
+    pub fn emit(self) {
+        let endpoint = self.endpoint.as_str();
+        let status = match self.status {
+            Some(code) => status_label(code),
+            None => "error",
+        };
+        counter!(HTTP_REQUESTS, "endpoint" => endpoint, "status" => status).increment(1);
+        histogram!(HTTP_DURATION, "endpoint" => endpoint).record(self.elapsed.as_secs_f64());
+        if self.status == Some(429) {
+            counter!(RATE_LIMITED, "endpoint" => endpoint).increment(1);
+        }
+    }
+}
+
+/// Status codes worth their own label; others fall into their class (`4xx`).
+const KNOWN_STATUSES: [(u16, &str); 17] = [
+    (200, "200"),
+    (201, "201"),
+    (202, "202"),
+    (204, "204"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (408, "408"),
+    (409, "409"),
+    (422, "422"),
+    (425, "425"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+];
+
+/// Status codes as static labels (no allocation per request).
+fn status_label(code: u16) -> &'static str {
+    if let Some((_, label)) = KNOWN_STATUSES.iter().find(|(known, _)| *known == code) {
+        return label;
+    }
+    match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// An attempt was submitted.
+pub struct ActionSubmitted<'a> {
+    /// Batch name.
+    pub batch: &'a str,
+}
+
+impl ActionSubmitted<'_> {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(ACTIONS_SUBMITTED, "batch" => self.batch.to_owned()).increment(1);
+    }
+}
+
+/// A retry was spent.
+pub struct RetrySpent<'a> {
+    /// Batch name.
+    pub batch: &'a str,
+    /// Why (`failed`, `rate_limited`, `http_error`, `network_error`, `timeout`, `malformed_response`).
+    pub reason: &'static str,
+}
+
+impl RetrySpent<'_> {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(ACTION_RETRIES, "batch" => self.batch.to_owned(), "reason" => self.reason).increment(1);
+    }
+}
+
+/// An action reached its outcome.
+pub struct ActionFinished<'a> {
+    /// Batch name.
+    pub batch: &'a str,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// First submission -> outcome.
+    pub latency: Duration,
+}
+
+impl ActionFinished<'_> {
+    /// Counts it and records its duration.
+    pub fn emit(self) {
+        let batch = self.batch.to_owned();
+        counter!(ACTIONS_FINISHED, "batch" => batch.clone(), "outcome" => self.outcome.as_str()).increment(1);
+        histogram!(ACTION_DURATION, "batch" => batch, "outcome" => self.outcome.as_str())
+            .record(self.latency.as_secs_f64());
+    }
+}
+
+/// The in-flight count of a batch changed.
+pub struct InFlight<'a> {
+    /// Batch name.
+    pub batch: &'a str,
+    /// New value.
+    pub count: usize,
+}
+
+impl InFlight<'_> {
+    /// Sets the gauge.
+    pub fn emit(self) {
+        gauge!(ACTIONS_IN_FLIGHT, "batch" => self.batch.to_owned()).set(self.count as f64);
+    }
+}
+
+/// A token request ended.
+pub struct TokenRefreshed {
+    /// `ok`, `rejected` or `error`.
+    pub result: &'static str,
+}
+
+impl TokenRefreshed {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(TOKEN_REFRESHES, "result" => self.result).increment(1);
+    }
+}
+
+/// A dead letter was stored.
+pub struct DeadLettered<'a> {
+    /// Batch name.
+    pub batch: &'a str,
+    /// Error code.
+    pub error_code: &'a str,
+}
+
+impl DeadLettered<'_> {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(DEAD_LETTERS, "batch" => self.batch.to_owned(), "error_code" => self.error_code.to_owned())
+            .increment(1);
+    }
+}
+
+/// The number of undelivered dead letters changed.
+pub struct UndeliveredDeadLetters {
+    /// New value.
+    pub count: usize,
+}
+
+impl UndeliveredDeadLetters {
+    /// Sets the gauge.
+    pub fn emit(self) {
+        gauge!(DEAD_LETTERS_UNDELIVERED).set(self.count as f64);
+    }
+}
+
+/// A poller was restarted after a crash.
+pub struct PollerRestarted<'a> {
+    /// Batch name.
+    pub batch: &'a str,
+}
+
+impl PollerRestarted<'_> {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(POLLER_RESTARTS, "batch" => self.batch.to_owned()).increment(1);
+    }
+}
+
+/// Audit records were written.
+pub struct AuditWritten {
+    /// Event type.
+    pub event_type: &'static str,
+}
+
+impl AuditWritten {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(AUDIT_RECORDS, "event_type" => self.event_type).increment(1);
+    }
+}

@@ -1,0 +1,80 @@
+//! Metric names of SPEC §11 and the Prometheus recorder behind the `metrics` facade.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter: actions submitted (first submission of each attempt), by batch.
+pub const ACTIONS_SUBMITTED: &str = "actionwarden_actions_submitted_total";
+/// Counter: outcomes, by batch and outcome.
+pub const ACTIONS_FINISHED: &str = "actionwarden_actions_finished_total";
+/// Counter: retries spent, by batch and reason.
+pub const ACTION_RETRIES: &str = "actionwarden_action_retries_total";
+/// Histogram: first submission -> outcome, seconds, by batch and outcome.
+pub const ACTION_DURATION: &str = "actionwarden_action_duration_seconds";
+/// Gauge: actions between first submit and outcome, by batch.
+pub const ACTIONS_IN_FLIGHT: &str = "actionwarden_actions_in_flight";
+/// Counter: HTTP requests, by endpoint and status (`error` when no response came).
+pub const HTTP_REQUESTS: &str = "actionwarden_http_requests_total";
+/// Histogram: HTTP request latency, seconds, by endpoint.
+pub const HTTP_DURATION: &str = "actionwarden_http_request_duration_seconds";
+/// Counter: 429 responses, by endpoint.
+pub const RATE_LIMITED: &str = "actionwarden_rate_limited_total";
+/// Counter: poller restarts, by batch.
+pub const POLLER_RESTARTS: &str = "actionwarden_poller_restarts_total";
+/// Counter: token requests, by result (`ok`, `rejected`, `error`).
+pub const TOKEN_REFRESHES: &str = "actionwarden_token_refreshes_total";
+/// Counter: dead letters, by batch and error code.
+pub const DEAD_LETTERS: &str = "actionwarden_dead_letters_total";
+/// Gauge: dead letters stored but not yet accepted by the webhook.
+pub const DEAD_LETTERS_UNDELIVERED: &str = "actionwarden_dead_letters_undelivered";
+/// Counter: audit records written, by event type.
+pub const AUDIT_RECORDS: &str = "actionwarden_audit_records_total";
+
+/// Buckets for HTTP latency: 1ms to 30s.
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Buckets for action duration: 10ms to 4h.
+const ACTION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
+];
+
+/// Installs the global Prometheus recorder (once per process) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), HTTP_BUCKETS)
+                .expect("static buckets are valid")
+                .set_buckets_for_metric(Matcher::Full(ACTION_DURATION.into()), ACTION_BUCKETS)
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // A second install in one process (tests) keeps the first recorder.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(ACTIONS_SUBMITTED, "Actions submitted to CXone (each attempt).");
+    describe_counter!(ACTIONS_FINISHED, "Actions that reached an outcome.");
+    describe_counter!(ACTION_RETRIES, "Retries spent from the actions' budgets.");
+    describe_histogram!(ACTION_DURATION, Unit::Seconds, "First submission to outcome.");
+    describe_gauge!(ACTIONS_IN_FLIGHT, "Actions between first submit and outcome.");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by endpoint and status.");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency.");
+    describe_counter!(RATE_LIMITED, "429 responses by endpoint.");
+    describe_counter!(POLLER_RESTARTS, "Poller restarts after a crash.");
+    describe_counter!(TOKEN_REFRESHES, "Token requests by result.");
+    describe_counter!(DEAD_LETTERS, "Dead letters by batch and error code.");
+    describe_gauge!(
+        DEAD_LETTERS_UNDELIVERED,
+        "Dead letters not yet accepted by the webhook."
+    );
+    describe_counter!(AUDIT_RECORDS, "Audit records written by event type.");
+}
