@@ -153,37 +153,50 @@ pub fn position_in(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// The dotted path of the innermost key whose key or value span holds `offset`.
+/// The dotted path of the innermost key whose key or value span holds `offset`. Tables
+/// declared with a `[header]` do not span their body, so every table is searched.
 fn path_at(table: &DeTable<'_>, offset: usize) -> String {
-    fn walk(value: &DeValue<'_>, offset: usize, out: &mut String) {
+    fn in_table(table: &DeTable<'_>, offset: usize) -> Option<String> {
+        for (key, val) in table.iter() {
+            let name = key.get_ref().to_string();
+            if let Some(inner) = in_value(val.get_ref(), offset) {
+                return Some(join(&name, &inner));
+            }
+            if key.span().contains(&offset) || val.span().contains(&offset) {
+                return Some(name);
+            }
+        }
+        None
+    }
+    fn in_value(value: &DeValue<'_>, offset: usize) -> Option<String> {
         match value {
-            DeValue::Table(t) => {
-                for (key, val) in t.iter() {
-                    if key.span().contains(&offset) || val.span().contains(&offset) {
-                        if !out.is_empty() {
-                            out.push('.');
+            DeValue::Table(t) => in_table(t, offset),
+            DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                let inner = in_value(item.get_ref(), offset);
+                match inner {
+                    Some(inner) => Some(format!(
+                        "[{i}]{}",
+                        if inner.starts_with('[') {
+                            inner
+                        } else {
+                            format!(".{inner}")
                         }
-                        out.push_str(key.get_ref());
-                        walk(val.get_ref(), offset, out);
-                        return;
-                    }
+                    )),
+                    None if item.span().contains(&offset) => Some(format!("[{i}]")),
+                    None => None,
                 }
-            }
-            DeValue::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    if item.span().contains(&offset) {
-                        out.push_str(&format!("[{i}]"));
-                        walk(item.get_ref(), offset, out);
-                        return;
-                    }
-                }
-            }
-            _ => {}
+            }),
+            _ => None,
         }
     }
-    let mut out = String::new();
-    walk(&DeValue::Table(table.clone()), offset, &mut out);
-    out
+    fn join(name: &str, inner: &str) -> String {
+        if inner.starts_with('[') {
+            format!("{name}{inner}")
+        } else {
+            format!("{name}.{inner}")
+        }
+    }
+    in_table(table, offset).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -213,5 +226,14 @@ mod tests {
         let doc = Document::new(Path::new("c.toml"), text);
         let p = doc.problem(&[Seg::Key("batch"), Seg::Index(1), Seg::Key("name")], "dup");
         assert_eq!(p.line, 4);
+    }
+
+    #[test]
+    fn names_the_key_at_an_offset() {
+        let text = "[retry]\nbase_delay = \"soon\"\n[[batch]]\nname = \"a\"\n";
+        let doc = Document::new(Path::new("c.toml"), text);
+        let root = doc.root.as_ref().unwrap();
+        assert_eq!(path_at(root.get_ref(), text.find("soon").unwrap()), "retry.base_delay");
+        assert_eq!(path_at(root.get_ref(), text.find("\"a\"").unwrap()), "batch[0].name");
     }
 }

@@ -1,0 +1,293 @@
+//! Test harness: the simulator as a separate process on 127.0.0.1:0, a temp dir, the
+//! daemon binary, and condition waits with deadlines.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The daemon binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_actionwarden");
+/// Env var holding the client secret in test configs.
+pub const SECRET_ENV: &str = "AW_TEST_CLIENT_SECRET";
+/// Env var holding the webhook HMAC key in test configs (daemon and simulator).
+pub const WEBHOOK_KEY_ENV: &str = "AW_TEST_WEBHOOK_KEY";
+/// The webhook key used by tests.
+pub const WEBHOOK_KEY: &str = "test-webhook-key-9f3c";
+/// The simulator's default client secret.
+pub const SIM_SECRET: &str = "simulator-secret";
+
+/// A running `actionwarden simulate`, killed on drop.
+pub struct Sim {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Sim {
+    /// Starts the simulator with extra arguments and waits for its `listening on` line.
+    pub fn start(args: &[&str]) -> Sim {
+        let mut child = Command::new(BIN)
+            .args([
+                "simulate",
+                "--listen",
+                "127.0.0.1:0",
+                "--webhook-secret-env",
+                WEBHOOK_KEY_ENV,
+            ])
+            .args(args)
+            .env(WEBHOOK_KEY_ENV, WEBHOOK_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the simulator");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the simulator's first line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected simulator output {line:?}"))
+            .to_owned();
+        Sim { child, url }
+    }
+
+    /// GET a JSON document from the simulator.
+    pub fn get(&self, path: &str) -> Value {
+        get_json(&format!("{}{}", self.url, path))
+    }
+
+    /// POST a JSON document to the simulator.
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        let mut response = ureq::post(&format!("{}{}", self.url, path))
+            .send_json(body)
+            .expect("simulator POST");
+        response.body_mut().read_json().unwrap_or(Value::Null)
+    }
+
+    /// `/sim/stats`.
+    pub fn stats(&self) -> Value {
+        self.get("/sim/stats")
+    }
+
+    /// Bodies accepted by `/sim/webhook`, with their key and signature verdict.
+    pub fn webhooks(&self) -> Vec<Value> {
+        self.get("/sim/webhook").as_array().cloned().unwrap_or_default()
+    }
+
+    /// `/sim/requests`.
+    pub fn requests(&self) -> Vec<Value> {
+        self.get("/sim/requests").as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET and parse JSON.
+pub fn get_json(url: &str) -> Value {
+    let mut response = ureq::get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    response
+        .body_mut()
+        .read_json()
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// A simulator, a temp dir and helpers to run the daemon against them.
+pub struct Harness {
+    /// Holds config, audit and journal files.
+    pub dir: tempfile::TempDir,
+    /// The simulator.
+    pub sim: Sim,
+}
+
+impl Harness {
+    /// A harness whose simulator gets `sim_args`.
+    pub fn new(sim_args: &[&str]) -> Harness {
+        Harness {
+            dir: tempfile::tempdir().expect("temp dir"),
+            sim: Sim::start(sim_args),
+        }
+    }
+
+    /// The audit file path.
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    /// Settings for fast tests against this harness's simulator; `overrides` replaces
+    /// whole tables by name (e.g. a custom `[retry]`) and `batches` is appended.
+    pub fn config_text(&self, overrides: &[(&str, &str)], batches: &str) -> String {
+        let dir = self.dir.path().display();
+        let url = &self.sim.url;
+        let defaults = [
+            ("cxone", format!("base_url = \"{url}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\nrequest_timeout = \"2s\"\ntoken_refresh_skew = \"100ms\"")),
+            ("limits", "max_in_flight = 500".to_string()),
+            ("poll", "initial_delay = \"20ms\"\ninterval = \"30ms\"\ntimeout = \"30s\"".to_string()),
+            ("retry", "max_retries = 3\nbase_delay = \"10ms\"\nmax_delay = \"50ms\"\njitter = \"none\"".to_string()),
+            ("dead_letter", format!("webhook_url = \"{url}/sim/webhook\"\nsigning_secret_env = \"{WEBHOOK_KEY_ENV}\"\ndrain_timeout = \"20s\"")),
+            ("audit", format!("path = \"{dir}/audit.jsonl\"\nfsync = false")),
+            ("journal", format!("path = \"{dir}/actionwarden.journal\"\nfsync = false")),
+            ("admin", "listen = \"\"".to_string()),
+        ];
+        let mut text = String::new();
+        for (table, body) in defaults {
+            let body = overrides
+                .iter()
+                .find(|(t, _)| *t == table)
+                .map(|(_, b)| b.to_string())
+                .unwrap_or(body);
+            text.push_str(&format!("[{table}]\n{body}\n\n"));
+        }
+        for (table, body) in overrides {
+            if !text.contains(&format!("[{table}]\n")) {
+                text.push_str(&format!("[{table}]\n{body}\n\n"));
+            }
+        }
+        text.push_str(batches);
+        text
+    }
+
+    /// Writes a config file and returns its path.
+    pub fn write_config(&self, overrides: &[(&str, &str)], batches: &str) -> PathBuf {
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, self.config_text(overrides, batches)).expect("writing config");
+        path
+    }
+
+    /// Runs `actionwarden run --once -c CONFIG` to completion (60s deadline).
+    pub fn run_once(&self, config: &Path) -> Output {
+        run_to_end(&mut daemon_cmd(&["run", "--once"], config), Duration::from_secs(60))
+    }
+
+    /// Every audit record, in file order.
+    pub fn audit(&self) -> Vec<Value> {
+        read_jsonl(&self.audit_path())
+    }
+
+    /// Audit outcome records only.
+    pub fn outcomes(&self) -> Vec<Value> {
+        self.audit()
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    r["event_type"].as_str(),
+                    Some("ACTION_COMPLETED" | "ACTION_CANCELLED" | "ASYNC_ERROR_HANDLED")
+                )
+            })
+            .collect()
+    }
+
+    /// The one outcome record of `batch/key` (panics unless exactly one).
+    pub fn outcome(&self, batch: &str, key: &str) -> Value {
+        let found: Vec<Value> = self
+            .outcomes()
+            .into_iter()
+            .filter(|r| r["batch"] == batch && r["key"] == key)
+            .collect();
+        assert_eq!(found.len(), 1, "expected one outcome for {batch}/{key}, got {found:#?}");
+        found.into_iter().next().unwrap()
+    }
+
+    /// Audit records of one type for `key`.
+    pub fn records(&self, event_type: &str, key: &str) -> Vec<Value> {
+        self.audit()
+            .into_iter()
+            .filter(|r| r["event_type"] == event_type && r["key"] == key)
+            .collect()
+    }
+}
+
+/// `actionwarden ARGS -c CONFIG` with the test secrets in its environment.
+pub fn daemon_cmd(args: &[&str], config: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env(SECRET_ENV, SIM_SECRET)
+        .env(WEBHOOK_KEY_ENV, WEBHOOK_KEY)
+        .env_remove("RUST_LOG")
+        .env_remove("ACTIONWARDEN_CONFIG");
+    command
+}
+
+/// Runs a command to its end, killing it past `deadline`.
+pub fn run_to_end(command: &mut Command, deadline: Duration) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(output) => output.expect("waiting for the command"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("command did not finish within {deadline:?}");
+        }
+    }
+}
+
+/// Reads a JSON Lines file (missing file: empty).
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .collect()
+}
+
+/// Waits until `condition` holds, polling every 10ms, panicking past `deadline`.
+pub fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stdout and stderr of an output, for assertion messages.
+pub fn show(output: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// One inline action whose payload carries a `sim` directive.
+pub fn action(key: &str, sim: &str) -> String {
+    let sim = if sim.is_empty() {
+        String::new()
+    } else {
+        format!(", sim = {{ {sim} }}")
+    };
+    format!(
+        "  [[batch.action]]\n  key = \"{key}\"\n  actionType = \"CUSTOM_ACTION\"\n  payload = {{ contactId = \"{key}\", dataField = \"priority\", value = \"HIGH\"{sim} }}\n\n"
+    )
+}
+
+/// A batch header.
+pub fn batch(name: &str, extra: &str) -> String {
+    format!("[[batch]]\nname = \"{name}\"\n{extra}\n")
+}
