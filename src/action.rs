@@ -100,16 +100,23 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// The `Idempotency-Key` of `attempt` (1-based) of `identity`: the same for every
-/// repetition of that attempt, in this process or after a restart; different for the next.
-pub fn idempotency_key(identity: &Identity, attempt: u32) -> Uuid {
-    let name = format!("{}\u{0}{}\u{0}{}", identity.batch, identity.key, attempt);
+/// The `Idempotency-Key` of `attempt` (1-based) of `identity` in replay `series` (0 until
+/// a `dlq replay`): the same for every repetition of that attempt, in this process or
+/// after a restart; different for the next attempt and for a replay.
+pub fn idempotency_key(identity: &Identity, series: u32, attempt: u32) -> Uuid {
+    let name = match series {
+        0 => format!("{}\u{0}{}\u{0}{}", identity.batch, identity.key, attempt),
+        n => format!("{}\u{0}{}\u{0}s{n}\u{0}{}", identity.batch, identity.key, attempt),
+    };
     Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes())
 }
 
-/// The `Idempotency-Key` of the compensation of `identity` (one per action).
-pub fn rollback_idempotency_key(identity: &Identity, attempt: u32) -> Uuid {
-    let name = format!("{}\u{0}{}\u{0}rollback\u{0}{}", identity.batch, identity.key, attempt);
+/// The `Idempotency-Key` of the compensation of `identity` (attempt `attempt` of it).
+pub fn rollback_idempotency_key(identity: &Identity, series: u32, attempt: u32) -> Uuid {
+    let name = format!(
+        "{}\u{0}{}\u{0}rollback\u{0}s{series}\u{0}{}",
+        identity.batch, identity.key, attempt
+    );
     Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes())
 }
 
@@ -120,13 +127,13 @@ mod tests {
     #[test]
     fn idempotency_key_is_stable_per_attempt_and_differs_between_attempts() {
         let id = Identity::new("b", "k");
-        assert_eq!(idempotency_key(&id, 1), idempotency_key(&id, 1));
-        assert_ne!(idempotency_key(&id, 1), idempotency_key(&id, 2));
-        assert_ne!(idempotency_key(&id, 1), idempotency_key(&Identity::new("b", "k2"), 1));
+        assert_eq!(idempotency_key(&id, 0, 1), idempotency_key(&id, 0, 1));
+        assert_ne!(idempotency_key(&id, 0, 1), idempotency_key(&id, 0, 2));
+        assert_ne!(idempotency_key(&id, 0, 1), idempotency_key(&id, 1, 1), "a replay gets new keys");
+        assert_ne!(idempotency_key(&id, 0, 1), idempotency_key(&Identity::new("b", "k2"), 0, 1));
+        assert_ne!(idempotency_key(&id, 0, 1), rollback_idempotency_key(&id, 0, 1));
         // No ambiguity between "a/bc" and "ab/c".
-        assert_ne!(
-            idempotency_key(&Identity::new("a", "bc"), 1),
-            idempotency_key(&Identity::new("ab", "c"), 1)
-        );
+        let a = idempotency_key(&Identity::new("a", "bc"), 0, 1);
+        assert_ne!(a, idempotency_key(&Identity::new("ab", "c"), 0, 1));
     }
 }

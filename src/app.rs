@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use rand::rngs::SmallRng;
@@ -11,7 +12,7 @@ use rand::SeedableRng;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::actors::admission::{AdmissionActor, Admit, GetSummary, Idle, StopAdmitting};
+use crate::actors::admission::{AdmissionActor, Admit, GetSummary, Idle, ReplayActions, StopAdmitting};
 use crate::actors::audit::{AuditActor, FlushAudit};
 use crate::actors::classifier::ClassifierActor;
 use crate::actors::dead_letter::{DeadLetterActor, DrainDeadLetters, Webhook};
@@ -21,6 +22,7 @@ use crate::classify::Rules;
 use crate::config::{self, Loaded, Secret, SIMULATOR};
 use crate::cxone::{CxoneClient, Gate};
 use crate::error::{exit, Error};
+use crate::journal::{Journal, JournalError};
 use crate::report::Progress;
 
 /// Client id the embedded simulator accepts by default.
@@ -45,9 +47,23 @@ enum Stop {
     Rejected(String),
 }
 
+/// How often the daemon looks for `dlq replay` requests made by other processes.
+const REPLAY_POLL: Duration = Duration::from_millis(500);
+/// Poll interval of the shutdown wait for in-flight requests.
+const DRAIN_TICK: Duration = Duration::from_millis(10);
+
 async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
     let cfg = Rc::new(loaded.config.clone());
     let _metrics = crate::telemetry::metrics::install();
+
+    // The journal first: a second daemon on it must stop before touching anything.
+    let (journal, snapshot) = Journal::open(&cfg.journal.path, cfg.journal.fsync).map_err(|e| match e {
+        JournalError::Locked { .. } => Error::CannotRun(e.to_string()),
+        other => Error::CannotRun(format!("cannot open the journal: {other}")),
+    })?;
+    if !snapshot.actions.is_empty() {
+        tracing::info!(journaled = snapshot.actions.len(), "Resuming from the journal.");
+    }
 
     // CXone: the real one, or the embedded simulator on an ephemeral loopback port.
     let mut simulator = None;
@@ -105,7 +121,7 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
     let gate = Rc::new(Gate::new(cfg.retry.base_delay, cfg.limits.requests_per_second));
     let client = Rc::new(CxoneClient::new(&cfg.cxone, &base_url, gate));
 
-    let audit_actor = AuditActor::open(&cfg.audit.path, cfg.audit.fsync)
+    let audit_actor = AuditActor::open(&cfg.audit.path, cfg.audit.fsync, journal.clone(), snapshot.unaudited)
         .map_err(|e| Error::CannotRun(format!("cannot open audit file {}: {e}", cfg.audit.path.display())))?;
     let audit = Supervisor::start(move |_| audit_actor);
 
@@ -122,7 +138,9 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
         max_delay: cfg.dead_letter.redelivery_max_delay,
     };
     let dl_audit = audit.clone();
-    let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit));
+    let dl_journal = journal.clone();
+    let undelivered = snapshot.undelivered;
+    let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal, undelivered));
 
     let rollback_templates = cfg
         .batches
@@ -150,6 +168,9 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
         rollback_templates,
         chaos_probability,
         rng: std::cell::RefCell::new(SmallRng::from_os_rng()),
+        journal: journal.clone(),
+        stopping: std::cell::Cell::new(false),
+        requests_in_flight: std::cell::Cell::new(0),
     });
     let batch_limits: HashMap<Arc<str>, usize> = cfg
         .batches
@@ -157,7 +178,15 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
         .map(|b| (Arc::<str>::from(b.name.as_str()), b.max_in_flight))
         .collect();
     let (idle_tx, mut idle_rx) = watch::channel(Idle(false));
-    let admission = AdmissionActor::new(env, cfg.limits.max_in_flight, batch_limits, idle_tx, Progress::new()).start();
+    let admission = AdmissionActor::new(
+        env.clone(),
+        cfg.limits.max_in_flight,
+        batch_limits,
+        snapshot.actions,
+        idle_tx,
+        Progress::new(),
+    )
+    .start();
     let admitted = admission
         .send(Admit {
             actions: loaded.actions.clone(),
@@ -170,8 +199,15 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::CannotRun(format!("signals: {e}")))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(|e| Error::CannotRun(format!("signals: {e}")))?;
 
+    let mut replay_tick = tokio::time::interval(REPLAY_POLL);
     let stop = loop {
         tokio::select! {
+            _ = replay_tick.tick() => {
+                let replays = journal.take_replays().await;
+                if !replays.is_empty() {
+                    let _ = admission.send(ReplayActions { replays }).await;
+                }
+            }
             _ = sigterm.recv() => break Stop::Signal,
             _ = sigint.recv() => break Stop::Signal,
             _ = sighup.recv() => reload(&loaded.path, &admission).await,
@@ -214,8 +250,20 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
             }
         }
         Stop::Signal => {
-            tracing::info!(timeout = ?cfg.shutdown.timeout, "Shutting down.");
-            let _ = tokio::time::timeout(cfg.shutdown.timeout, wait_idle(&mut idle_rx)).await;
+            tracing::info!(timeout = ?cfg.shutdown.timeout, "Shutting down: no new requests; waiting for those in flight.");
+            env.stopping.set(true);
+            let drained = tokio::time::timeout(cfg.shutdown.timeout, async {
+                while env.requests_in_flight.get() > 0 {
+                    actix_rt::time::sleep(DRAIN_TICK).await;
+                }
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(
+                    in_flight = env.requests_in_flight.get(),
+                    "Shutdown timeout passed with requests in flight; they resume at the next start."
+                );
+            }
             if once {
                 let summary = admission.send(GetSummary).await.unwrap_or_default();
                 if summary.all_finished() {
@@ -237,6 +285,9 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
         }
     };
 
+    if let Err(e) = journal.flush().await {
+        tracing::error!(error = %e, "Journal flush failed.");
+    }
     if let Ok(Err(e)) = audit.send(FlushAudit).await {
         tracing::error!(error = %e, "Audit flush failed.");
     }
@@ -248,15 +299,6 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
     }
     System::current().stop();
     Ok(code)
-}
-
-/// Waits until every admitted action has an outcome.
-async fn wait_idle(idle_rx: &mut watch::Receiver<Idle>) {
-    while !idle_rx.borrow().0 {
-        if idle_rx.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// SIGHUP: reads the file again and admits actions not seen before; an invalid file is

@@ -23,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod cxone;
 pub mod error;
+pub mod journal;
 pub mod report;
 pub mod simulator;
 pub mod state;

@@ -48,6 +48,15 @@ impl BatchSummary {
         self.durations.push(latency.as_secs_f64());
     }
 
+    /// Takes back one outcome (the action was replayed and will resolve again).
+    pub fn forget(&mut self, outcome: Outcome) {
+        let index = Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("every outcome is listed");
+        self.outcomes[index] = self.outcomes[index].saturating_sub(1);
+    }
+
     /// Outcomes of `kind`.
     pub fn count(&self, kind: Outcome) -> usize {
         self.outcomes[Outcome::ALL.iter().position(|o| *o == kind).expect("listed")]

@@ -49,6 +49,8 @@ pub struct ActionState {
     pub attempt: u32,
     /// Retries spent.
     pub retry_count: u32,
+    /// Replay series (0, then +1 per `dlq replay`): part of the `Idempotency-Key`.
+    pub series: u32,
     /// Where it stands.
     pub phase: Phase,
     /// The CXone id of the original action once known (kept while compensating).
@@ -72,6 +74,7 @@ impl Default for ActionState {
         ActionState {
             attempt: 1,
             retry_count: 0,
+            series: 0,
             phase: Phase::Pending,
             action_id: None,
             first_submit: None,

@@ -1,6 +1,11 @@
-//! Admission: holds the actions not yet started and starts a supervised `PollerActor`
-//! for each as the in-flight limits allow (global `limits.max_in_flight` and each batch's
-//! own), round-robin across batches so one big batch cannot starve the others.
+//! Admission: reconciles the configured actions with the journal, holds the ones not yet
+//! started and starts a supervised `PollerActor` for each as the in-flight limits allow
+//! (global `limits.max_in_flight` and each batch's own), round-robin across batches so
+//! one big batch cannot starve the others.
+//!
+//! Reconciliation (SPEC §6): a journaled outcome is counted and skipped; any other
+//! journaled state is resumed by the poller (`polling` polls the same id, `submitting`
+//! repeats the POST with the same Idempotency-Key, `backoff` waits what is left).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
@@ -13,6 +18,7 @@ use tokio::sync::watch;
 use super::poller::PollerActor;
 use super::poller_env::PollerEnv;
 use crate::action::{ActionSpec, Identity, Outcome};
+use crate::journal::{ActionRow, Replay};
 use crate::report::{BatchSummary, Progress, Summary};
 use crate::state::ActionState;
 use crate::telemetry::events::InFlight;
@@ -41,6 +47,14 @@ pub struct ActionDone {
     pub restarts: u32,
 }
 
+/// Start dead-lettered actions again after `dlq replay` (the journal already reset them).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ReplayActions {
+    /// What the journal reset.
+    pub replays: Vec<Replay>,
+}
+
 /// Stop starting new pollers (shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -58,7 +72,7 @@ pub struct Idle(pub bool);
 struct BatchSlot {
     limit: usize,
     in_flight: usize,
-    queue: VecDeque<ActionSpec>,
+    queue: VecDeque<(ActionSpec, ActionState)>,
     summary: BatchSummary,
 }
 
@@ -70,6 +84,9 @@ pub struct AdmissionActor {
     batches: BTreeMap<Arc<str>, BatchSlot>,
     batch_limits: HashMap<Arc<str>, usize>,
     known: HashSet<Identity>,
+    specs: HashMap<Identity, ActionSpec>,
+    journaled: HashMap<Identity, ActionRow>,
+    finished: HashMap<Identity, Outcome>,
     running: HashMap<Identity, Addr<PollerActor>>,
     admitting: bool,
     idle: watch::Sender<Idle>,
@@ -77,11 +94,13 @@ pub struct AdmissionActor {
 }
 
 impl AdmissionActor {
-    /// Admission with the global limit and per-batch limits (0 = none).
+    /// Admission with the global limit, per-batch limits (0 = none) and the journal's
+    /// rows to reconcile with.
     pub fn new(
         env: Rc<PollerEnv>,
         global_limit: usize,
         batch_limits: HashMap<Arc<str>, usize>,
+        journaled: HashMap<Identity, ActionRow>,
         idle: watch::Sender<Idle>,
         progress: Progress,
     ) -> Self {
@@ -92,6 +111,9 @@ impl AdmissionActor {
             batches: BTreeMap::new(),
             batch_limits,
             known: HashSet::new(),
+            specs: HashMap::new(),
+            journaled,
+            finished: HashMap::new(),
             running: HashMap::new(),
             admitting: true,
             idle,
@@ -115,7 +137,9 @@ impl AdmissionActor {
                 if slot.limit > 0 && slot.in_flight >= slot.limit {
                     continue;
                 }
-                let Some(spec) = slot.queue.pop_front() else { continue };
+                let Some((spec, state)) = slot.queue.pop_front() else {
+                    continue;
+                };
                 slot.in_flight += 1;
                 self.in_flight += 1;
                 InFlight {
@@ -126,7 +150,7 @@ impl AdmissionActor {
                 let env = self.env.clone();
                 let me = ctx.address();
                 let identity = spec.identity.clone();
-                let addr = actix::Supervisor::start(move |_| PollerActor::new(env, spec, ActionState::default(), me));
+                let addr = actix::Supervisor::start(move |_| PollerActor::new(env, spec, state, me));
                 self.running.insert(identity, addr);
                 started_any = true;
             }
@@ -134,6 +158,16 @@ impl AdmissionActor {
                 return;
             }
         }
+    }
+
+    fn slot(&mut self, batch: &Arc<str>) -> &mut BatchSlot {
+        let limit = self.batch_limits.get(batch).copied().unwrap_or(0);
+        self.batches.entry(batch.clone()).or_insert_with(|| BatchSlot {
+            limit,
+            in_flight: 0,
+            queue: VecDeque::new(),
+            summary: BatchSummary::new(batch),
+        })
     }
 
     fn publish_idle(&self) {
@@ -160,17 +194,24 @@ impl Handler<Admit> for AdmissionActor {
                 continue;
             }
             let batch = spec.identity.batch.clone();
-            let limit = self.batch_limits.get(&batch).copied().unwrap_or(0);
-            let slot = self.batches.entry(batch.clone()).or_insert_with(|| BatchSlot {
-                limit,
-                in_flight: 0,
-                queue: VecDeque::new(),
-                summary: BatchSummary::new(&batch),
-            });
-            slot.summary.total += 1;
-            slot.queue.push_back(spec);
+            let row = self.journaled.remove(&spec.identity);
+            self.specs.insert(spec.identity.clone(), spec.clone());
             self.progress.add(&batch, 1);
             added += 1;
+            let slot = self.slot(&batch);
+            slot.summary.total += 1;
+            match row {
+                Some(row) if row.state.outcome().is_some() => {
+                    // Resolved in an earlier run: counted, never resubmitted.
+                    let outcome = row.state.outcome().expect("checked");
+                    let latency = Duration::from_millis(row.latency_ms.unwrap_or(0).max(0) as u64);
+                    slot.summary.record(outcome, latency, row.retry_count, 0);
+                    self.finished.insert(spec.identity.clone(), outcome);
+                    self.progress.finish_one(&batch, outcome);
+                }
+                Some(row) => slot.queue.push_back((spec, row.to_state())),
+                None => slot.queue.push_back((spec, ActionState::default())),
+            }
         }
         self.fill(ctx);
         self.publish_idle();
@@ -196,9 +237,43 @@ impl Handler<ActionDone> for AdmissionActor {
             .emit();
             slot.summary.record(msg.outcome, msg.latency, msg.retries, msg.restarts);
         }
+        self.finished.insert(msg.identity.clone(), msg.outcome);
         self.progress.finish_one(&msg.identity.batch, msg.outcome);
         self.fill(ctx);
         self.publish_idle();
+    }
+}
+
+impl Handler<ReplayActions> for AdmissionActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: ReplayActions, ctx: &mut Context<Self>) -> usize {
+        let mut started = 0;
+        for replay in msg.replays {
+            if self.running.contains_key(&replay.identity) {
+                continue;
+            }
+            let Some(spec) = self.specs.get(&replay.identity).cloned() else {
+                tracing::warn!(identity = %replay.identity, "Replay of an action no longer in the configuration; it starts when it is configured again.");
+                continue;
+            };
+            let previous = self.finished.remove(&replay.identity);
+            let batch = replay.identity.batch.clone();
+            let slot = self.slot(&batch);
+            if let Some(outcome) = previous {
+                slot.summary.forget(outcome);
+            }
+            let state = ActionState {
+                series: replay.series,
+                ..ActionState::default()
+            };
+            slot.queue.push_back((spec, state));
+            tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
+            started += 1;
+        }
+        self.fill(ctx);
+        self.publish_idle();
+        started
     }
 }
 

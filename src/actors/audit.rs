@@ -3,9 +3,15 @@
 //! The actor stamps each record (`event_id`, `timestamp`) and hands the line to a writer
 //! thread. The thread takes whatever has queued up, writes it in one go and syncs once:
 //! a group commit, so a burst of 1,000 outcomes costs one fsync, not 1,000.
+//!
+//! Outcome records arrive already stamped and journaled (`AppendOutcome`); once their
+//! group is synced the writer marks them audited in the journal. At start, outcome lines
+//! the journal has not seen confirmed are appended unless the file already holds their
+//! `event_id` (the protocol is described in journal/mod.rs).
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -15,6 +21,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::action::Identity;
+use crate::journal::{Journal, OutcomeLine};
 use crate::telemetry::events::AuditWritten;
 
 /// Most lines written between two syncs.
@@ -47,8 +54,8 @@ impl AuditRecord {
         self
     }
 
-    /// The JSON line: common fields first, then the event's own.
-    fn to_line(&self, event_id: Uuid) -> Vec<u8> {
+    /// The JSON line with its newline: common fields first, then the event's own.
+    pub fn to_line(&self, event_id: Uuid) -> Vec<u8> {
         let mut map = Map::new();
         map.insert("event_id".into(), event_id.to_string().into());
         map.insert("event_type".into(), self.event_type.into());
@@ -79,6 +86,16 @@ pub struct AppendAudit {
     pub record: AuditRecord,
 }
 
+/// Append an outcome record already committed to the journal.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AppendOutcome {
+    /// For the records metric.
+    pub event_type: &'static str,
+    /// The stamped line.
+    pub outcome: OutcomeLine,
+}
+
 /// Resolves once every record appended before it is on disk.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
@@ -86,6 +103,7 @@ pub struct FlushAudit;
 
 enum WriterMsg {
     Line(Vec<u8>),
+    Outcome(OutcomeLine),
     Flush(oneshot::Sender<Result<(), String>>),
 }
 
@@ -95,16 +113,86 @@ pub struct AuditActor {
 }
 
 impl AuditActor {
-    /// Opens (creating with mode 0600) the audit file and starts its writer thread.
-    pub fn open(path: &Path, fsync: bool) -> std::io::Result<Self> {
-        let file = open_private_append(path)?;
+    /// Opens (creating with mode 0600) the audit file, repairs a torn last line, appends
+    /// the journaled outcome lines it is missing, and starts the writer thread.
+    pub fn open(path: &Path, fsync: bool, journal: Journal, unaudited: Vec<OutcomeLine>) -> std::io::Result<Self> {
+        let mut file = open_private_append(path)?;
+        cut_torn_tail(path)?;
+        if !unaudited.is_empty() {
+            let present = event_ids_in(path)?;
+            let mut appended = 0usize;
+            for outcome in &unaudited {
+                if !present.contains(&outcome.event_id) {
+                    file.write_all(&outcome.line)?;
+                    appended += 1;
+                }
+            }
+            if fsync {
+                file.sync_data()?;
+            }
+            tracing::info!(
+                appended,
+                already_present = unaudited.len() - appended,
+                "Audit file reconciled with the journal."
+            );
+            journal.mark_audited(unaudited.into_iter().map(|o| o.event_id).collect());
+        }
         let (tx, rx) = mpsc::channel();
         let path = path.to_owned();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer_loop(file, path, fsync, rx))?;
+            .spawn(move || writer_loop(file, path, fsync, journal, rx))?;
         Ok(AuditActor { writer: tx })
     }
+}
+
+/// Truncates an unterminated last line (a write cut by a kill); its record, if it was an
+/// outcome, is still unconfirmed in the journal and is appended again whole.
+fn cut_torn_tail(path: &Path) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    // Find the last newline, reading backwards in blocks.
+    let mut end = len;
+    let mut cut = 0;
+    let mut block = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block[..n])?;
+        if let Some(pos) = block[..n].iter().rposition(|b| *b == b'\n') {
+            cut = start + pos as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    tracing::warn!(file = %path.display(), bytes = len - cut, "Cutting a torn last audit line.");
+    file.set_len(cut)?;
+    file.sync_data()
+}
+
+/// The `event_id` of every record in the file.
+fn event_ids_in(path: &Path) -> std::io::Result<HashSet<String>> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        event_id: String,
+    }
+    let mut ids = HashSet::new();
+    for line in BufReader::new(File::open(path)?).lines() {
+        if let Ok(id) = serde_json::from_str::<Id>(&line?) {
+            ids.insert(id.event_id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Opens `path` for appending, creating it readable by its owner only.
@@ -122,15 +210,20 @@ pub fn open_private_append(path: &Path) -> std::io::Result<File> {
     options.open(path)
 }
 
-fn writer_loop(mut file: File, path: PathBuf, fsync: bool, rx: mpsc::Receiver<WriterMsg>) {
+fn writer_loop(mut file: File, path: PathBuf, fsync: bool, journal: Journal, rx: mpsc::Receiver<WriterMsg>) {
     let mut buffer = Vec::with_capacity(1 << 16);
     let mut waiters = Vec::new();
+    let mut confirmed = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(msg) = next.take() {
             match msg {
                 WriterMsg::Line(line) => buffer.extend_from_slice(&line),
+                WriterMsg::Outcome(outcome) => {
+                    buffer.extend_from_slice(&outcome.line);
+                    confirmed.push(outcome.event_id);
+                }
                 WriterMsg::Flush(tx) => waiters.push(tx),
             }
             taken += 1;
@@ -139,8 +232,14 @@ fn writer_loop(mut file: File, path: PathBuf, fsync: bool, rx: mpsc::Receiver<Wr
             }
         }
         let result = write_group(&mut file, &buffer, fsync).map_err(|e| format!("audit file {}: {e}", path.display()));
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "Cannot write the audit log.");
+        match &result {
+            Ok(()) => journal.mark_audited(std::mem::take(&mut confirmed)),
+            // Unconfirmed outcomes stay pending in the journal and are appended at the
+            // next start; nothing is lost, nothing is written twice.
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot write the audit log.");
+                confirmed.clear();
+            }
         }
         buffer.clear();
         for waiter in waiters.drain(..) {
@@ -181,6 +280,21 @@ impl Handler<AppendAudit> for AuditActor {
             .emit();
         } else {
             tracing::error!(batch = %msg.record.identity.batch, key = %msg.record.identity.key, "Audit writer is gone; record lost.");
+        }
+    }
+}
+
+impl Handler<AppendOutcome> for AuditActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AppendOutcome, _ctx: &mut Context<Self>) {
+        if self.writer.send(WriterMsg::Outcome(msg.outcome)).is_ok() {
+            AuditWritten {
+                event_type: msg.event_type,
+            }
+            .emit();
+        } else {
+            tracing::error!("Audit writer is gone; the outcome stays pending in the journal.");
         }
     }
 }

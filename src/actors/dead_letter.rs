@@ -1,8 +1,9 @@
 //! `DeadLetterActor`: stores each dead letter, then delivers it to the webhook until the
 //! webhook accepts (2xx), with redelivery backoff (1s doubling, capped).
 //!
-//! Store-then-deliver is the contract of SPEC §9: a letter is acknowledged to the poller
-//! only once stored, and delivery is a separate loop that survives webhook outages.
+//! Store-then-deliver is the contract of SPEC §9: a letter reaches this actor only after
+//! the poller committed it to the journal with the action's outcome, and every delivery
+//! attempt is journaled, so undelivered letters are picked up again after a restart.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::backoff::redelivery_delay;
 use crate::classify::{ErrorPayload, StackFrame};
 use crate::config::{Directive, Secret};
 use crate::cxone::Endpoint;
+use crate::journal::Journal;
 use crate::telemetry::events::{DeadLettered, HttpRequestDone, UndeliveredDeadLetters};
 
 /// The webhook body of SPEC §9.
@@ -132,22 +134,44 @@ pub struct DeadLetterActor {
     webhook: Webhook,
     client: awc::Client,
     audit: Addr<AuditActor>,
+    journal: Journal,
     letters: BTreeMap<Uuid, StoredLetter>,
     drains: Vec<(Instant, oneshot::Sender<usize>)>,
 }
 
 impl DeadLetterActor {
     /// A dead-letter actor delivering to `webhook`.
-    pub fn new(webhook: Webhook, audit: Addr<AuditActor>) -> Self {
+    pub fn new(
+        webhook: Webhook,
+        audit: Addr<AuditActor>,
+        journal: Journal,
+        undelivered: Vec<(DeadLetter, u32)>,
+    ) -> Self {
         let client = awc::Client::builder()
             .timeout(webhook.timeout)
             .disable_redirects()
             .finish();
+        let delivered = webhook.url.is_none();
+        let letters = undelivered
+            .into_iter()
+            .map(|(letter, attempts)| {
+                (
+                    letter.error_id,
+                    StoredLetter {
+                        letter,
+                        delivered,
+                        attempts,
+                        last_error: None,
+                    },
+                )
+            })
+            .collect();
         DeadLetterActor {
             webhook,
             client,
             audit,
-            letters: BTreeMap::new(),
+            journal,
+            letters,
             drains: Vec::new(),
         }
     }
@@ -207,6 +231,7 @@ impl DeadLetterActor {
                 Ok(()) => {
                     stored.delivered = true;
                     stored.last_error = None;
+                    act.journal.record_delivery(error_id.to_string(), stored.attempts, true, None);
                     tracing::info!(%error_id, batch = %stored.letter.batch, key = %stored.letter.key, attempts = stored.attempts, "Dead letter delivered.");
                     let identity = Identity::new(stored.letter.batch.as_str(), stored.letter.key.as_str());
                     let record = AuditRecord::new("DEAD_LETTER_DELIVERED", &identity)
@@ -218,6 +243,7 @@ impl DeadLetterActor {
                 Err(e) => {
                     let delay = redelivery_delay(stored.attempts, act.webhook.max_delay);
                     tracing::warn!(%error_id, error = %e, retry_in = ?delay, "Dead letter delivery failed.");
+                    act.journal.record_delivery(error_id.to_string(), stored.attempts, false, Some(e.clone()));
                     stored.last_error = Some(e);
                     ctx.run_later(delay, move |act, ctx| act.deliver(error_id, ctx));
                 }
@@ -244,6 +270,19 @@ impl Actor for DeadLetterActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
+        let pending: Vec<Uuid> = self
+            .letters
+            .iter()
+            .filter(|(_, l)| !l.delivered)
+            .map(|(id, _)| *id)
+            .collect();
+        if !pending.is_empty() {
+            tracing::info!(count = pending.len(), "Redelivering dead letters from the journal.");
+        }
+        for id in pending {
+            self.deliver(id, ctx);
+        }
+        self.publish();
         // Expire drain waits whose deadline passed.
         ctx.run_interval(Duration::from_millis(100), |act, _| {
             let now = Instant::now();

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use super::poller_env::PollerEnv;
 use crate::action::{idempotency_key, rollback_idempotency_key, ActionSpec, Outcome};
 use crate::actors::admission::{ActionDone, AdmissionActor};
-use crate::actors::audit::{AppendAudit, AuditRecord};
+use crate::actors::audit::{AppendAudit, AppendOutcome, AuditRecord};
 use crate::actors::classifier::{Classify, Failure};
 use crate::actors::dead_letter::{DeadLetter, StoreDeadLetter};
 use crate::actors::token::{GetToken, InvalidateToken};
@@ -32,11 +32,14 @@ use crate::backoff;
 use crate::classify::{unix_now, ErrorPayload, StackFrame};
 use crate::config::{Directive, Secret};
 use crate::cxone::{CallError, Endpoint, PollStatus};
+use crate::journal::{ActionRow, OutcomeLine};
 use crate::state::{poll_interval, ActionState, Phase};
 use crate::telemetry::events::{ActionFinished, ActionSubmitted, PollerRestarted, RetrySpent};
 
 /// How long a caller waits before asking a restarting singleton again.
 const MAILBOX_RETRY: Duration = Duration::from_millis(20);
+/// How long to wait before retrying a failed journal write.
+const JOURNAL_RETRY: Duration = Duration::from_millis(500);
 
 /// How a run of `drive` ended.
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub struct PollerActor {
     spec: ActionSpec,
     state: Rc<RefCell<ActionState>>,
     admission: Addr<AdmissionActor>,
+    /// Set by `restarting`: the next run first reloads the journaled state.
+    reload: bool,
 }
 
 impl PollerActor {
@@ -65,6 +70,7 @@ impl PollerActor {
             spec,
             state: Rc::new(RefCell::new(state)),
             admission,
+            reload: false,
         }
     }
 
@@ -76,7 +82,15 @@ impl PollerActor {
             action_id = tracing::field::Empty,
             attempt = tracing::field::Empty,
         );
-        let work = drive(self.env.clone(), self.spec.clone(), self.state.clone()).instrument(span);
+        let (env, spec, state) = (self.env.clone(), self.spec.clone(), self.state.clone());
+        let reload = std::mem::take(&mut self.reload);
+        let work = async move {
+            if reload {
+                reload_state(&env, &spec, &state).await;
+            }
+            drive(env, spec, state).await
+        }
+        .instrument(span);
         let guarded = AssertUnwindSafe(work).catch_unwind();
         ctx.spawn(guarded.into_actor(self).map(|result, act, ctx| match result {
             Ok(resolution) => {
@@ -146,9 +160,9 @@ impl Supervised for PollerActor {
 async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>>) -> Resolution {
     let retry = &env.retry;
     loop {
-        env.chaos_point();
+        // A crash loop ends here, before the chaos point that may have caused it.
         if st.borrow().crash_loop {
-            let frames = st
+            let frames: Vec<StackFrame> = st
                 .borrow()
                 .panic_messages
                 .iter()
@@ -159,18 +173,27 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                     line: None,
                     message: Some(m.clone()),
                 })
-                .collect::<Vec<_>>();
+                .collect();
             let mut failure = Failure::local(
                 st.borrow().action_id.clone(),
                 0,
                 "POLLER_CRASH_LOOP",
                 format!(
-                    "the poller crashed more than {} times within {:?}",
-                    env.supervisor.max_restarts, env.supervisor.restart_window
+                    "the poller crashed more than {} times within {}",
+                    env.supervisor.max_restarts,
+                    crate::config::duration::format(env.supervisor.restart_window)
                 ),
             );
             failure.errors.clear();
             failure.extra_frames = frames;
+            let failure = Failure {
+                errors: vec![crate::classify::UpstreamError {
+                    code: "POLLER_CRASH_LOOP".into(),
+                    message: failure.errors.first().map(|e| e.message.clone()).unwrap_or_default(),
+                    stack_trace: Vec::new(),
+                }],
+                ..failure
+            };
             return dead_letter(&env, &spec, &st, failure, false).await;
         }
         let timed_out = st
@@ -192,68 +215,22 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
         let phase = st.borrow().phase.clone();
         match phase {
             Phase::Pending => st.borrow_mut().phase = Phase::Submitting,
-            Phase::Done(_) => unreachable!("a finished poller is not restarted"),
+            Phase::Done(outcome) => {
+                // Resolved before a crash (journaled, audit line handed over): report it.
+                let s = st.borrow();
+                return Resolution {
+                    outcome,
+                    latency: s.latency(),
+                    retry_count: s.retry_count,
+                };
+            }
             Phase::Backoff { until } => {
                 sleep_until(&env, &st, until).await;
                 st.borrow_mut().phase = Phase::Submitting;
             }
             Phase::Submitting => {
-                let (attempt, compensating) = {
-                    let mut s = st.borrow_mut();
-                    s.first_submit.get_or_insert_with(Instant::now);
-                    (s.attempt, s.compensating.is_some())
-                };
-                tracing::Span::current().record("attempt", attempt);
-                let (body, key) = if compensating {
-                    (
-                        env.rollback_body(&spec, st.borrow().action_id.as_deref()),
-                        rollback_idempotency_key(&spec.identity, attempt),
-                    )
-                } else {
-                    (spec.body_bytes.clone(), idempotency_key(&spec.identity, attempt))
-                };
-                let result = env
-                    .call(async |token| env.client.submit(&token, body.clone(), key).await)
-                    .await;
-                match result {
-                    Ok(submitted) => {
-                        let Some(action_id) = submitted.id else {
-                            let failure = Failure::local(
-                                None,
-                                submitted.status,
-                                "MISSING_ACTION_ID",
-                                "CXone accepted the action without an id (no body id, no X-Action-Id); it may exist upstream, so it is not resubmitted".into(),
-                            );
-                            return dead_letter(&env, &spec, &st, with_budget(failure, &st, retry.max_retries), false)
-                                .await;
-                        };
-                        tracing::Span::current().record("action_id", action_id.as_str());
-                        tracing::debug!(%action_id, attempt, idempotency_key = %key, "Action submitted.");
-                        ActionSubmitted {
-                            batch: &spec.identity.batch,
-                        }
-                        .emit();
-                        let record = AuditRecord::new("ACTION_SUBMITTED", &spec.identity)
-                            .with("action_id", action_id.as_str())
-                            .with("attempt", attempt)
-                            .with("idempotency_key", key.to_string())
-                            .with("compensation", compensating);
-                        env.audit.do_send(AppendAudit { record });
-                        let mut s = st.borrow_mut();
-                        if !compensating {
-                            s.action_id = Some(action_id.clone());
-                        }
-                        s.phase = Phase::Polling {
-                            action_id,
-                            polls: 0,
-                            next_at: Instant::now() + env.poll.initial_delay,
-                        };
-                    }
-                    Err(error) => {
-                        if let Some(done) = on_call_error(&env, &spec, &st, error, Endpoint::Submit).await {
-                            return done;
-                        }
-                    }
+                if let Some(done) = submit(&env, &spec, &st).await {
+                    return done;
                 }
             }
             Phase::Polling {
@@ -282,36 +259,14 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                         };
                     }
                     Ok(status) if compensating => {
-                        let payload = st.borrow_mut().compensating.take().expect("compensating");
-                        if status == PollStatus::Completed {
-                            return rolled_back(&env, &spec, &st, *payload).await;
-                        }
-                        let what = match &status {
-                            PollStatus::Cancelled => "was cancelled".to_owned(),
-                            PollStatus::Failed(errors) => format!(
-                                "failed with {}",
-                                errors.first().map(|e| e.code.as_str()).unwrap_or("an error")
-                            ),
-                            _ => unreachable!(),
-                        };
-                        let mut failure = Failure::local(
-                            Some(action_id.clone()),
-                            200,
-                            "ROLLBACK_FAILED",
-                            format!(
-                                "compensation {action_id} of {} ({}) {what}",
-                                payload.action_id.as_deref().unwrap_or("?"),
-                                payload.error_code
-                            ),
-                        );
-                        if let PollStatus::Failed(errors) = status {
-                            failure.errors.extend(errors);
-                        }
-                        return dead_letter(&env, &spec, &st, with_budget(failure, &st, retry.max_retries), false)
-                            .await;
+                        return compensation_ended(&env, &spec, &st, &action_id, status).await
                     }
-                    Ok(PollStatus::Completed) => return finished(&env, &spec, &st, Outcome::Completed, &action_id),
-                    Ok(PollStatus::Cancelled) => return finished(&env, &spec, &st, Outcome::Cancelled, &action_id),
+                    Ok(PollStatus::Completed) => {
+                        return finished(&env, &spec, &st, Outcome::Completed, &action_id).await
+                    }
+                    Ok(PollStatus::Cancelled) => {
+                        return finished(&env, &spec, &st, Outcome::Cancelled, &action_id).await
+                    }
                     Ok(PollStatus::Failed(errors)) => {
                         let failure = Failure {
                             action_id: Some(action_id.clone()),
@@ -326,19 +281,25 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                         match payload.recovery_directive {
                             Directive::Retry if st.borrow().retry_count < retry.max_retries => {
                                 let delay = spend_retry(&env, &spec, &st, "failed", &payload.error_code, None);
-                                let mut s = st.borrow_mut();
-                                s.attempt += 1;
-                                s.phase = Phase::Backoff {
-                                    until: Instant::now() + delay,
-                                };
+                                {
+                                    let mut s = st.borrow_mut();
+                                    s.attempt += 1;
+                                    s.phase = Phase::Backoff {
+                                        until: Instant::now() + delay,
+                                    };
+                                }
+                                persist(&env, &spec, &st, false).await;
                             }
                             Directive::Retry => return dead_letter_payload(&env, &spec, &st, payload, true).await,
                             Directive::Rollback if env.rollback_templates.contains_key(&spec.identity.batch) => {
                                 tracing::info!(error_code = %payload.error_code, "Action failed; compensating.");
-                                let mut s = st.borrow_mut();
-                                s.compensating = Some(Box::new(payload));
-                                s.attempt = 1;
-                                s.phase = Phase::Submitting;
+                                {
+                                    let mut s = st.borrow_mut();
+                                    s.compensating = Some(Box::new(payload));
+                                    s.attempt = 1;
+                                    s.phase = Phase::Submitting;
+                                }
+                                persist(&env, &spec, &st, false).await;
                             }
                             Directive::Rollback | Directive::DeadLetter => {
                                 return dead_letter_payload(&env, &spec, &st, payload, false).await;
@@ -354,6 +315,110 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
             }
         }
     }
+}
+
+/// POSTs the current attempt (or the compensation); `Some` when that ended the action.
+async fn submit(env: &PollerEnv, spec: &ActionSpec, st: &RefCell<ActionState>) -> Option<Resolution> {
+    let (attempt, series, compensating) = {
+        let mut s = st.borrow_mut();
+        s.first_submit.get_or_insert_with(Instant::now);
+        (s.attempt, s.series, s.compensating.is_some())
+    };
+    tracing::Span::current().record("attempt", attempt);
+    let (body, key) = if compensating {
+        let failed_id = st.borrow().action_id.clone();
+        (
+            env.rollback_body(spec, failed_id.as_deref()),
+            rollback_idempotency_key(&spec.identity, series, attempt),
+        )
+    } else {
+        (
+            spec.body_bytes.clone(),
+            idempotency_key(&spec.identity, series, attempt),
+        )
+    };
+    // Write-ahead: `submitting(attempt)` is on disk before the POST.
+    persist(env, spec, st, true).await;
+    let result = env
+        .call(async |token| env.client.submit(&token, body.clone(), key).await)
+        .await;
+    let submitted = match result {
+        Ok(submitted) => submitted,
+        Err(error) => return on_call_error(env, spec, st, error, Endpoint::Submit).await,
+    };
+    let Some(action_id) = submitted.id else {
+        let failure = Failure::local(
+            None,
+            submitted.status,
+            "MISSING_ACTION_ID",
+            "CXone accepted the action without an id (no body id, no X-Action-Id); it may exist upstream, so it is not resubmitted".into(),
+        );
+        return Some(dead_letter(env, spec, st, failure, false).await);
+    };
+    tracing::Span::current().record("action_id", action_id.as_str());
+    tracing::debug!(%action_id, attempt, idempotency_key = %key, "Action submitted.");
+    ActionSubmitted {
+        batch: &spec.identity.batch,
+    }
+    .emit();
+    let record = AuditRecord::new("ACTION_SUBMITTED", &spec.identity)
+        .with("action_id", action_id.as_str())
+        .with("attempt", attempt)
+        .with("idempotency_key", key.to_string())
+        .with("compensation", compensating);
+    env.audit.do_send(AppendAudit { record });
+    {
+        let mut s = st.borrow_mut();
+        if !compensating {
+            s.action_id = Some(action_id.clone());
+        }
+        s.phase = Phase::Polling {
+            action_id,
+            polls: 0,
+            next_at: Instant::now() + env.poll.initial_delay,
+        };
+    }
+    // Write-ahead: the CXone id is on disk before the first poll.
+    persist(env, spec, st, true).await;
+    None
+}
+
+/// The compensation reached a terminal status: rolled back, or `ROLLBACK_FAILED`.
+async fn compensation_ended(
+    env: &PollerEnv,
+    spec: &ActionSpec,
+    st: &RefCell<ActionState>,
+    compensation_id: &str,
+    status: PollStatus,
+) -> Resolution {
+    let payload = *st.borrow().compensating.clone().expect("compensating");
+    if status == PollStatus::Completed {
+        return rolled_back(env, spec, st, payload).await;
+    }
+    let what = match &status {
+        PollStatus::Cancelled => "was cancelled".to_owned(),
+        PollStatus::Failed(errors) => {
+            format!(
+                "failed with {}",
+                errors.first().map(|e| e.code.as_str()).unwrap_or("an error")
+            )
+        }
+        PollStatus::Completed | PollStatus::Running(_) => unreachable!("handled by the caller"),
+    };
+    let mut failure = Failure::local(
+        payload.action_id.clone(),
+        200,
+        "ROLLBACK_FAILED",
+        format!(
+            "compensation {compensation_id} of {} ({}) {what}",
+            payload.action_id.as_deref().unwrap_or("?"),
+            payload.error_code
+        ),
+    );
+    if let PollStatus::Failed(errors) = status {
+        failure.errors.extend(errors);
+    }
+    dead_letter(env, spec, st, failure, false).await
 }
 
 /// Sleeps until `at`, but not past the action's poll timeout.
@@ -377,8 +442,7 @@ async fn on_call_error(
     };
     let max = env.retry.max_retries;
     let status = error.status_code();
-    let local =
-        |code: &str, message: String| with_budget(Failure::local(action_id.clone(), status, code, message), st, max);
+    let local = |code: &str, message: String| Failure::local(action_id.clone(), status, code, message);
     let failure = match &error {
         CallError::Status { status: 401, .. } => local(
             "UNAUTHORIZED",
@@ -409,13 +473,13 @@ async fn on_call_error(
                     _ => None,
                 };
                 let delay = spend_retry(env, spec, st, e.reason(), &e.error_code(), retry_after);
+                persist(env, spec, st, false).await;
                 tracing::debug!(error = %e, retry_in = ?delay, endpoint = endpoint.as_str(), "Repeating request.");
                 actix_rt::time::sleep(delay).await;
                 return None;
             }
             let message = format!("{} {}: retry budget of {max} spent", endpoint.as_str(), describe(e));
-            let failure = local(&e.error_code(), message);
-            return Some(dead_letter(env, spec, st, failure, true).await);
+            return Some(dead_letter(env, spec, st, local(&e.error_code(), message), true).await);
         }
         CallError::Status {
             status, code, message, ..
@@ -443,12 +507,6 @@ fn describe(error: &CallError) -> String {
         } => format!("answered {status} ({m})"),
         other => other.to_string(),
     }
-}
-
-fn with_budget(mut failure: Failure, st: &RefCell<ActionState>, max: u32) -> Failure {
-    failure.retry_count = st.borrow().retry_count;
-    failure.max_retries = max;
-    failure
 }
 
 /// Spends one retry: counts it, audits it and returns the wait (Retry-After wins if longer).
@@ -500,15 +558,16 @@ async fn dead_letter(
     env: &PollerEnv,
     spec: &ActionSpec,
     st: &RefCell<ActionState>,
-    failure: Failure,
+    mut failure: Failure,
     exhausted: bool,
 ) -> Resolution {
-    let failure = with_budget(failure, st, env.retry.max_retries);
+    failure.retry_count = st.borrow().retry_count;
+    failure.max_retries = env.retry.max_retries;
     let payload = classify(env, failure).await;
     dead_letter_payload(env, spec, st, payload, exhausted).await
 }
 
-/// Stores the dead letter, then writes the outcome record.
+/// Resolves as dead-lettered: the letter is committed with the outcome, then delivered.
 async fn dead_letter_payload(
     env: &PollerEnv,
     spec: &ActionSpec,
@@ -521,6 +580,18 @@ async fn dead_letter_payload(
     }
     payload.resolved_at = Some(unix_now());
     let letter = DeadLetter::new(&spec.identity, &payload, exhausted);
+    tracing::warn!(error_code = %payload.error_code, error_id = %payload.error_id, directive = %payload.recovery_directive, "Action dead-lettered.");
+    let resolution = if exhausted { "EXHAUSTED" } else { "DEAD_LETTERED" };
+    let done = resolve_with_error(
+        env,
+        spec,
+        st,
+        &payload,
+        resolution,
+        Outcome::DeadLettered,
+        Some(letter.clone()),
+    )
+    .await;
     while env
         .dead_letter
         .send(StoreDeadLetter { letter: letter.clone() })
@@ -529,9 +600,7 @@ async fn dead_letter_payload(
     {
         actix_rt::time::sleep(MAILBOX_RETRY).await;
     }
-    tracing::warn!(error_code = %payload.error_code, error_id = %payload.error_id, directive = %payload.recovery_directive, "Action dead-lettered.");
-    let resolution = if exhausted { "EXHAUSTED" } else { "DEAD_LETTERED" };
-    resolve_with_error(env, spec, st, &payload, resolution, Outcome::DeadLettered)
+    done
 }
 
 async fn rolled_back(
@@ -542,19 +611,19 @@ async fn rolled_back(
 ) -> Resolution {
     payload.resolved_at = Some(unix_now());
     tracing::info!(error_code = %payload.error_code, "Action rolled back.");
-    resolve_with_error(env, spec, st, &payload, "ROLLED_BACK", Outcome::RolledBack)
+    resolve_with_error(env, spec, st, &payload, "ROLLED_BACK", Outcome::RolledBack, None).await
 }
 
-fn resolve_with_error(
+async fn resolve_with_error(
     env: &PollerEnv,
     spec: &ActionSpec,
     st: &RefCell<ActionState>,
     payload: &ErrorPayload,
     resolution: &'static str,
     outcome: Outcome,
+    letter: Option<DeadLetter>,
 ) -> Resolution {
-    let mut s = st.borrow_mut();
-    let latency = s.latency();
+    let latency = st.borrow().latency();
     let record = AuditRecord::new("ASYNC_ERROR_HANDLED", &spec.identity)
         .with("error_id", payload.error_id.to_string())
         .with("action_id", payload.action_id.clone())
@@ -567,30 +636,20 @@ fn resolve_with_error(
         .with("latency_seconds", latency.as_secs_f64())
         .with("resolved_at", payload.resolved_at)
         .with("resolution", resolution);
-    env.audit.do_send(AppendAudit { record });
-    ActionFinished {
-        batch: &spec.identity.batch,
-        outcome,
-        latency,
-    }
-    .emit();
-    s.phase = Phase::Done(outcome);
-    Resolution {
-        outcome,
-        latency,
-        retry_count: s.retry_count,
-    }
+    resolve(env, spec, st, outcome, latency, record, letter).await
 }
 
-fn finished(
+async fn finished(
     env: &PollerEnv,
     spec: &ActionSpec,
     st: &RefCell<ActionState>,
     outcome: Outcome,
     action_id: &str,
 ) -> Resolution {
-    let mut s = st.borrow_mut();
-    let latency = s.latency();
+    let (latency, attempt, retry_count) = {
+        let s = st.borrow();
+        (s.latency(), s.attempt, s.retry_count)
+    };
     let event = if outcome == Outcome::Completed {
         "ACTION_COMPLETED"
     } else {
@@ -598,23 +657,81 @@ fn finished(
     };
     let record = AuditRecord::new(event, &spec.identity)
         .with("action_id", action_id)
-        .with("attempts", s.attempt)
-        .with("retry_count", s.retry_count)
+        .with("attempts", attempt)
+        .with("retry_count", retry_count)
         .with("latency_seconds", latency.as_secs_f64());
-    env.audit.do_send(AppendAudit { record });
+    tracing::info!(%action_id, attempts = attempt, retry_count, "Action {}.", outcome);
+    resolve(env, spec, st, outcome, latency, record, None).await
+}
+
+/// Commits the outcome, its audit line and dead letter in one journal transaction,
+/// then hands the line to the audit actor (journal/mod.rs explains why this order makes
+/// the audit record exactly-once).
+async fn resolve(
+    env: &PollerEnv,
+    spec: &ActionSpec,
+    st: &RefCell<ActionState>,
+    outcome: Outcome,
+    latency: Duration,
+    record: AuditRecord,
+    letter: Option<DeadLetter>,
+) -> Resolution {
+    st.borrow_mut().phase = Phase::Done(outcome);
+    let row = ActionRow::from_state(&spec.identity, &st.borrow());
+    let event_id = uuid::Uuid::new_v4();
+    let line = OutcomeLine {
+        event_id: event_id.to_string(),
+        line: record.to_line(event_id),
+    };
+    while let Err(e) = env.journal.resolve(row.clone(), line.clone(), letter.clone()).await {
+        tracing::error!(error = %e, "Cannot journal the outcome; retrying.");
+        actix_rt::time::sleep(JOURNAL_RETRY).await;
+    }
+    env.audit.do_send(AppendOutcome {
+        event_type: record.event_type,
+        outcome: line,
+    });
     ActionFinished {
         batch: &spec.identity.batch,
         outcome,
         latency,
     }
     .emit();
-    tracing::info!(%action_id, attempts = s.attempt, retry_count = s.retry_count, "Action {}.", outcome);
-    s.phase = Phase::Done(outcome);
     Resolution {
         outcome,
         latency,
-        retry_count: s.retry_count,
+        retry_count: st.borrow().retry_count,
     }
+}
+
+/// Journals the current state; `durable` waits for the commit (the write-ahead points).
+async fn persist(env: &PollerEnv, spec: &ActionSpec, st: &RefCell<ActionState>, durable: bool) {
+    let row = ActionRow::from_state(&spec.identity, &st.borrow());
+    if !durable {
+        env.journal.save(row);
+        return;
+    }
+    while let Err(e) = env.journal.save_durable(row.clone()).await {
+        tracing::error!(error = %e, "Cannot journal the action state; retrying.");
+        actix_rt::time::sleep(JOURNAL_RETRY).await;
+    }
+}
+
+/// After a crash: continue from the journaled state (same CXone id, attempt, retry
+/// count), keeping this instance's restart bookkeeping.
+async fn reload_state(env: &PollerEnv, spec: &ActionSpec, st: &RefCell<ActionState>) {
+    let Some(row) = env.journal.load(spec.identity.clone()).await else {
+        return;
+    };
+    let fresh = row.to_state();
+    let mut s = st.borrow_mut();
+    s.attempt = fresh.attempt;
+    s.retry_count = fresh.retry_count;
+    s.series = fresh.series;
+    s.phase = fresh.phase;
+    s.action_id = fresh.action_id;
+    s.first_submit = fresh.first_submit.or(s.first_submit);
+    s.compensating = fresh.compensating;
 }
 
 impl PollerEnv {
@@ -632,14 +749,31 @@ impl PollerEnv {
     /// one (not counted as a retry). A second 401 is returned to the caller.
     async fn call<T>(&self, call: impl AsyncFn(Secret) -> Result<T, CallError>) -> Result<T, CallError> {
         let token = self.token().await;
-        match call(token.clone()).await {
+        let result = self.one_request(&call, token.clone()).await;
+        match result {
             Err(CallError::Status { status: 401, .. }) => {
                 self.token.do_send(InvalidateToken { token });
                 let fresh = self.token().await;
-                call(fresh).await
+                self.one_request(&call, fresh).await
             }
             other => other,
         }
+    }
+
+    /// One request, counted as in flight; none starts once shutdown began (the action
+    /// stays journaled and resumes at the next start).
+    async fn one_request<T>(
+        &self,
+        call: &impl AsyncFn(Secret) -> Result<T, CallError>,
+        token: Secret,
+    ) -> Result<T, CallError> {
+        if self.stopping.get() {
+            std::future::pending::<()>().await;
+        }
+        self.requests_in_flight.set(self.requests_in_flight.get() + 1);
+        let result = call(token).await;
+        self.requests_in_flight.set(self.requests_in_flight.get() - 1);
+        result
     }
 
     /// Panics with the configured chaos probability (drills and tests only).

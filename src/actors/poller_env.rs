@@ -1,5 +1,6 @@
 //! What every poller shares: the CXone client, the singleton actors and the settings.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use actix::Addr;
@@ -11,6 +12,7 @@ use crate::actors::dead_letter::DeadLetterActor;
 use crate::actors::token::TokenActor;
 use crate::config::{PollConfig, RetryConfig, SupervisorConfig};
 use crate::cxone::CxoneClient;
+use crate::journal::Journal;
 
 /// Shared by the pollers of one arbiter.
 pub struct PollerEnv {
@@ -36,4 +38,10 @@ pub struct PollerEnv {
     pub chaos_probability: f64,
     /// Jitter and chaos randomness.
     pub rng: PollerRng,
+    /// The journal.
+    pub journal: Journal,
+    /// Set at shutdown: no new request starts.
+    pub stopping: Cell<bool>,
+    /// CXone requests in flight (shutdown waits for them).
+    pub requests_in_flight: Cell<usize>,
 }
