@@ -129,8 +129,15 @@ mod tests {
         let id = Identity::new("b", "k");
         assert_eq!(idempotency_key(&id, 0, 1), idempotency_key(&id, 0, 1));
         assert_ne!(idempotency_key(&id, 0, 1), idempotency_key(&id, 0, 2));
-        assert_ne!(idempotency_key(&id, 0, 1), idempotency_key(&id, 1, 1), "a replay gets new keys");
-        assert_ne!(idempotency_key(&id, 0, 1), idempotency_key(&Identity::new("b", "k2"), 0, 1));
+        assert_ne!(
+            idempotency_key(&id, 0, 1),
+            idempotency_key(&id, 1, 1),
+            "a replay gets new keys"
+        );
+        assert_ne!(
+            idempotency_key(&id, 0, 1),
+            idempotency_key(&Identity::new("b", "k2"), 0, 1)
+        );
         assert_ne!(idempotency_key(&id, 0, 1), rollback_idempotency_key(&id, 0, 1));
         // No ambiguity between "a/bc" and "ab/c".
         let a = idempotency_key(&Identity::new("a", "bc"), 0, 1);

@@ -52,6 +52,21 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Show the journal: actions by batch and state, dead letters (works while a daemon runs).
+    Status {
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead letters: list them, or replay them as fresh attempt series.
+    Dlq {
+        /// The dlq command.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Run the CXone simulator in the foreground.
     Simulate {
         /// Listen address.
@@ -99,6 +114,32 @@ pub enum Command {
         /// Latency added to each API response, e.g. "20ms".
         #[arg(long)]
         latency: Option<String>,
+    },
+}
+
+/// `dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters with their delivery state.
+    List {
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start dead-lettered actions again (a running daemon picks them up within a second).
+    Replay {
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Replay every dead letter not replayed yet.
+        #[arg(long, conflicts_with = "error_ids")]
+        all: bool,
+        /// The `error_id`s to replay.
+        #[arg(required_unless_present = "all")]
+        error_ids: Vec<String>,
     },
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use actionwarden::cli::{Cli, Command};
+use actionwarden::cli::{Cli, Command, DlqCommand};
 use actionwarden::commands;
 use clap::Parser;
 
@@ -15,6 +15,13 @@ fn main() -> ExitCode {
             log_format,
         } => commands::run::run(&config.config, once, log_format),
         Command::Check { config } => commands::check::check(&config.config),
+        Command::Status { config, json } => commands::status::status(&config.config, json),
+        Command::Dlq {
+            command: DlqCommand::List { config, json },
+        } => commands::dlq::list(&config.config, json),
+        Command::Dlq {
+            command: DlqCommand::Replay { config, all, error_ids },
+        } => commands::dlq::replay(&config.config, all, &error_ids),
         Command::Simulate { .. } => commands::simulate::simulate(cli.command),
     };
     match result {

@@ -19,7 +19,8 @@ pub struct Failure {
     /// `Some` when the directive is not up to the rules (HTTP errors, timeouts, crash
     /// loops are dead letters whatever the codes say).
     pub forced: Option<Directive>,
-    /// Frames that do not come from `errors` (panic messages of a crash loop).
+    /// Frames that do not come from `errors` (panic messages of a crash loop); when
+    /// present they are the whole matrix.
     pub extra_frames: Vec<StackFrame>,
     /// Retries spent so far.
     pub retry_count: u32,
@@ -88,11 +89,21 @@ pub fn classify(rules: &Rules, failure: Failure) -> ErrorPayload {
         .map(|e| (e.code.clone(), e.message.clone()))
         .unwrap_or_else(|| ("UNKNOWN_ERROR".into(), String::new()));
     let directive = failure.forced.unwrap_or_else(|| rules.directive(&code));
-    let mut matrix = stack_trace_matrix(&failure.errors);
-    for mut frame in failure.extra_frames {
-        frame.frame_index = matrix.len();
-        matrix.push(frame);
-    }
+    // Frames of our own (a crash loop's panic messages) replace the code-and-message
+    // frame an error without upstream frames would otherwise contribute.
+    let matrix = if failure.extra_frames.is_empty() {
+        stack_trace_matrix(&failure.errors)
+    } else {
+        failure
+            .extra_frames
+            .into_iter()
+            .enumerate()
+            .map(|(i, frame)| StackFrame {
+                frame_index: i,
+                ..frame
+            })
+            .collect()
+    };
     ErrorPayload {
         error_id: Uuid::new_v4(),
         action_id: failure.action_id,

@@ -184,18 +184,10 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                     crate::config::duration::format(env.supervisor.restart_window)
                 ),
             );
-            failure.errors.clear();
             failure.extra_frames = frames;
-            let failure = Failure {
-                errors: vec![crate::classify::UpstreamError {
-                    code: "POLLER_CRASH_LOOP".into(),
-                    message: failure.errors.first().map(|e| e.message.clone()).unwrap_or_default(),
-                    stack_trace: Vec::new(),
-                }],
-                ..failure
-            };
             return dead_letter(&env, &spec, &st, failure, false).await;
         }
+        env.chaos_point();
         let timed_out = st
             .borrow()
             .first_submit

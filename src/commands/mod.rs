@@ -1,5 +1,7 @@
 //! One file per subcommand.
 
 pub mod check;
+pub mod dlq;
 pub mod run;
 pub mod simulate;
+pub mod status;

@@ -102,9 +102,9 @@ pub struct Snapshot {
 pub(crate) enum Op {
     Save(ActionRow, Option<oneshot::Sender<Result<(), String>>>),
     Resolve {
-        row: ActionRow,
+        row: Box<ActionRow>,
         outcome: OutcomeLine,
-        letter: Option<DeadLetter>,
+        letter: Option<Box<DeadLetter>>,
         ack: oneshot::Sender<Result<(), String>>,
     },
     MarkAudited(Vec<String>),
@@ -184,9 +184,9 @@ impl Journal {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Op::Resolve {
-                row,
+                row: Box::new(row),
                 outcome,
-                letter,
+                letter: letter.map(Box::new),
                 ack,
             })
             .map_err(|_| JournalError::WriterGone)?;

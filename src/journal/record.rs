@@ -111,7 +111,7 @@ pub struct ActionRow {
     /// Outcome latency, ms (outcomes only).
     pub latency_ms: Option<i64>,
     /// The failure being compensated (rolling back only).
-    pub compensating: Option<ErrorPayload>,
+    pub compensating: Option<Box<ErrorPayload>>,
     /// Last change, Unix ms.
     pub updated_ms: i64,
 }
@@ -175,7 +175,7 @@ impl ActionRow {
             until_ms,
             first_submit_ms: st.first_submit.map(ms_of),
             latency_ms,
-            compensating: st.compensating.as_deref().cloned(),
+            compensating: st.compensating.clone(),
             updated_ms: now_ms(),
         }
     }
@@ -206,7 +206,7 @@ impl ActionRow {
             phase,
             action_id: self.action_id.clone(),
             first_submit: self.first_submit_ms.map(instant_of),
-            compensating: self.compensating.clone().map(Box::new),
+            compensating: self.compensating.clone(),
             ..ActionState::default()
         }
     }

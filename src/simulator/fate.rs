@@ -340,7 +340,7 @@ pub fn generated_stack(code: &str) -> Vec<Frame> {
             format!("Data action failed with {code}"),
         ),
     ];
-    if hash % 2 == 0 {
+    if hash.is_multiple_of(2) {
         frames.push(frame(
             "ActionWorker.run",
             "ActionWorker.java",

@@ -291,3 +291,95 @@ pub fn action(key: &str, sim: &str) -> String {
 pub fn batch(name: &str, extra: &str) -> String {
     format!("[[batch]]\nname = \"{name}\"\n{extra}\n")
 }
+
+/// A daemon started in the background, its stderr going to a file in the harness dir.
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Sends a signal by name (`TERM`, `KILL`, `HUP`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the exit code (deadline 60s).
+    pub fn wait(&mut self, deadline: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "daemon did not exit within {deadline:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Harness {
+    /// Starts `actionwarden ARGS -c CONFIG` in the background.
+    pub fn spawn(&self, args: &[&str], config: &Path) -> Daemon {
+        let log = self.dir.path().join(format!(
+            "daemon-{}.log",
+            Instant::now().elapsed().as_nanos() ^ rand_suffix()
+        ));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = daemon_cmd(args, config)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawning the daemon");
+        Daemon { child, log }
+    }
+
+    /// Number of audit records of `event_type`.
+    pub fn count(&self, event_type: &str) -> usize {
+        self.audit().iter().filter(|r| r["event_type"] == event_type).count()
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Asserts exactly one outcome record per identity of `expected` and no duplicate event_id.
+pub fn assert_exactly_once(h: &Harness, expected: usize) {
+    let outcomes = h.outcomes();
+    let mut by_identity = std::collections::HashMap::new();
+    for r in &outcomes {
+        *by_identity
+            .entry((r["batch"].to_string(), r["key"].to_string()))
+            .or_insert(0) += 1;
+    }
+    let duplicated: Vec<_> = by_identity.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "duplicated outcomes: {duplicated:?}");
+    assert_eq!(by_identity.len(), expected, "every action has an outcome");
+    let ids: std::collections::HashSet<String> = h.audit().iter().map(|r| r["event_id"].to_string()).collect();
+    assert_eq!(ids.len(), h.audit().len(), "duplicate event_id in the audit file");
+}

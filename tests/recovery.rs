@@ -1,0 +1,145 @@
+//! Crashes of the whole process: kill -9, SIGTERM, restarts, a second daemon.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn slow_batch(n: usize, duration: &str) -> String {
+    let mut text = batch("bulk", "");
+    for i in 0..n {
+        text.push_str(&action(&format!("a{i:04}"), &format!("duration = \"{duration}\"")));
+    }
+    text
+}
+
+#[test]
+fn kill_9_loop_loses_and_duplicates_nothing() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let n = 300;
+    let overrides = [
+        ("limits", "max_in_flight = 60"),
+        (
+            "poll",
+            "initial_delay = \"50ms\"\ninterval = \"100ms\"\ntimeout = \"60s\"",
+        ),
+    ];
+    let config = h.write_config(&overrides, &slow_batch(n, "700ms"));
+    let mut kills = 0;
+    let mut seen_outcomes = 0;
+    while kills < 6 {
+        let mut daemon = h.spawn(&["run", "--once"], &config);
+        // Kill once a few more actions were submitted or resolved: a moment chosen by
+        // progress, not by a guessed sleep.
+        let target = h.count("ACTION_SUBMITTED") + 25 + kills * 7;
+        let finished = std::cell::Cell::new(false);
+        wait_until(Duration::from_secs(30), "progress before the kill", || {
+            if daemon.child.try_wait().ok().flatten().is_some() {
+                finished.set(true);
+                return true;
+            }
+            h.count("ACTION_SUBMITTED") >= target
+        });
+        if finished.get() {
+            break;
+        }
+        daemon.signal("KILL");
+        daemon.wait(Duration::from_secs(10));
+        kills += 1;
+        let now = h.outcomes().len();
+        assert!(now >= seen_outcomes, "outcome records never disappear");
+        seen_outcomes = now;
+    }
+    assert!(kills >= 5, "the batch finished before five kills ({kills})");
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+
+    assert_exactly_once(&h, n);
+    assert!(h.outcomes().iter().all(|r| r["event_type"] == "ACTION_COMPLETED"));
+    let stats = h.sim.stats();
+    // Every action completes on its first attempt: any extra creation would be a
+    // resubmission with a new Idempotency-Key. Repeats of the same key are allowed.
+    assert_eq!(stats["actions_created"], n as u64, "{stats}");
+}
+
+#[test]
+fn rerunning_a_finished_file_submits_nothing() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let config = h.write_config(&[], &slow_batch(20, "10ms"));
+    assert_eq!(h.run_once(&config).status.code(), Some(0));
+    let submits = h.sim.stats()["submits"].clone();
+    let records = h.audit().len();
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_eq!(h.sim.stats()["submits"], submits, "nothing resubmitted");
+    assert_eq!(h.audit().len(), records, "no new audit records");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bulk"), "the summary still shows the batch: {stderr}");
+}
+
+#[test]
+fn second_daemon_on_the_same_journal_exits_3() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let config = h.write_config(&[], &slow_batch(3, "10ms"));
+    let mut first = h.spawn(&["run"], &config);
+    wait_until(Duration::from_secs(20), "the first daemon's outcomes", || {
+        h.outcomes().len() == 3
+    });
+    let output = run_to_end(&mut daemon_cmd(&["run", "--once"], &config), Duration::from_secs(20));
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("locked by pid"), "{stderr}");
+    first.signal("TERM");
+    assert_eq!(
+        first.wait(Duration::from_secs(15)),
+        Some(0),
+        "daemon exits 0 on SIGTERM"
+    );
+}
+
+#[test]
+fn sigterm_mid_run_exits_4_and_the_next_start_resumes_without_resubmitting() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let n = 40;
+    let overrides = [
+        ("shutdown", "timeout = \"3s\""),
+        (
+            "poll",
+            "initial_delay = \"50ms\"\ninterval = \"100ms\"\ntimeout = \"60s\"",
+        ),
+    ];
+    let config = h.write_config(&overrides, &slow_batch(n, "1500ms"));
+    let mut daemon = h.spawn(&["run", "--once"], &config);
+    wait_until(Duration::from_secs(20), "every action submitted", || {
+        h.count("ACTION_SUBMITTED") >= n
+    });
+    let asked = std::time::Instant::now();
+    daemon.signal("TERM");
+    let code = daemon.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(4), "log:\n{}", daemon.log_text());
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "stopped within shutdown.timeout"
+    );
+    assert!(h.outcomes().len() < n, "it really was mid-run");
+
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_exactly_once(&h, n);
+    assert_eq!(
+        h.sim.stats()["actions_created"],
+        n as u64,
+        "resumed polling, no new submissions"
+    );
+}
+
+#[test]
+fn daemon_exits_0_on_sigint() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let config = h.write_config(&[], &slow_batch(2, "10ms"));
+    let mut daemon = h.spawn(&["run"], &config);
+    wait_until(Duration::from_secs(20), "outcomes", || h.outcomes().len() == 2);
+    daemon.signal("INT");
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0));
+}
