@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::actors::classifier::ClassifierActor;
 use crate::actors::dead_letter::{DeadLetterActor, DrainDeadLetters, Webhook};
 use crate::actors::poller_env::PollerEnv;
 use crate::actors::token::{SecretSource, TokenActor, TokenHealth};
+use crate::admin::Readiness;
 use crate::classify::Rules;
 use crate::config::{self, Loaded, Secret, SIMULATOR};
 use crate::cxone::{CxoneClient, Gate};
@@ -49,12 +51,15 @@ enum Stop {
 
 /// How often the daemon looks for `dlq replay` requests made by other processes.
 const REPLAY_POLL: Duration = Duration::from_millis(500);
+/// How often histograms are compacted by the Prometheus recorder.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 /// Poll interval of the shutdown wait for in-flight requests.
 const DRAIN_TICK: Duration = Duration::from_millis(10);
 
 async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
     let cfg = Rc::new(loaded.config.clone());
-    let _metrics = crate::telemetry::metrics::install();
+    let metrics = crate::telemetry::metrics::install();
+    crate::telemetry::metrics::register_batches(cfg.batches.iter().map(|b| b.name.as_str()));
 
     // The journal first: a second daemon on it must stop before touching anything.
     let (journal, snapshot) = Journal::open(&cfg.journal.path, cfg.journal.fsync).map_err(|e| match e {
@@ -126,6 +131,29 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
     let audit = Supervisor::start(move |_| audit_actor);
 
     let (health_tx, mut health_rx) = watch::channel(TokenHealth::Missing);
+    let readiness = Arc::new(Readiness {
+        token: health_rx.clone(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let admin = if cfg.admin.listen.is_empty() {
+        None
+    } else {
+        let token = if cfg.admin.token_env.is_empty() {
+            None
+        } else {
+            Some(Secret::from_env(&cfg.admin.token_env).map_err(|e| Error::Usage(format!("admin.token_env: {e}")))?)
+        };
+        let (handle, addr) = crate::admin::start(
+            &cfg.admin.listen,
+            metrics.clone(),
+            cfg.journal.path.clone(),
+            readiness.clone(),
+            token,
+        )
+        .map_err(|e| Error::CannotRun(format!("cannot serve the admin API on {}: {e}", cfg.admin.listen)))?;
+        tracing::info!(%addr, "Admin server listening.");
+        Some(handle)
+    };
     let token_client = client.clone();
     let skew = cfg.cxone.token_refresh_skew;
     let token = Supervisor::start(move |_| TokenActor::new(token_client, client_id, secret, skew, health_tx));
@@ -200,8 +228,10 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
     let mut sighup = signal(SignalKind::hangup()).map_err(|e| Error::CannotRun(format!("signals: {e}")))?;
 
     let mut replay_tick = tokio::time::interval(REPLAY_POLL);
+    let mut upkeep_tick = tokio::time::interval(METRICS_UPKEEP);
     let stop = loop {
         tokio::select! {
+            _ = upkeep_tick.tick() => metrics.run_upkeep(),
             _ = replay_tick.tick() => {
                 let replays = journal.take_replays().await;
                 if !replays.is_empty() {
@@ -228,6 +258,7 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
     };
 
     admission.do_send(StopAdmitting);
+    readiness.shutting_down.store(true, Ordering::Relaxed);
     let code = match &stop {
         Stop::Finished => {
             let left = dead_letter
@@ -292,7 +323,11 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
         tracing::error!(error = %e, "Audit flush failed.");
     }
     if let Ok(summary) = admission.send(GetSummary).await {
-        eprint!("{}", summary.render());
+        print!("{}", summary.render());
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    }
+    if let Some(admin) = admin {
+        admin.stop(true).await;
     }
     if let Some(sim) = simulator {
         sim.handle.stop(false).await;

@@ -15,6 +15,7 @@
 
 pub mod action;
 pub mod actors;
+pub mod admin;
 pub mod app;
 pub mod backoff;
 pub mod classify;

@@ -46,10 +46,10 @@ fn happy_path_over_two_batches_fetches_one_token() {
     let stats = h.sim.stats();
     assert_eq!(stats["tokens_issued"], 1, "{stats}");
     assert_eq!(stats["actions_created"], 5, "{stats}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stderr.contains("alpha") && stderr.contains("beta") && stderr.contains("p99"),
-        "summary table missing: {stderr}"
+        stdout.contains("alpha") && stdout.contains("beta") && stdout.contains("p99"),
+        "summary table missing: {stdout}"
     );
 }
 

@@ -74,8 +74,8 @@ fn rerunning_a_finished_file_submits_nothing() {
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert_eq!(h.sim.stats()["submits"], submits, "nothing resubmitted");
     assert_eq!(h.audit().len(), records, "no new audit records");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("bulk"), "the summary still shows the batch: {stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("bulk"), "the summary still shows the batch: {stdout}");
 }
 
 #[test]
@@ -142,4 +142,35 @@ fn daemon_exits_0_on_sigint() {
     wait_until(Duration::from_secs(20), "outcomes", || h.outcomes().len() == 2);
     daemon.signal("INT");
     assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn sighup_admits_new_actions_and_ignores_an_invalid_file() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let config = h.write_config(&[], &slow_batch(2, "10ms"));
+    let mut daemon = h.spawn(&["run"], &config);
+    wait_until(Duration::from_secs(20), "first outcomes", || h.outcomes().len() == 2);
+
+    std::fs::write(
+        &config,
+        h.config_text(&[], &slow_batch(2, "10ms")) + "[poll]\nnot_a_key = 1\n",
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    wait_until(Duration::from_secs(20), "the reload error in the log", || {
+        daemon.log_text().contains("Reload ignored")
+    });
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "an invalid file does not stop the daemon"
+    );
+
+    std::fs::write(&config, h.config_text(&[], &slow_batch(5, "10ms"))).unwrap();
+    daemon.signal("HUP");
+    wait_until(Duration::from_secs(20), "the new actions' outcomes", || {
+        h.outcomes().len() == 5
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0));
+    assert_exactly_once(&h, 5);
 }

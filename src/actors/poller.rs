@@ -241,7 +241,8 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                 let result = env.call(async |token| env.client.poll(&token, &action_id).await).await;
                 let compensating = st.borrow().compensating.is_some();
                 match result {
-                    Ok(PollStatus::Running(_)) => {
+                    Ok(PollStatus::Running(status)) => {
+                        tracing::debug!(%status, polls = polls + 1, "Action still running.");
                         let wait =
                             poll_interval(env.poll.interval, env.poll.backoff_factor, env.poll.max_interval, polls);
                         st.borrow_mut().phase = Phase::Polling {

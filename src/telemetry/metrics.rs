@@ -59,6 +59,22 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Registers the per-batch series at zero, so every metric of SPEC §11 shows from the
+/// first scrape (a counter that never moved is still worth a line).
+pub fn register_batches<'a>(batches: impl Iterator<Item = &'a str>) {
+    use metrics::{counter, gauge};
+    for batch in batches {
+        let batch = batch.to_owned();
+        counter!(ACTIONS_SUBMITTED, "batch" => batch.clone()).increment(0);
+        for outcome in crate::action::Outcome::ALL {
+            counter!(ACTIONS_FINISHED, "batch" => batch.clone(), "outcome" => outcome.as_str()).increment(0);
+        }
+        counter!(POLLER_RESTARTS, "batch" => batch.clone()).increment(0);
+        gauge!(ACTIONS_IN_FLIGHT, "batch" => batch).set(0.0);
+    }
+    gauge!(DEAD_LETTERS_UNDELIVERED).set(0.0);
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(ACTIONS_SUBMITTED, "Actions submitted to CXone (each attempt).");

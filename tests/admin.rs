@@ -1,0 +1,412 @@
+//! The admin server: metrics, health, readiness, journal views, replay, logs, secrets.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const ADMIN_TOKEN_ENV: &str = "AW_TEST_ADMIN_TOKEN";
+const ADMIN_TOKEN: &str = "admin-token-5d1f0c";
+
+/// Waits for the admin address in the daemon's log (it listens on port 0).
+fn admin_url(daemon: &Daemon) -> String {
+    let mut url = String::new();
+    wait_until(Duration::from_secs(20), "the admin server", || {
+        let log = daemon.log_text();
+        let Some(pos) = log.find("Admin server listening.") else {
+            return false;
+        };
+        let line = log[pos..].lines().next().unwrap_or_default();
+        let Some(addr) = line.split("addr=").nth(1) else {
+            return false;
+        };
+        url = format!(
+            "http://{}",
+            addr.split_whitespace().next().unwrap_or_default().trim_matches('"')
+        );
+        true
+    });
+    url
+}
+
+fn admin_overrides(extra_token: bool) -> String {
+    if extra_token {
+        format!("listen = \"127.0.0.1:0\"\ntoken_env = \"{ADMIN_TOKEN_ENV}\"")
+    } else {
+        "listen = \"127.0.0.1:0\"".to_string()
+    }
+}
+
+fn every_outcome_kind() -> String {
+    batch(
+        "mixed",
+        "rollback_action = { actionType = \"UNDO\", payload = { op = \"undo\", sim = { outcome = \"COMPLETED\" } } }",
+    ) + &action("ok1", "")
+        + &action("ok2", "outcome = \"FAILED\", code = \"TIMEOUT\", times = 1")
+        + &action("cancel", "outcome = \"CANCELLED\"")
+        + &action("dead", "outcome = \"FAILED\", code = \"INVALID_CONTACT\"")
+        + &action("undo", "outcome = \"FAILED\", code = \"PARTIAL_WRITE\"")
+        + &action("limited", "submit_status = [429], retry_after = \"0\"")
+}
+
+fn status_of(url: &str) -> (u16, Value) {
+    match ureq::get(url).config().http_status_as_error(false).build().call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+fn post_status(url: &str, token: Option<&str>) -> u16 {
+    let mut request = ureq::post(url).config().http_status_as_error(false).build();
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    request.send_empty().expect("POST").status().as_u16()
+}
+
+#[test]
+fn metrics_match_the_audit_file_and_parse_as_prometheus_text() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let admin = admin_overrides(false);
+    let classifier = "retry = [\"TIMEOUT\"]\nrollback = [\"PARTIAL_WRITE\"]\ndefault = \"DEAD_LETTER\"";
+    let config = h.write_config(&[("admin", &admin), ("classifier", classifier)], &every_outcome_kind());
+    let mut daemon = h.spawn(&["run"], &config);
+    let url = admin_url(&daemon);
+    wait_until(Duration::from_secs(30), "every outcome", || h.outcomes().len() == 6);
+    wait_until(Duration::from_secs(10), "dead letter delivered", || {
+        h.count("DEAD_LETTER_DELIVERED") == 1
+    });
+
+    let text = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition format");
+    let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        scrape.samples.iter().find_map(|s| {
+            let matches = s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
+            let number = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            };
+            matches.then_some(number)
+        })
+    };
+    for name in [
+        "actionwarden_actions_submitted_total",
+        "actionwarden_actions_finished_total",
+        "actionwarden_action_retries_total",
+        "actionwarden_action_duration_seconds_bucket",
+        "actionwarden_actions_in_flight",
+        "actionwarden_http_requests_total",
+        "actionwarden_http_request_duration_seconds_bucket",
+        "actionwarden_rate_limited_total",
+        "actionwarden_poller_restarts_total",
+        "actionwarden_token_refreshes_total",
+        "actionwarden_dead_letters_total",
+        "actionwarden_dead_letters_undelivered",
+        "actionwarden_audit_records_total",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    let mut audit_counts: HashMap<&str, f64> = HashMap::new();
+    for r in h.outcomes() {
+        let outcome = match (r["event_type"].as_str().unwrap(), r["resolution"].as_str()) {
+            ("ACTION_COMPLETED", _) => "completed",
+            ("ACTION_CANCELLED", _) => "cancelled",
+            (_, Some("ROLLED_BACK")) => "rolled_back",
+            _ => "dead_lettered",
+        };
+        *audit_counts.entry(outcome).or_default() += 1.0;
+    }
+    for outcome in ["completed", "cancelled", "dead_lettered", "rolled_back"] {
+        let metric = value(
+            "actionwarden_actions_finished_total",
+            &[("batch", "mixed"), ("outcome", outcome)],
+        );
+        assert_eq!(
+            metric,
+            Some(audit_counts.get(outcome).copied().unwrap_or(0.0)),
+            "{outcome}"
+        );
+    }
+    assert_eq!(audit_counts.get("completed"), Some(&3.0));
+    assert_eq!(
+        value("actionwarden_actions_submitted_total", &[("batch", "mixed")]),
+        Some(h.count("ACTION_SUBMITTED") as f64)
+    );
+    assert_eq!(
+        value(
+            "actionwarden_dead_letters_total",
+            &[("batch", "mixed"), ("error_code", "INVALID_CONTACT")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value("actionwarden_dead_letters_undelivered", &[]), Some(0.0));
+    assert_eq!(
+        value("actionwarden_rate_limited_total", &[("endpoint", "submit")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("actionwarden_token_refreshes_total", &[("result", "ok")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "actionwarden_action_retries_total",
+            &[("batch", "mixed"), ("reason", "failed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("actionwarden_actions_in_flight", &[("batch", "mixed")]),
+        Some(0.0)
+    );
+    let audit_total: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "actionwarden_audit_records_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(
+        audit_total,
+        h.audit().len() as f64,
+        "audit records metric matches the file"
+    );
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn health_and_readiness() {
+    let h = Harness::new(&["--profile", "clean"]);
+    // A token endpoint that accepts connections and never answers: no token yet.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cxone = format!(
+        "base_url = \"{}\"\ntoken_url = \"http://{}/oauth/token\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\nrequest_timeout = \"30s\"",
+        h.sim.url,
+        silent.local_addr().unwrap()
+    );
+    let admin = admin_overrides(false);
+    let config = h.write_config(
+        &[("admin", &admin), ("cxone", &cxone)],
+        &(batch("b", "") + &action("x", "")),
+    );
+    let daemon = h.spawn(&["run"], &config);
+    let url = admin_url(&daemon);
+    assert_eq!(status_of(&format!("{url}/healthz")).0, 200);
+    let (code, body) = status_of(&format!("{url}/readyz"));
+    assert_eq!(code, 503, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("no token"), "{body}");
+    drop(daemon);
+
+    // Rejected credentials.
+    let config = h.write_config(&[("admin", &admin)], &(batch("b", "") + &action("x", "")));
+    let mut cmd = daemon_cmd(&["run"], &config);
+    cmd.env(SECRET_ENV, "wrong");
+    let log = h.dir.path().join("rejected.log");
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, log };
+    let url = admin_url(&daemon);
+    wait_until(Duration::from_secs(10), "readiness to report the rejection", || {
+        let (code, body) = status_of(&format!("{url}/readyz"));
+        code == 503
+            && body["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("credentials rejected")
+    });
+    drop(daemon);
+
+    // Running.
+    let mut daemon = h.spawn(&["run"], &config);
+    let url = admin_url(&daemon);
+    wait_until(Duration::from_secs(10), "ready", || {
+        status_of(&format!("{url}/readyz")).0 == 200
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn journal_views_and_replay_endpoint() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let admin = admin_overrides(true);
+    let batches = batch("b", "")
+        + &action("good", "")
+        + &action("bad", "outcome = \"FAILED\", code = \"INVALID_CONTACT\", times = 1");
+    let config = h.write_config(&[("admin", &admin)], &batches);
+    let mut cmd = daemon_cmd(&["run"], &config);
+    cmd.env(ADMIN_TOKEN_ENV, ADMIN_TOKEN);
+    let log = h.dir.path().join("admin.log");
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon { child, log };
+    let url = admin_url(&daemon);
+    wait_until(Duration::from_secs(20), "both outcomes", || h.outcomes().len() == 2);
+
+    let (code, all) = status_of(&format!("{url}/v1/actions"));
+    assert_eq!(code, 200);
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let (_, dead) = status_of(&format!("{url}/v1/actions?batch=b&state=dead_lettered"));
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
+    let (code, one) = status_of(&format!("{url}/v1/actions/b/good"));
+    assert_eq!(code, 200);
+    assert_eq!(one["state"], "completed");
+    assert_eq!(status_of(&format!("{url}/v1/actions/b/nope")).0, 404);
+    let (code, letters) = status_of(&format!("{url}/v1/dead-letters"));
+    assert_eq!(code, 200);
+    let error_id = letters[0]["letter"]["error_id"].as_str().unwrap().to_owned();
+
+    let replay = format!("{url}/v1/dead-letters/{error_id}/replay");
+    assert_eq!(post_status(&replay, None), 401);
+    assert_eq!(post_status(&replay, Some("wrong-token")), 401);
+    assert_eq!(post_status(&replay, Some(ADMIN_TOKEN)), 200);
+    wait_until(Duration::from_secs(20), "the replayed action's outcome", || {
+        h.records("ACTION_COMPLETED", "bad").len() == 1
+    });
+    assert_eq!(post_status(&replay, Some(ADMIN_TOKEN)), 404, "already replayed");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn replay_is_refused_without_a_configured_token() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let admin = admin_overrides(false);
+    let config = h.write_config(&[("admin", &admin)], &(batch("b", "") + &action("x", "")));
+    let daemon = h.spawn(&["run"], &config);
+    let url = admin_url(&daemon);
+    assert_eq!(
+        post_status(&format!("{url}/v1/dead-letters/abc/replay"), Some("anything")),
+        403
+    );
+}
+
+#[test]
+fn json_logs_carry_the_action_and_no_secret_leaks_anywhere() {
+    let secret = "client-secret-7a9e2b";
+    let h = Harness::new(&["--profile", "clean"]);
+    // A simulator that expects our unique client secret.
+    let sim = {
+        let mut child = std::process::Command::new(BIN)
+            .args([
+                "simulate",
+                "--listen",
+                "127.0.0.1:0",
+                "--profile",
+                "clean",
+                "--client-secret-env",
+                "AW_SIM_SECRET",
+            ])
+            .env("AW_SIM_SECRET", secret)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        (child, line.trim().trim_start_matches("listening on ").to_owned())
+    };
+    let (mut sim_child, sim_url) = sim;
+    let admin = admin_overrides(true);
+    let cxone = format!("base_url = \"{sim_url}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"");
+    let dl = format!("webhook_url = \"{sim_url}/sim/webhook\"\nsigning_secret_env = \"{WEBHOOK_KEY_ENV}\"");
+    let config = h.write_config(
+        &[("admin", &admin), ("cxone", &cxone), ("dead_letter", &dl)],
+        &(batch("b", "")
+            + &action("slow", "duration = \"200ms\"")
+            + &action("bad", "outcome = \"FAILED\", code = \"X\"")),
+    );
+    let mut cmd = daemon_cmd(&["run", "--log-format", "json"], &config);
+    cmd.env(SECRET_ENV, secret)
+        .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
+        .env("RUST_LOG", "debug");
+    let log = h.dir.path().join("json.log");
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon { child, log };
+    wait_until(Duration::from_secs(20), "outcomes", || h.outcomes().len() == 2);
+    let admin_line = daemon
+        .log_text()
+        .lines()
+        .find(|l| l.contains("Admin server listening"))
+        .map(str::to_owned)
+        .unwrap();
+    let admin_addr: Value = serde_json::from_str(&admin_line).unwrap();
+    let url = format!("http://{}", admin_addr["addr"].as_str().unwrap());
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0));
+    let _ = sim_child.kill();
+
+    let logs = daemon.log_text();
+    let mut poll_line = None;
+    for line in logs.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        if v["message"] == "Action still running." {
+            poll_line = Some(v);
+        }
+    }
+    let poll_line = poll_line.expect("a debug line per poll");
+    assert_eq!(poll_line["batch"], "b");
+    assert_eq!(poll_line["key"], "slow");
+    assert!(
+        poll_line["action_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{poll_line}"
+    );
+    assert_eq!(poll_line["attempt"], 1);
+
+    let check = run_to_end(
+        daemon_cmd(&["check"], &config).env(SECRET_ENV, secret),
+        Duration::from_secs(20),
+    );
+    let audit = std::fs::read_to_string(h.audit_path()).unwrap();
+    let everything = [
+        logs,
+        metrics,
+        audit,
+        String::from_utf8_lossy(&check.stdout).into_owned(),
+        String::from_utf8_lossy(&check.stderr).into_owned(),
+    ];
+    for (i, text) in everything.iter().enumerate() {
+        for needle in [secret, WEBHOOK_KEY, ADMIN_TOKEN] {
+            assert!(!text.contains(needle), "secret {needle:?} leaked into output #{i}");
+        }
+        assert!(
+            !text.contains("sim-")
+                || !text
+                    .split("sim-")
+                    .skip(1)
+                    .any(|rest| rest.len() >= 32 && rest[..32].chars().all(|c| c.is_ascii_hexdigit())),
+            "a bearer token leaked into output #{i}"
+        );
+    }
+}
