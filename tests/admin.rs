@@ -117,6 +117,7 @@ fn metrics_match_the_audit_file_and_parse_as_prometheus_text() {
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
+    promtool_check(&text);
     let mut audit_counts: HashMap<&str, f64> = HashMap::new();
     for r in h.outcomes() {
         let outcome = match (r["event_type"].as_str().unwrap(), r["resolution"].as_str()) {
@@ -409,4 +410,23 @@ fn json_logs_carry_the_action_and_no_secret_leaks_anywhere() {
             "a bearer token leaked into output #{i}"
         );
     }
+}
+
+/// `promtool check metrics` when promtool is installed (`.ci/run` installs Debian's
+/// `prometheus` package when it can); the parser check above runs either way.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed: exposition format checked by the parser only");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "promtool check metrics failed: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
 }
