@@ -17,7 +17,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::backoff::parse_retry_after;
-use crate::classify::UpstreamError;
+use crate::classify::{UpstreamError, UpstreamFrame};
 use crate::config::{CxoneConfig, Secret};
 use crate::telemetry::events::HttpRequestDone;
 pub use rate_limit::{Endpoint, Gate};
@@ -389,23 +389,27 @@ pub fn parse_poll(body: &[u8]) -> Result<PollStatus, CallError> {
     })
 }
 
-/// Reads `errors` leniently: what is there is kept, what is missing stays empty.
+/// Reads `errors` leniently: what is there is kept, what is missing stays empty. A
+/// `FAILED` without any error still yields one, named for what happened.
 fn parse_errors(value: Option<serde_json::Value>) -> Vec<UpstreamError> {
-    let Some(serde_json::Value::Array(items)) = value else {
-        return vec![UpstreamError {
-            code: "UNKNOWN_ERROR".into(),
-            message: "CXone reported FAILED without errors".into(),
-            stack_trace: Vec::new(),
-        }];
+    let items = match value {
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => items,
+        _ => {
+            return vec![UpstreamError {
+                code: "UNKNOWN_ERROR".into(),
+                message: "CXone reported FAILED without errors".into(),
+                stack_trace: Vec::new(),
+            }]
+        }
     };
     items
         .into_iter()
         .map(|item| {
             let text = |k: &str| item.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            let stack_trace = item
-                .get("stackTrace")
-                .and_then(|s| serde_json::from_value(s.clone()).ok())
-                .unwrap_or_default();
+            let stack_trace = match item.get("stackTrace") {
+                Some(serde_json::Value::Array(frames)) => frames.iter().map(parse_frame).collect(),
+                _ => Vec::new(),
+            };
             UpstreamError {
                 code: text("code").unwrap_or_else(|| "UNKNOWN_ERROR".into()),
                 message: text("message").unwrap_or_default(),
@@ -413,6 +417,22 @@ fn parse_errors(value: Option<serde_json::Value>) -> Vec<UpstreamError> {
             }
         })
         .collect()
+}
+
+/// One upstream frame; a field of an unexpected type is left out, not the whole frame.
+fn parse_frame(frame: &serde_json::Value) -> UpstreamFrame {
+    let text = |k: &str| frame.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let line = match frame.get("line") {
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    UpstreamFrame {
+        function: text("function"),
+        file: text("file"),
+        line,
+        message: text("message"),
+    }
 }
 
 /// Percent-encodes an id for use as one path segment.
@@ -445,6 +465,21 @@ mod tests {
         };
         assert_eq!(errors[0].code, "TIMEOUT");
         assert_eq!(errors[0].stack_trace[0].line, Some(12));
+    }
+
+    #[test]
+    fn frames_with_odd_fields_are_kept() {
+        let body = br#"{"status":"FAILED","errors":[{"code":"X","stackTrace":[{"function":"f","line":"12"},{"function":7,"line":3}]}]}"#;
+        let PollStatus::Failed(errors) = parse_poll(body).unwrap() else {
+            panic!("not failed")
+        };
+        assert_eq!(errors[0].stack_trace.len(), 2);
+        assert_eq!(errors[0].stack_trace[0].line, Some(12));
+        assert_eq!(errors[0].stack_trace[1].function, None);
+        let PollStatus::Failed(none) = parse_poll(br#"{"status":"FAILED","errors":[]}"#).unwrap() else {
+            panic!()
+        };
+        assert_eq!(none[0].code, "UNKNOWN_ERROR");
     }
 
     #[test]

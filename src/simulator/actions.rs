@@ -136,6 +136,15 @@ impl Inner {
             known.action = Some(id.clone());
         }
         self.stats.actions_created += 1;
+        if self.created.len() >= super::state::CREATED_LOG_CAP {
+            self.created.pop_front();
+        }
+        self.created.push_back(json!({
+            "id": id,
+            "idempotency_key": idempotency_key,
+            "metadata": request.get("metadata").cloned().unwrap_or(Value::Null),
+            "payload": payload.clone(),
+        }));
         (Reply::Accepted { id, header_only, no_id }, directed)
     }
 

@@ -33,7 +33,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/sim/control", web::post().to(control))
         .route("/sim/control", web::get().to(knobs))
         .route("/sim/stats", web::get().to(stats))
-        .route("/sim/requests", web::get().to(requests));
+        .route("/sim/requests", web::get().to(requests))
+        .route("/sim/actions", web::get().to(created));
 }
 
 /// The client-credentials form; unknown fields (such as `scope`) are ignored.
@@ -124,6 +125,10 @@ async fn stats(sim: web::Data<Shared>) -> HttpResponse {
 
 async fn requests(sim: web::Data<Shared>) -> HttpResponse {
     json_bytes(serde_json::to_vec(&sim.lock().log))
+}
+
+async fn created(sim: web::Data<Shared>) -> HttpResponse {
+    json_bytes(serde_json::to_vec(&sim.lock().created))
 }
 
 /// Waits the simulated latency, then answers.

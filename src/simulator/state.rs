@@ -20,6 +20,8 @@ use super::{Profile, RetryAfterForm, SimulatorSettings};
 
 /// Entries kept by the request log; the oldest fall off first.
 const REQUEST_LOG_CAP: usize = 200_000;
+/// Most created actions remembered for `GET /sim/actions` (the oldest are dropped).
+pub const CREATED_LOG_CAP: usize = 10_000;
 
 /// Token count above which expired tokens are swept on issue.
 const TOKEN_SWEEP_THRESHOLD: usize = 10_000;
@@ -65,6 +67,7 @@ impl Shared {
             actions: HashMap::new(),
             stats: Stats::default(),
             log: VecDeque::new(),
+            created: VecDeque::new(),
             webhooks: Vec::new(),
         };
         Shared {
@@ -121,6 +124,8 @@ pub struct Inner {
     pub(super) actions: HashMap<String, ActionRecord>,
     pub stats: Stats,
     pub log: VecDeque<LogEntry>,
+    /// The last `CREATED_LOG_CAP` created actions: `{id, idempotency_key, metadata}`.
+    pub created: VecDeque<Value>,
     pub webhooks: Vec<Webhook>,
 }
 

@@ -1,0 +1,288 @@
+//! Hostile or struggling upstreams and misuse: rollback, the shared 429 gate, the request
+//! budget, poll timeout, every response row of SPEC §4, chaos, file modes, secret files.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const ROLLBACK_CLASSIFIER: &str = "retry = [\"TIMEOUT\"]\nrollback = [\"PARTIAL_*\"]\ndefault = \"DEAD_LETTER\"";
+
+#[test]
+fn rollback_compensates_with_metadata_and_resolves_rolled_back() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let batches = batch(
+        "b",
+        "rollback_action = { actionType = \"UNDO\", payload = { op = \"undo\" }, metadata = { source = \"aw\" } }",
+    ) + &action("k1", "outcome = \"FAILED\", code = \"PARTIAL_WRITE\"");
+    let output = h.run_once(&h.write_config(&[("classifier", ROLLBACK_CLASSIFIER)], &batches));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "k1");
+    assert_eq!(outcome["event_type"], "ASYNC_ERROR_HANDLED");
+    assert_eq!(outcome["resolution"], "ROLLED_BACK");
+    assert_eq!(outcome["recovery_directive"], "ROLLBACK");
+    assert_eq!(outcome["error_code"], "PARTIAL_WRITE");
+    let created = h.sim.get("/sim/actions");
+    let created = created.as_array().unwrap();
+    assert_eq!(created.len(), 2);
+    let compensation = &created[1];
+    assert_eq!(compensation["metadata"]["compensates"], outcome["action_id"]);
+    assert_eq!(compensation["metadata"]["key"], "b/k1");
+    assert_eq!(
+        compensation["metadata"]["source"], "aw",
+        "the template's metadata is kept"
+    );
+    assert!(h.sim.webhooks().is_empty(), "a rollback is not a dead letter");
+}
+
+#[test]
+fn failed_compensation_is_rollback_failed() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let batches = batch("b", "rollback_action = { actionType = \"UNDO\", payload = { op = \"undo\", sim = { outcome = \"FAILED\", code = \"LOCKED\" } } }")
+        + &action("k2", "outcome = \"FAILED\", code = \"PARTIAL_WRITE\"");
+    let output = h.run_once(&h.write_config(&[("classifier", ROLLBACK_CLASSIFIER)], &batches));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "k2");
+    assert_eq!(outcome["error_code"], "ROLLBACK_FAILED");
+    assert_eq!(outcome["resolution"], "DEAD_LETTERED");
+    assert_eq!(h.sim.webhooks()[0]["body"]["error_code"], "ROLLBACK_FAILED");
+}
+
+#[test]
+fn rollback_without_a_template_is_a_dead_letter_that_keeps_the_directive() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let batches = batch("b", "") + &action("k3", "outcome = \"FAILED\", code = \"PARTIAL_WRITE\"");
+    let output = h.run_once(&h.write_config(&[("classifier", ROLLBACK_CLASSIFIER)], &batches));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "k3");
+    assert_eq!(outcome["recovery_directive"], "ROLLBACK");
+    assert_eq!(outcome["resolution"], "DEAD_LETTERED");
+    assert_eq!(h.sim.webhooks()[0]["body"]["recovery_directive"], "ROLLBACK");
+}
+
+/// `at_ms` of requests to `endpoint`, sorted.
+fn times(requests: &[Value], endpoint: &str) -> Vec<(f64, u64)> {
+    let mut t: Vec<(f64, u64)> = requests
+        .iter()
+        .filter(|r| r["endpoint"] == endpoint)
+        .map(|r| (r["at_ms"].as_f64().unwrap(), r["status"].as_u64().unwrap_or(0)))
+        .collect();
+    t.sort_by(|a, b| a.0.total_cmp(&b.0));
+    t
+}
+
+#[test]
+fn a_429_pauses_every_poller_of_that_endpoint() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let mut batches = batch("many", "");
+    for i in 0..99 {
+        batches.push_str(&action(&format!("k{i}"), "duration = \"2500ms\""));
+    }
+    batches.push_str(&action(
+        "limited",
+        "duration = \"2500ms\", poll_status = [429], retry_after = \"1\"",
+    ));
+    let poll = "initial_delay = \"100ms\"\ninterval = \"50ms\"\ntimeout = \"60s\"";
+    let output = h.run_once(&h.write_config(&[("poll", poll)], &batches));
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let polls = times(&h.sim.requests(), "poll");
+    let (at, _) = *polls.iter().find(|(_, status)| *status == 429).expect("the 429");
+    // Requests already on the wire when the 429 left may still arrive just after it.
+    let inside: Vec<f64> = polls
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t > at + 30.0 && *t < at + 950.0)
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "{} polls inside the pause window after {at}ms: {inside:?}",
+        inside.len()
+    );
+    assert!(
+        polls.iter().any(|(t, _)| *t >= at + 1000.0),
+        "polling resumed after the pause"
+    );
+    assert_eq!(h.outcomes().len(), 100);
+}
+
+#[test]
+fn requests_per_second_caps_every_cxone_request() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let mut batches = batch("many", "");
+    for i in 0..80 {
+        batches.push_str(&action(&format!("k{i}"), ""));
+    }
+    let output = h.run_once(&h.write_config(&[("limits", "max_in_flight = 500\nrequests_per_second = 50")], &batches));
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let requests = h.sim.requests();
+    let mut api: Vec<f64> = requests
+        .iter()
+        .filter(|r| r["endpoint"] == "submit" || r["endpoint"] == "poll")
+        .map(|r| r["at_ms"].as_f64().unwrap())
+        .collect();
+    api.sort_by(f64::total_cmp);
+    assert!(api.len() >= 160, "{} requests", api.len());
+    let busiest = api
+        .iter()
+        .map(|start| api.iter().filter(|t| **t >= *start && **t < start + 1000.0).count())
+        .max()
+        .unwrap();
+    // One second holds at most 50 slots, plus the one at its edge; loose on purpose.
+    assert!(busiest <= 56, "{busiest} requests within one second at 50/s");
+    let span = api.last().unwrap() - api.first().unwrap();
+    assert!(
+        span >= (api.len() as f64 / 50.0 - 1.5) * 1000.0,
+        "{} requests in {span}ms",
+        api.len()
+    );
+}
+
+#[test]
+fn poll_timeout_dead_letters_the_action() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let batches = batch("b", "") + &action("slow", "duration = \"30s\"");
+    let poll = "initial_delay = \"20ms\"\ninterval = \"50ms\"\ntimeout = \"400ms\"";
+    let output = h.run_once(&h.write_config(&[("poll", poll)], &batches));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "slow");
+    assert_eq!(outcome["error_code"], "POLL_TIMEOUT");
+    let latency = outcome["latency_seconds"].as_f64().unwrap();
+    assert!((0.4..2.0).contains(&latency), "{latency}");
+}
+
+#[test]
+fn oversize_poll_bodies_take_the_malformed_path() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let long = "x".repeat(600);
+    let batches = batch("b", "")
+        + &action("big", &format!("outcome = \"FAILED\", code = \"TIMEOUT\", stack = [{{ function = \"f\", file = \"F\", line = 1, message = \"{long}\" }}]"));
+    let cxone = format!(
+        "base_url = \"{}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\nmax_response_bytes = 512",
+        h.sim.url
+    );
+    let output = h.run_once(&h.write_config(&[("cxone", &cxone)], &batches));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "big");
+    assert_eq!(outcome["error_code"], "MALFORMED_RESPONSE");
+    assert_eq!(outcome["resolution"], "EXHAUSTED");
+    assert_eq!(h.sim.stats()["actions_created"], 1, "never resubmitted");
+}
+
+#[test]
+fn every_transient_status_is_repeated_with_the_same_key() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let batches = batch("b", "")
+        + &action("s408", "submit_status = [408]")
+        + &action("s425", "submit_status = [425]")
+        + &action("s500", "submit_status = [500, 502]")
+        + &action("p503", "poll_status = [503, 504]")
+        + &action("p404", "poll_status = [404]")
+        + &action("s422", "submit_body_status = 422");
+    let output = h.run_once(&h.write_config(&[], &batches));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    for (key, retries) in [("s408", 1), ("s425", 1), ("s500", 2), ("p503", 2)] {
+        let outcome = h.outcome("b", key);
+        assert_eq!(outcome["event_type"], "ACTION_COMPLETED", "{key}");
+        assert_eq!(outcome["retry_count"], retries, "{key}");
+        assert_eq!(outcome["attempts"], 1, "{key}: same attempt, same key");
+    }
+    assert_eq!(h.outcome("b", "p404")["error_code"], "ACTION_NOT_FOUND");
+    let rejected = h.outcome("b", "s422");
+    assert_eq!(
+        rejected["error_code"], "VALIDATION_FAILED",
+        "other 4xx: the body's code"
+    );
+    assert_eq!(rejected["status_code"], 422);
+    assert_eq!(rejected["retry_count"], 0, "not retried");
+    let stats = h.sim.stats();
+    assert_eq!(stats["actions_created"], 5, "{stats}");
+}
+
+#[test]
+fn dropped_connections_are_network_errors_and_repeated() {
+    let h = Harness::new(&["--profile", "clean", "--drop-rate", "0.3", "--seed", "7"]);
+    let mut batches = batch("b", "");
+    for i in 0..30 {
+        batches.push_str(&format!(
+            "  [[batch.action]]\n  key = \"d{i}\"\n  actionType = \"X\"\n  payload = {{ n = {i} }}\n\n"
+        ));
+    }
+    let retry = "max_retries = 10\nbase_delay = \"5ms\"\nmax_delay = \"20ms\"\njitter = \"full\"";
+    let output = h.run_once(&h.write_config(&[("retry", retry)], &batches));
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_exactly_once(&h, 30);
+    let network = h
+        .audit()
+        .iter()
+        .filter(|r| r["event_type"] == "RETRY_SCHEDULED" && r["reason"] == "network_error")
+        .count();
+    assert!(network > 0, "drops were seen as network errors");
+    assert!(h.sim.stats()["dropped"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn request_timeouts_spend_the_budget_then_dead_letter() {
+    let h = Harness::new(&["--profile", "clean", "--latency", "2s"]);
+    let batches = batch("b", "") + "  [[batch.action]]\n  key = \"t1\"\n  actionType = \"X\"\n  payload = { n = 1 }\n";
+    let cxone = format!("base_url = \"{}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\nrequest_timeout = \"150ms\"", h.sim.url);
+    let retry = "max_retries = 2\nbase_delay = \"5ms\"\nmax_delay = \"10ms\"\njitter = \"none\"";
+    let output = h.run_once(&h.write_config(&[("cxone", &cxone), ("retry", retry)], &batches));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "t1");
+    assert_eq!(outcome["error_code"], "REQUEST_TIMEOUT");
+    assert_eq!(outcome["status_code"], 0);
+    assert_eq!(outcome["resolution"], "EXHAUSTED");
+}
+
+#[test]
+fn chaos_profile_run_gives_every_action_exactly_one_outcome() {
+    let h = Harness::new(&["--profile", "chaos", "--seed", "11"]);
+    let mut batches = batch("chaos", "");
+    for i in 0..500 {
+        batches.push_str(&format!(
+            "  [[batch.action]]\n  key = \"c{i}\"\n  actionType = \"X\"\n  payload = {{ n = {i} }}\n\n"
+        ));
+    }
+    let retry = "max_retries = 6\nbase_delay = \"5ms\"\nmax_delay = \"50ms\"\njitter = \"full\"";
+    let output = h.run_once(&h.write_config(&[("retry", retry)], &batches));
+    assert!(matches!(output.status.code(), Some(0 | 2)), "{}", show(&output));
+    assert_exactly_once(&h, 500);
+    let stats = h.sim.stats();
+    assert!(
+        stats["rate_limited"].as_u64().unwrap() > 0 && stats["dropped"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn journal_and_audit_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::new(&["--profile", "clean"]);
+    let output = h.run_once(&h.write_config(&[], &(batch("b", "") + &action("m", ""))));
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    for name in ["audit.jsonl", "actionwarden.journal", "actionwarden.journal.lock"] {
+        let mode = std::fs::metadata(h.dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+    }
+}
+
+#[test]
+fn client_secret_file_is_read() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let secret_file = h.dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SIM_SECRET}\n")).unwrap();
+    let cxone = format!(
+        "base_url = \"{}\"\nclient_id = \"simulator\"\nclient_secret_file = \"{}\"",
+        h.sim.url,
+        secret_file.display()
+    );
+    let config = h.write_config(&[("cxone", &cxone)], &(batch("b", "") + &action("f", "")));
+    let output = run_to_end(
+        daemon_cmd(&["run", "--once"], &config).env_remove(SECRET_ENV),
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+}
