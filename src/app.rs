@@ -56,7 +56,7 @@ const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 /// Poll interval of the shutdown wait for in-flight requests.
 const DRAIN_TICK: Duration = Duration::from_millis(10);
 
-async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
+async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     let cfg = Rc::new(loaded.config.clone());
     let metrics = crate::telemetry::metrics::install();
     crate::telemetry::metrics::register_batches(cfg.batches.iter().map(|b| b.name.as_str()));
@@ -199,6 +199,7 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
         journal: journal.clone(),
         stopping: std::cell::Cell::new(false),
         requests_in_flight: std::cell::Cell::new(0),
+        request_slots: tokio::sync::Semaphore::new(cfg.cxone.max_connections),
     });
     let batch_limits: HashMap<Arc<str>, usize> = cfg
         .batches
@@ -217,7 +218,7 @@ async fn run_async(loaded: Loaded, once: bool) -> Result<u8, Error> {
     .start();
     let admitted = admission
         .send(Admit {
-            actions: loaded.actions.clone(),
+            actions: std::mem::take(&mut loaded.actions),
         })
         .await
         .map_err(|e| Error::CannotRun(format!("admission failed: {e}")))?;

@@ -157,6 +157,10 @@ impl Supervised for PollerActor {
 }
 
 /// Runs the action from its current state to an outcome.
+///
+/// Every step is awaited through `Box::pin`: an async fn is as large as its largest
+/// await point, and this one lives as long as its action (100,000 of them may be in
+/// flight), so the request futures are allocated only while they run.
 async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>>) -> Resolution {
     let retry = &env.retry;
     loop {
@@ -185,7 +189,7 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                 ),
             );
             failure.extra_frames = frames;
-            return dead_letter(&env, &spec, &st, failure, false).await;
+            return Box::pin(dead_letter(&env, &spec, &st, failure, false)).await;
         }
         env.chaos_point();
         let timed_out = st
@@ -202,7 +206,7 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                     crate::config::duration::format(env.poll.timeout)
                 ),
             );
-            return dead_letter(&env, &spec, &st, failure, false).await;
+            return Box::pin(dead_letter(&env, &spec, &st, failure, false)).await;
         }
         let phase = st.borrow().phase.clone();
         match phase {
@@ -221,8 +225,18 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                 st.borrow_mut().phase = Phase::Submitting;
             }
             Phase::Submitting => {
-                if let Some(done) = submit(&env, &spec, &st).await {
-                    return done;
+                let step = {
+                    let _slot = env.request_slot().await;
+                    Box::pin(submit(&env, &spec, &st)).await
+                };
+                match step {
+                    Ok(None) => {}
+                    Ok(Some(done)) => return done,
+                    Err(error) => {
+                        if let Some(done) = Box::pin(on_call_error(&env, &spec, &st, error, Endpoint::Submit)).await {
+                            return done;
+                        }
+                    }
                 }
             }
             Phase::Polling {
@@ -238,7 +252,10 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                 {
                     continue;
                 }
-                let result = env.call(async |token| env.client.poll(&token, &action_id).await).await;
+                let result = {
+                    let _slot = env.request_slot().await;
+                    Box::pin(env.call(async |token| env.client.poll(&token, &action_id).await)).await
+                };
                 let compensating = st.borrow().compensating.is_some();
                 match result {
                     Ok(PollStatus::Running(status)) => {
@@ -252,13 +269,13 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                         };
                     }
                     Ok(status) if compensating => {
-                        return compensation_ended(&env, &spec, &st, &action_id, status).await
+                        return Box::pin(compensation_ended(&env, &spec, &st, &action_id, status)).await
                     }
                     Ok(PollStatus::Completed) => {
-                        return finished(&env, &spec, &st, Outcome::Completed, &action_id).await
+                        return Box::pin(finished(&env, &spec, &st, Outcome::Completed, &action_id)).await
                     }
                     Ok(PollStatus::Cancelled) => {
-                        return finished(&env, &spec, &st, Outcome::Cancelled, &action_id).await
+                        return Box::pin(finished(&env, &spec, &st, Outcome::Cancelled, &action_id)).await
                     }
                     Ok(PollStatus::Failed(errors)) => {
                         let failure = Failure {
@@ -270,7 +287,7 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                             retry_count: st.borrow().retry_count,
                             max_retries: retry.max_retries,
                         };
-                        let payload = classify(&env, failure).await;
+                        let payload = Box::pin(classify(&env, failure)).await;
                         match payload.recovery_directive {
                             Directive::Retry if st.borrow().retry_count < retry.max_retries => {
                                 let delay = spend_retry(&env, &spec, &st, "failed", &payload.error_code, None);
@@ -281,9 +298,11 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                                         until: Instant::now() + delay,
                                     };
                                 }
-                                persist(&env, &spec, &st, false).await;
+                                Box::pin(persist(&env, &spec, &st, false)).await;
                             }
-                            Directive::Retry => return dead_letter_payload(&env, &spec, &st, payload, true).await,
+                            Directive::Retry => {
+                                return Box::pin(dead_letter_payload(&env, &spec, &st, payload, true)).await
+                            }
                             Directive::Rollback if env.rollback_templates.contains_key(&spec.identity.batch) => {
                                 tracing::info!(error_code = %payload.error_code, "Action failed; compensating.");
                                 {
@@ -292,15 +311,15 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                                     s.attempt = 1;
                                     s.phase = Phase::Submitting;
                                 }
-                                persist(&env, &spec, &st, false).await;
+                                Box::pin(persist(&env, &spec, &st, false)).await;
                             }
                             Directive::Rollback | Directive::DeadLetter => {
-                                return dead_letter_payload(&env, &spec, &st, payload, false).await;
+                                return Box::pin(dead_letter_payload(&env, &spec, &st, payload, false)).await;
                             }
                         }
                     }
                     Err(error) => {
-                        if let Some(done) = on_call_error(&env, &spec, &st, error, Endpoint::Poll).await {
+                        if let Some(done) = Box::pin(on_call_error(&env, &spec, &st, error, Endpoint::Poll)).await {
                             return done;
                         }
                     }
@@ -310,8 +329,14 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
     }
 }
 
-/// POSTs the current attempt (or the compensation); `Some` when that ended the action.
-async fn submit(env: &PollerEnv, spec: &ActionSpec, st: &RefCell<ActionState>) -> Option<Resolution> {
+/// POSTs the current attempt (or the compensation): `Ok(Some)` when that ended the
+/// action, `Err` for the caller to decide on (outside the request slot: a backoff must
+/// not hold one).
+async fn submit(
+    env: &PollerEnv,
+    spec: &ActionSpec,
+    st: &RefCell<ActionState>,
+) -> Result<Option<Resolution>, CallError> {
     let (attempt, series, compensating) = {
         let mut s = st.borrow_mut();
         s.first_submit.get_or_insert_with(Instant::now);
@@ -337,7 +362,7 @@ async fn submit(env: &PollerEnv, spec: &ActionSpec, st: &RefCell<ActionState>) -
         .await;
     let submitted = match result {
         Ok(submitted) => submitted,
-        Err(error) => return on_call_error(env, spec, st, error, Endpoint::Submit).await,
+        Err(error) => return Err(error),
     };
     let Some(action_id) = submitted.id else {
         let failure = Failure::local(
@@ -346,7 +371,7 @@ async fn submit(env: &PollerEnv, spec: &ActionSpec, st: &RefCell<ActionState>) -
             "MISSING_ACTION_ID",
             "CXone accepted the action without an id (no body id, no X-Action-Id); it may exist upstream, so it is not resubmitted".into(),
         );
-        return Some(dead_letter(env, spec, st, failure, false).await);
+        return Ok(Some(dead_letter(env, spec, st, failure, false).await));
     };
     tracing::Span::current().record("action_id", action_id.as_str());
     tracing::debug!(%action_id, attempt, idempotency_key = %key, "Action submitted.");
@@ -373,7 +398,7 @@ async fn submit(env: &PollerEnv, spec: &ActionSpec, st: &RefCell<ActionState>) -
     }
     // Write-ahead: the CXone id is on disk before the first poll.
     persist(env, spec, st, true).await;
-    None
+    Ok(None)
 }
 
 /// The compensation reached a terminal status: rolled back, or `ROLLBACK_FAILED`.
@@ -767,6 +792,16 @@ impl PollerEnv {
         let result = call(token).await;
         self.requests_in_flight.set(self.requests_in_flight.get() - 1);
         result
+    }
+
+    /// One of the request slots: at most `cxone.max_connections` steps with a request in
+    /// flight. More could not use a connection anyway, and a waiting step's request
+    /// future is only allocated once it holds a slot (SPEC §16 memory target).
+    async fn request_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.request_slots
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Panics with the configured chaos probability (drills and tests only).

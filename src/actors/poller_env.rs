@@ -42,6 +42,8 @@ pub struct PollerEnv {
     pub journal: Journal,
     /// Set at shutdown: no new request starts.
     pub stopping: Cell<bool>,
+    /// Steps allowed to have a request in flight (`cxone.max_connections`).
+    pub request_slots: tokio::sync::Semaphore,
     /// CXone requests in flight (shutdown waits for them).
     pub requests_in_flight: Cell<usize>,
 }

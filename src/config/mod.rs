@@ -510,13 +510,18 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Parses and validates configuration `text` that came from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     let doc = location::Document::new(path, text);
-    let config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid(vec![doc.locate_toml_error(&e)]))?;
+    let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid(vec![doc.locate_toml_error(&e)]))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let (actions, mut problems) = validate::resolve_actions(&doc, &config, &base_dir);
     problems.extend(validate::check(&doc, &config));
     if !problems.is_empty() {
         problems.sort_by_key(|p| (p.file.clone(), p.line, p.column));
         return Err(ConfigError::Invalid(problems));
+    }
+    // The inline tables now live on as `actions`; keeping both would double the memory
+    // of a large batch.
+    for batch in &mut config.batches {
+        batch.actions = Vec::new();
     }
     Ok(Loaded {
         path: path.to_owned(),
