@@ -13,14 +13,33 @@ fn bench(args: &[&str]) -> String {
         .output()
         .expect("running benches/bench.sh");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     stdout
 }
 
 #[test]
 fn throughput_mode_reports_every_figure() {
-    let out = bench(&["--mode", "throughput", "--n", "30", "--in-flight", "10", "--fsync", "on"]);
-    for figure in ["actions/s", "CXone requests/s", "peak RSS MB", "p50 / p99 ms", "CPU s per 1k"] {
+    let out = bench(&[
+        "--mode",
+        "throughput",
+        "--n",
+        "30",
+        "--in-flight",
+        "10",
+        "--fsync",
+        "on",
+    ]);
+    for figure in [
+        "actions/s",
+        "CXone requests/s",
+        "peak RSS MB",
+        "p50 / p99 ms",
+        "CPU s per 1k",
+    ] {
         assert!(out.contains(figure), "{figure} missing:\n{out}");
     }
     let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
