@@ -360,3 +360,50 @@ fn rejected_credentials_exit_3_with_a_clear_message() {
     assert!(!stderr.contains("wrong-secret"), "the secret leaked: {stderr}");
     assert!(h.outcomes().is_empty(), "no action failed for it");
 }
+
+/// Most actions of `batch` (all batches: `None`) between submission and outcome at any
+/// moment, from the audit timestamps.
+fn max_concurrent(h: &Harness, batch_name: Option<&str>) -> usize {
+    use time::format_description::well_known::Rfc3339;
+    let at = |r: &serde_json::Value| {
+        time::OffsetDateTime::parse(r["timestamp"].as_str().unwrap(), &Rfc3339)
+            .unwrap()
+            .unix_timestamp_nanos()
+    };
+    let mut events: Vec<(i128, i32)> = Vec::new();
+    for r in h.audit().iter().filter(|r| batch_name.is_none_or(|b| r["batch"] == b)) {
+        match r["event_type"].as_str().unwrap() {
+            "ACTION_SUBMITTED" => events.push((at(r), 1)),
+            "ACTION_COMPLETED" => events.push((at(r), -1)),
+            _ => {}
+        }
+    }
+    // At equal times, count the end first: a slot freed and reused in the same instant.
+    events.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, delta) in events {
+        now += delta;
+        max = max.max(now);
+    }
+    max as usize
+}
+
+#[test]
+fn in_flight_limits_hold_per_batch_and_globally() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let mut batches = batch("narrow", "max_in_flight = 2");
+    for i in 0..8 {
+        batches.push_str(&action(&format!("n{i}"), "duration = \"150ms\""));
+    }
+    batches.push_str(&batch("wide", ""));
+    for i in 0..8 {
+        batches.push_str(&action(&format!("w{i}"), "duration = \"150ms\""));
+    }
+    let output = h.run_once(&h.write_config(&[("limits", "max_in_flight = 5")], &batches));
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_eq!(h.outcomes().len(), 16);
+    let narrow = max_concurrent(&h, Some("narrow"));
+    assert_eq!(narrow, 2, "the batch limit is used and never exceeded");
+    let all = max_concurrent(&h, None);
+    assert_eq!(all, 5, "the global limit is used and never exceeded");
+}
