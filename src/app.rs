@@ -17,7 +17,7 @@ use crate::actors::admission::{AdmissionActor, Admit, GetSummary, Idle, ReplayAc
 use crate::actors::audit::{AuditActor, FlushAudit};
 use crate::actors::classifier::ClassifierActor;
 use crate::actors::dead_letter::{DeadLetterActor, DrainDeadLetters, Webhook};
-use crate::actors::poller_env::PollerEnv;
+use crate::actors::poller::PollerEnv;
 use crate::actors::token::{SecretSource, TokenActor, TokenHealth};
 use crate::admin::Readiness;
 use crate::classify::Rules;
@@ -66,8 +66,12 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         JournalError::Locked { .. } => Error::CannotRun(e.to_string()),
         other => Error::CannotRun(format!("cannot open the journal: {other}")),
     })?;
+    let mut snapshot = snapshot;
     if !snapshot.actions.is_empty() {
         tracing::info!(journaled = snapshot.actions.len(), "Resuming from the journal.");
+    }
+    if cfg.cxone.uses_simulator() {
+        forget_embedded_ids(&mut snapshot.actions);
     }
 
     // CXone: the real one, or the embedded simulator on an ephemeral loopback port.
@@ -262,12 +266,16 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     readiness.shutting_down.store(true, Ordering::Relaxed);
     let code = match &stop {
         Stop::Finished => {
-            let left = dead_letter
-                .send(DrainDeadLetters {
-                    timeout: cfg.dead_letter.drain_timeout,
-                })
-                .await
-                .unwrap_or(usize::MAX);
+            // A signal during the drain ends it: the letters stay journaled and are
+            // delivered by the next run.
+            let drain = dead_letter.send(DrainDeadLetters {
+                timeout: cfg.dead_letter.drain_timeout,
+            });
+            let left = tokio::select! {
+                left = drain => left.unwrap_or(usize::MAX),
+                _ = sigterm.recv() => usize::MAX,
+                _ = sigint.recv() => usize::MAX,
+            };
             if left > 0 {
                 tracing::warn!(
                     undelivered = left,
@@ -335,6 +343,27 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     }
     System::current().stop();
     Ok(code)
+}
+
+/// The embedded simulator lives and dies with this process, so the ids a previous run
+/// was polling exist nowhere any more. Such actions repeat their POST with the same
+/// Idempotency-Key (as `submitting` would), instead of polling an id that would only
+/// answer 404. A real upstream keeps its actions, and this does not apply to it.
+fn forget_embedded_ids(rows: &mut HashMap<crate::action::Identity, crate::journal::ActionRow>) {
+    use crate::journal::StateWord;
+    let mut resubmitted = 0;
+    for row in rows.values_mut() {
+        if matches!(row.state, StateWord::Polling | StateWord::RollingBack) && row.poll_id.is_some() {
+            if row.state == StateWord::Polling {
+                row.state = StateWord::Submitting;
+            }
+            row.poll_id = None;
+            resubmitted += 1;
+        }
+    }
+    if resubmitted > 0 {
+        tracing::info!(resubmitted, "The embedded simulator restarted with this process; polled actions are submitted again with their Idempotency-Keys.");
+    }
 }
 
 /// SIGHUP: reads the file again and admits actions not seen before; an invalid file is

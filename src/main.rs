@@ -4,10 +4,19 @@ use std::process::ExitCode;
 
 use actionwarden::cli::{Cli, Command, DlqCommand};
 use actionwarden::commands;
+use actionwarden::error::exit;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap exits with 2 on a usage error; SPEC §2 reserves 2 for "finished with dead
+    // letters", so usage errors exit 1 (help and version still exit 0).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
     let result = match cli.command {
         Command::Run {
             config,

@@ -286,3 +286,24 @@ fn client_secret_file_is_read() {
     );
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
 }
+
+#[test]
+fn a_refused_compensation_submit_is_rollback_failed_about_the_original_action() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let batches = batch(
+        "b",
+        "rollback_action = { actionType = \"UNDO\", payload = { op = \"undo\", sim = { submit_status = [403] } } }",
+    ) + &action("k4", "outcome = \"FAILED\", code = \"PARTIAL_WRITE\"");
+    let output = h.run_once(&h.write_config(&[("classifier", ROLLBACK_CLASSIFIER)], &batches));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "k4");
+    assert_eq!(outcome["error_code"], "ROLLBACK_FAILED");
+    let original = h.records("ACTION_SUBMITTED", "k4")[0]["action_id"].clone();
+    assert_eq!(
+        outcome["action_id"], original,
+        "the dead letter is about the original action"
+    );
+    assert!(outcome["message"].as_str().unwrap().contains("FORBIDDEN"), "{outcome}");
+    let frames = h.sim.webhooks()[0]["body"]["stack_trace"].clone();
+    assert_eq!(frames[1]["function"], "FORBIDDEN", "the cause follows: {frames}");
+}

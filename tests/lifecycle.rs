@@ -407,3 +407,33 @@ fn in_flight_limits_hold_per_batch_and_globally() {
     let all = max_concurrent(&h, None);
     assert_eq!(all, 5, "the global limit is used and never exceeded");
 }
+
+#[test]
+fn a_token_shorter_lived_than_the_skew_is_not_refetched_in_a_loop() {
+    let h = Harness::new(&["--profile", "clean", "--token-ttl", "1s"]);
+    let cxone = format!("base_url = \"{}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\ntoken_refresh_skew = \"60s\"", h.sim.url);
+    let batches = batch("b", "") + &action("t1", "duration = \"2500ms\"") + &action("t2", "duration = \"2500ms\"");
+    let output = h.run_once(&h.write_config(&[("cxone", &cxone)], &batches));
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let issued = h.sim.stats()["tokens_issued"].as_u64().unwrap();
+    assert!((2..=8).contains(&issued), "{issued} tokens in 2.5s with a 1s lifetime");
+}
+
+#[test]
+fn usage_errors_exit_1() {
+    let output = run_to_end(
+        std::process::Command::new(BIN).args(["run", "--bogus"]),
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let output = run_to_end(
+        std::process::Command::new(BIN).args(["dlq", "replay"]),
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let output = run_to_end(
+        std::process::Command::new(BIN).arg("--help"),
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(output.status.code(), Some(0));
+}

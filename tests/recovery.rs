@@ -174,3 +174,56 @@ fn sighup_admits_new_actions_and_ignores_an_invalid_file() {
     assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0));
     assert_exactly_once(&h, 5);
 }
+
+#[test]
+fn embedded_simulator_runs_resume_after_kill_9() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let dir = h.dir.path().display().to_string();
+    let cxone = "base_url = \"simulator\"";
+    let sim = "profile = \"clean\"\nseed = 3";
+    let dl = "webhook_url = \"simulator\"";
+    let overrides = [
+        ("cxone", cxone),
+        ("simulator", sim),
+        ("dead_letter", dl),
+        (
+            "poll",
+            "initial_delay = \"50ms\"\ninterval = \"100ms\"\ntimeout = \"60s\"",
+        ),
+    ];
+    let config = h.write_config(&overrides, &slow_batch(20, "1500ms"));
+    let mut daemon = h.spawn(&["run", "--once"], &config);
+    wait_until(Duration::from_secs(20), "every action submitted", || {
+        h.count("ACTION_SUBMITTED") >= 20
+    });
+    daemon.signal("KILL");
+    daemon.wait(Duration::from_secs(10));
+    let output = h.run_once(&config);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "resumed to completion in {dir}: {}",
+        show(&output)
+    );
+    assert_exactly_once(&h, 20);
+}
+
+#[test]
+fn sigterm_during_the_dead_letter_drain_stops_promptly() {
+    let h = Harness::new(&["--profile", "clean"]);
+    h.sim.post("/sim/control", serde_json::json!({"webhook_down": true}));
+    let dl = format!("webhook_url = \"{}/sim/webhook\"\ndrain_timeout = \"60s\"", h.sim.url);
+    let config = h.write_config(
+        &[("dead_letter", &dl)],
+        &(batch("b", "") + &action("x", "outcome = \"FAILED\", code = \"BAD\"")),
+    );
+    let mut daemon = h.spawn(&["run", "--once"], &config);
+    wait_until(Duration::from_secs(20), "the outcome", || h.outcomes().len() == 1);
+    let asked = std::time::Instant::now();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(2), "{}", daemon.log_text());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stopped without waiting for the drain"
+    );
+}

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use super::poller::PollerActor;
-use super::poller_env::PollerEnv;
+use super::poller::PollerEnv;
 use crate::action::{ActionSpec, Identity, Outcome};
 use crate::journal::{ActionRow, Replay};
 use crate::report::{BatchSummary, Progress, Summary};

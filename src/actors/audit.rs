@@ -125,6 +125,10 @@ impl AuditActor {
                 if !present.contains(&outcome.event_id) {
                     file.write_all(&outcome.line)?;
                     appended += 1;
+                    AuditWritten {
+                        event_type: event_type_of(&outcome.line),
+                    }
+                    .emit();
                 }
             }
             if fsync {
@@ -178,6 +182,21 @@ fn cut_torn_tail(path: &Path) -> std::io::Result<()> {
     tracing::warn!(file = %path.display(), bytes = len - cut, "Cutting a torn last audit line.");
     file.set_len(cut)?;
     file.sync_data()
+}
+
+/// The metric label of a stamped line's `event_type`.
+fn event_type_of(line: &[u8]) -> &'static str {
+    #[derive(serde::Deserialize)]
+    struct Type {
+        event_type: String,
+    }
+    let found = serde_json::from_slice::<Type>(line)
+        .map(|t| t.event_type)
+        .unwrap_or_default();
+    crate::telemetry::metrics::AUDIT_EVENT_TYPES
+        .into_iter()
+        .find(|known| *known == found)
+        .unwrap_or("other")
 }
 
 /// The `event_id` of every record in the file.

@@ -297,17 +297,9 @@ impl Actor for DeadLetterActor {
 }
 
 impl Supervised for DeadLetterActor {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
-        // Stored letters survive in the struct; resume delivering the undelivered ones.
-        let pending: Vec<Uuid> = self
-            .letters
-            .iter()
-            .filter(|(_, l)| !l.delivered)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in pending {
-            self.deliver(id, ctx);
-        }
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // Stored letters survive in the struct and `started` (which runs again after this)
+        // resumes their delivery; scheduling it here too would deliver twice.
     }
 }
 

@@ -5,7 +5,6 @@ pub mod audit;
 pub mod classifier;
 pub mod dead_letter;
 pub mod poller;
-pub mod poller_env;
 pub mod token;
 
 /// Mailbox capacity of the singleton actors: `send` waits beyond it (`do_send` never

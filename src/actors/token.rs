@@ -72,7 +72,8 @@ pub struct TokenActor {
     client_id: String,
     secret: SecretSource,
     skew: Duration,
-    current: Option<(Secret, Instant)>,
+    /// The token, when it expires, and when to refresh it.
+    current: Option<(Secret, Instant, Instant)>,
     waiters: Vec<oneshot::Sender<Secret>>,
     fetching: bool,
     failures: u32,
@@ -126,7 +127,15 @@ impl TokenActor {
                 TokenRefreshed { result: "ok" }.emit();
                 self.failures = 0;
                 tracing::debug!(expires_in = ?issued.expires_in, "Token obtained.");
-                self.current = Some((issued.access_token.clone(), Instant::now() + issued.expires_in));
+                // A token living shorter than twice the skew is refreshed at half its life:
+                // refreshing "skew before expiry" would refetch at once, again and again.
+                let skew = self.skew.min(issued.expires_in / 2);
+                let now = Instant::now();
+                self.current = Some((
+                    issued.access_token.clone(),
+                    now + issued.expires_in,
+                    now + issued.expires_in.saturating_sub(skew),
+                ));
                 self.health.send_replace(TokenHealth::Ready);
                 for waiter in self.waiters.drain(..) {
                     let _ = waiter.send(issued.access_token.clone());
@@ -213,8 +222,8 @@ impl Handler<GetToken> for TokenActor {
 
     fn handle(&mut self, _: GetToken, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
-        if let Some((token, expires_at)) = &self.current {
-            if now + self.skew < *expires_at {
+        if let Some((token, expires_at, refresh_at)) = &self.current {
+            if now < *refresh_at {
                 let token = token.clone();
                 return Box::pin(async move { Ok(token) });
             }
@@ -237,7 +246,7 @@ impl Handler<InvalidateToken> for TokenActor {
     type Result = ();
 
     fn handle(&mut self, msg: InvalidateToken, _ctx: &mut Context<Self>) {
-        if self.current.as_ref().is_some_and(|(t, _)| *t == msg.token) {
+        if self.current.as_ref().is_some_and(|(t, _, _)| *t == msg.token) {
             tracing::debug!("Token refused upstream; dropping it.");
             self.current = None;
         }

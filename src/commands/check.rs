@@ -60,6 +60,17 @@ pub fn plan(loaded: &Loaded) -> String {
             presence(std::env::var_os(&c.cxone.client_secret_env).is_some())
         )
     };
+    if !c.cxone.uses_simulator() {
+        let client_id = if !c.cxone.client_id.is_empty() {
+            "set in the file".to_string()
+        } else {
+            format!(
+                "from env CXONE_CLIENT_ID ({})",
+                presence(std::env::var_os("CXONE_CLIENT_ID").is_some())
+            )
+        };
+        let _ = writeln!(out, "client id: {client_id}");
+    }
     let _ = writeln!(out, "client secret: {secret}");
     if !c.dead_letter.signing_secret_env.is_empty() {
         let set = std::env::var_os(&c.dead_letter.signing_secret_env).is_some();

@@ -24,7 +24,13 @@ pub fn status(path: &Path, as_json: bool) -> Result<u8, Error> {
         *m.entry(a.identity.batch.as_ref()).or_default() += 1;
         m
     });
-    let undelivered = letters.iter().filter(|l| !l.delivered).count();
+    // Without a webhook, letters are stored and listed, never "undelivered".
+    let has_webhook = !loaded.config.dead_letter.webhook_url.is_empty();
+    let undelivered = if has_webhook {
+        letters.iter().filter(|l| !l.delivered).count()
+    } else {
+        0
+    };
     if as_json {
         let doc = json!({
             "journal": loaded.config.journal.path,

@@ -15,9 +15,16 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if trimmed.is_empty() {
         return Err("expected a duration such as \"250ms\", \"5s\" or \"1h\", found an empty string".into());
     }
-    humantime::parse_duration(trimmed)
-        .map_err(|e| format!("expected a duration such as \"250ms\", \"5s\" or \"1h\", found {text:?} ({e})"))
+    let duration = humantime::parse_duration(trimmed)
+        .map_err(|e| format!("expected a duration such as \"250ms\", \"5s\" or \"1h\", found {text:?} ({e})"))?;
+    if duration > MAX {
+        return Err(format!("expected a duration of at most 10 years, found {text:?}"));
+    }
+    Ok(duration)
 }
+
+/// Longest duration accepted: beyond it, deadlines computed from now would overflow.
+const MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Formats a duration the way it is written in the config (`"1m 30s"`, `"250ms"`).
 pub fn format(duration: Duration) -> String {
@@ -69,6 +76,7 @@ mod tests {
         assert!(parse("5").is_err());
         assert!(parse("").is_err());
         assert!(parse("fast").unwrap_err().contains("\"fast\""));
+        assert!(parse("400000000000y").is_err(), "no deadline overflow later");
     }
 
     #[test]

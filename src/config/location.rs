@@ -10,6 +10,18 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+/// Keys whose values must never be echoed in an error.
+const SECRET_KEYS: [&str; 8] = [
+    "client_secret_env",
+    "client_secret_file",
+    "signing_secret_env",
+    "token_env",
+    "webhook_secret_env",
+    "client_secret",
+    "signing_secret",
+    "token",
+];
+
 /// One configuration problem, ready to show a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -107,12 +119,20 @@ impl<'a> Document<'a> {
             .as_ref()
             .map(|root| path_at(root.get_ref(), offset))
             .unwrap_or_default();
+        // serde's type errors quote the value; for a key that names or holds a secret
+        // that could print a secret pasted in the wrong place.
+        let leaf = key.rsplit('.').next().unwrap_or_default();
+        let message = if SECRET_KEYS.contains(&leaf) {
+            "expected a string naming an environment variable (the value given is not shown)".to_owned()
+        } else {
+            error.message().trim().to_owned()
+        };
         Problem {
             file: self.path.to_owned(),
             line,
             column,
             key,
-            message: error.message().trim().to_owned(),
+            message,
         }
     }
 
@@ -226,6 +246,16 @@ mod tests {
         let doc = Document::new(Path::new("c.toml"), text);
         let p = doc.problem(&[Seg::Key("batch"), Seg::Index(1), Seg::Key("name")], "dup");
         assert_eq!(p.line, 4);
+    }
+
+    #[test]
+    fn type_errors_on_secret_keys_do_not_echo_the_value() {
+        let text = "[admin]\ntoken_env = 98765432\n";
+        let doc = Document::new(Path::new("c.toml"), text);
+        let error = toml::from_str::<crate::config::Config>(text).unwrap_err();
+        let problem = doc.locate_toml_error(&error);
+        assert_eq!(problem.key, "admin.token_env");
+        assert!(!problem.to_string().contains("98765432"), "{problem}");
     }
 
     #[test]

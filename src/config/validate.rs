@@ -185,12 +185,6 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
         if let Err(message) = check_url(&cx.base_url, cx.allow_insecure_http) {
             bad(&[k("cxone"), k("base_url")], format!("{message} (or \"simulator\")"));
         }
-        if cx.client_id.is_empty() && std::env::var("CXONE_CLIENT_ID").map(|v| v.is_empty()).unwrap_or(true) {
-            bad(
-                &[k("cxone"), k("client_id")],
-                "expected a client id here or in env CXONE_CLIENT_ID".into(),
-            );
-        }
         if cx.client_secret_env.is_empty() && cx.client_secret_file.is_empty() {
             bad(
                 &[k("cxone"), k("client_secret_env")],

@@ -237,30 +237,70 @@ pub(super) fn run(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let result = commit_group(&mut conn, &mut ops);
-        let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(journal = %path.display(), error = %e, "Journal commit failed.");
-        }
-        for op in ops.drain(..) {
-            answer(op, &outcome);
+        match commit_group(&mut conn, &ops) {
+            Ok(reads) => answer(ops.drain(..), reads, Ok(())),
+            Err(e) if ops.len() > 1 => {
+                // One bad operation must not take the others down with it: commit each
+                // alone, so only the failing one is reported (and logged).
+                tracing::warn!(journal = %path.display(), error = %e, "Group commit failed; committing one by one.");
+                for op in ops.drain(..) {
+                    let single = [op];
+                    match commit_group(&mut conn, &single) {
+                        Ok(reads) => answer(single.into_iter(), reads, Ok(())),
+                        Err(e) => {
+                            tracing::error!(journal = %path.display(), error = %e, "Journal commit failed.");
+                            answer(single.into_iter(), Vec::new(), Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(journal = %path.display(), error = %e, "Journal commit failed.");
+                answer(ops.drain(..), Vec::new(), Err(e.to_string()));
+            }
         }
     }
 }
 
-/// Replies that need the transaction's result are sent after the commit.
-fn answer(op: Op, outcome: &Result<(), String>) {
-    match op {
-        Op::Save(_, Some(ack)) | Op::Resolve { ack, .. } | Op::Flush(ack) => {
-            let _ = ack.send(outcome.clone());
+/// What a read operation found, delivered only after its transaction committed.
+enum Read {
+    Row(Option<ActionRow>),
+    Replays(Vec<Replay>),
+}
+
+/// Sends every reply of a group once its fate is known: acknowledgements with the commit
+/// result, reads with what they found (nothing when the commit failed).
+fn answer(ops: impl Iterator<Item = Op>, reads: Vec<Read>, outcome: Result<(), String>) {
+    let mut reads = reads.into_iter();
+    for op in ops {
+        match op {
+            Op::Save(_, Some(ack)) | Op::Resolve { ack, .. } | Op::Flush(ack) => {
+                let _ = ack.send(outcome.clone());
+            }
+            Op::Load(_, reply) => {
+                let row = match (outcome.is_ok(), reads.next()) {
+                    (true, Some(Read::Row(row))) => row,
+                    _ => None,
+                };
+                let _ = reply.send(row);
+            }
+            Op::TakeReplays(reply) => {
+                let replays = match (outcome.is_ok(), reads.next()) {
+                    (true, Some(Read::Replays(replays))) => replays,
+                    _ => Vec::new(),
+                };
+                let _ = reply.send(replays);
+            }
+            Op::Save(_, None) | Op::MarkAudited(_) | Op::Delivery { .. } => {}
         }
-        _ => {}
     }
 }
 
-fn commit_group(conn: &mut Connection, ops: &mut [Op]) -> rusqlite::Result<()> {
+/// Applies a group in one transaction; returns the reads' results in op order.
+fn commit_group(conn: &mut Connection, ops: &[Op]) -> rusqlite::Result<Vec<Read>> {
     let tx = conn.transaction()?;
-    for op in ops.iter_mut() {
+    let mut reads = Vec::new();
+    for op in ops {
         match op {
             Op::Save(row, _) => save(&tx, row)?,
             Op::Resolve {
@@ -286,7 +326,7 @@ fn commit_group(conn: &mut Connection, ops: &mut [Op]) -> rusqlite::Result<()> {
             }
             Op::MarkAudited(ids) => {
                 let mut stmt = tx.prepare_cached("UPDATE outcomes SET audited = 1 WHERE event_id = ?1")?;
-                for id in ids.iter() {
+                for id in ids {
                     stmt.execute(params![id])?;
                 }
             }
@@ -301,25 +341,19 @@ fn commit_group(conn: &mut Connection, ops: &mut [Op]) -> rusqlite::Result<()> {
                             delivered_ms = CASE WHEN ?3 = 1 THEN ?5 ELSE delivered_ms END
                      WHERE error_id = ?1",
                 )?
-                .execute(params![*error_id, *attempts, *delivered as i64, *error, now_ms()])?;
+                .execute(params![error_id, attempts, *delivered as i64, error, now_ms()])?;
             }
-            Op::Load(identity, reply) => {
+            Op::Load(identity, _) => {
                 let row = tx
                     .prepare_cached("SELECT * FROM actions WHERE batch = ?1 AND key = ?2")?
                     .query_row(params![identity.batch.as_ref(), identity.key.as_ref()], read_action)
                     .optional()?;
-                let (done, _) = tokio::sync::oneshot::channel();
-                let reply = std::mem::replace(reply, done);
-                let _ = reply.send(row);
+                reads.push(Read::Row(row));
             }
-            Op::TakeReplays(reply) => {
-                let replays = apply_replays(&tx)?;
-                let (done, _) = tokio::sync::oneshot::channel();
-                let reply = std::mem::replace(reply, done);
-                let _ = reply.send(replays);
-            }
+            Op::TakeReplays(_) => reads.push(Read::Replays(apply_replays(&tx)?)),
             Op::Flush(_) => {}
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(reads)
 }

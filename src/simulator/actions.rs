@@ -74,7 +74,10 @@ impl Inner {
             Err(e) => return (invalid_request(&format!("the body is not JSON: {e}")), false),
         };
         let payload = request.get("payload").unwrap_or(&Value::Null);
-        let index = match self.fate_for(cfg, payload) {
+        // The compensations of one rollback template share a payload; the daemon's
+        // `metadata.key` tells them apart.
+        let owner = request.pointer("/metadata/key").and_then(Value::as_str);
+        let index = match self.fate_for(cfg, payload, owner) {
             Ok(index) => index,
             Err(e) => return (invalid_request(&e.to_string()), false),
         };
@@ -208,8 +211,12 @@ impl Inner {
     }
 
     /// The index of the fate of `payload`, resolving it on first sight.
-    fn fate_for(&mut self, cfg: &Config, payload: &Value) -> Result<usize, fate::FateError> {
-        let key = fate::fate_key(payload);
+    fn fate_for(&mut self, cfg: &Config, payload: &Value, owner: Option<&str>) -> Result<usize, fate::FateError> {
+        let mut key = fate::fate_key(payload);
+        if let Some(owner) = owner {
+            key.push('\u{0}');
+            key.push_str(owner);
+        }
         if let Some(&index) = self.fate_index.get(&key) {
             return Ok(index);
         }

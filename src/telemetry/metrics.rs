@@ -70,10 +70,43 @@ pub fn register_batches<'a>(batches: impl Iterator<Item = &'a str>) {
             counter!(ACTIONS_FINISHED, "batch" => batch.clone(), "outcome" => outcome.as_str()).increment(0);
         }
         counter!(POLLER_RESTARTS, "batch" => batch.clone()).increment(0);
+        for reason in RETRY_REASONS {
+            counter!(ACTION_RETRIES, "batch" => batch.clone(), "reason" => reason).increment(0);
+        }
         gauge!(ACTIONS_IN_FLIGHT, "batch" => batch).set(0.0);
+    }
+    for endpoint in ["token", "submit", "poll", "webhook"] {
+        counter!(RATE_LIMITED, "endpoint" => endpoint).increment(0);
+    }
+    for result in ["ok", "rejected", "error"] {
+        counter!(TOKEN_REFRESHES, "result" => result).increment(0);
+    }
+    for event_type in AUDIT_EVENT_TYPES {
+        counter!(AUDIT_RECORDS, "event_type" => event_type).increment(0);
     }
     gauge!(DEAD_LETTERS_UNDELIVERED).set(0.0);
 }
+
+/// Values of the `reason` label of `actionwarden_action_retries_total`.
+pub const RETRY_REASONS: [&str; 6] = [
+    "failed",
+    "rate_limited",
+    "http_error",
+    "network_error",
+    "timeout",
+    "malformed_response",
+];
+
+/// Every audit `event_type` (SPEC §10).
+pub const AUDIT_EVENT_TYPES: [&str; 7] = [
+    "ACTION_COMPLETED",
+    "ACTION_CANCELLED",
+    "ASYNC_ERROR_HANDLED",
+    "ACTION_SUBMITTED",
+    "RETRY_SCHEDULED",
+    "POLLER_RESTARTED",
+    "DEAD_LETTER_DELIVERED",
+];
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};

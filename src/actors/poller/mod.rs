@@ -9,37 +9,36 @@
 //! submitting again. Too many restarts inside the window end in `POLLER_CRASH_LOOP`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
-use rand::rngs::SmallRng;
-use rand::Rng;
 use tracing::Instrument;
 
-use super::poller_env::PollerEnv;
 use crate::action::{idempotency_key, rollback_idempotency_key, ActionSpec, Outcome};
 use crate::actors::admission::{ActionDone, AdmissionActor};
-use crate::actors::audit::{AppendAudit, AppendOutcome, AuditRecord};
-use crate::actors::classifier::{Classify, Failure};
-use crate::actors::dead_letter::{DeadLetter, StoreDeadLetter};
-use crate::actors::token::{GetToken, InvalidateToken};
-use crate::backoff;
-use crate::classify::{unix_now, ErrorPayload, StackFrame};
-use crate::config::{Directive, Secret};
+use crate::actors::audit::{AppendAudit, AuditRecord};
+use crate::actors::classifier::Failure;
+use crate::classify::StackFrame;
+use crate::config::Directive;
 use crate::cxone::{CallError, Endpoint, PollStatus};
-use crate::journal::{ActionRow, OutcomeLine};
 use crate::state::{poll_interval, ActionState, Phase};
-use crate::telemetry::events::{ActionFinished, ActionSubmitted, PollerRestarted, RetrySpent};
+use crate::telemetry::events::{ActionSubmitted, PollerRestarted};
+
+mod env;
+mod failure;
+mod outcome;
+
+pub use env::{PollerEnv, PollerRng, RollbackTemplates};
+use failure::{classify, dead_letter, on_call_error, spend_retry};
+use outcome::{dead_letter_payload, finished, persist, reload_state, rolled_back};
 
 /// How long a caller waits before asking a restarting singleton again.
-const MAILBOX_RETRY: Duration = Duration::from_millis(20);
+pub(super) const MAILBOX_RETRY: Duration = Duration::from_millis(20);
 /// How long to wait before retrying a failed journal write.
-const JOURNAL_RETRY: Duration = Duration::from_millis(500);
+pub(super) const JOURNAL_RETRY: Duration = Duration::from_millis(500);
 
 /// How a run of `drive` ended.
 #[derive(Debug, Clone)]
@@ -87,6 +86,19 @@ impl PollerActor {
         let work = async move {
             if reload {
                 reload_state(&env, &spec, &state).await;
+            }
+            // A resumed or restarted poller may never submit again: name its action now.
+            {
+                let s = state.borrow();
+                let span = tracing::Span::current();
+                let id = match &s.phase {
+                    Phase::Polling { action_id, .. } => Some(action_id.clone()),
+                    _ => s.action_id.clone(),
+                };
+                if let Some(id) = id {
+                    span.record("attempt", s.attempt);
+                    span.record("action_id", id.as_str());
+                }
             }
             drive(env, spec, state).await
         }
@@ -409,7 +421,8 @@ async fn compensation_ended(
     compensation_id: &str,
     status: PollStatus,
 ) -> Resolution {
-    let payload = *st.borrow().compensating.clone().expect("compensating");
+    // Taken: the dead letter below is already the rollback's own failure.
+    let payload = *st.borrow_mut().compensating.take().expect("compensating");
     if status == PollStatus::Completed {
         return rolled_back(env, spec, st, payload).await;
     }
@@ -440,399 +453,8 @@ async fn compensation_ended(
 }
 
 /// Sleeps until `at`, but not past the action's poll timeout.
-async fn sleep_until(env: &PollerEnv, st: &RefCell<ActionState>, at: Instant) {
+pub(super) async fn sleep_until(env: &PollerEnv, st: &RefCell<ActionState>, at: Instant) {
     let deadline = st.borrow().first_submit.map(|t| t + env.poll.timeout);
     let at = deadline.map_or(at, |d| at.min(d));
     actix_rt::time::sleep_until(at.into()).await;
 }
-
-/// Decides about a failed call: `None` to go on (after waiting), `Some` when finished.
-async fn on_call_error(
-    env: &PollerEnv,
-    spec: &ActionSpec,
-    st: &RefCell<ActionState>,
-    error: CallError,
-    endpoint: Endpoint,
-) -> Option<Resolution> {
-    let action_id = match &st.borrow().phase {
-        Phase::Polling { action_id, .. } => Some(action_id.clone()),
-        _ => st.borrow().action_id.clone(),
-    };
-    let max = env.retry.max_retries;
-    let status = error.status_code();
-    let local = |code: &str, message: String| Failure::local(action_id.clone(), status, code, message);
-    let failure = match &error {
-        CallError::Status { status: 401, .. } => local(
-            "UNAUTHORIZED",
-            "CXone refused a freshly issued token (second 401)".into(),
-        ),
-        CallError::Status { status: 403, .. } => {
-            let scope = if endpoint == Endpoint::Submit {
-                "data:actions:write"
-            } else {
-                "data:actions:read"
-            };
-            local(
-                "FORBIDDEN",
-                format!(
-                    "CXone refused the {} request (403): the client needs scope {scope}",
-                    endpoint.as_str()
-                ),
-            )
-        }
-        CallError::Status { status: 404, .. } if endpoint == Endpoint::Poll => local(
-            "ACTION_NOT_FOUND",
-            format!("CXone does not know action {}", action_id.as_deref().unwrap_or("?")),
-        ),
-        e if e.is_transient() => {
-            if st.borrow().retry_count < max {
-                let retry_after = match e {
-                    CallError::Status { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let delay = spend_retry(env, spec, st, e.reason(), &e.error_code(), retry_after);
-                persist(env, spec, st, false).await;
-                tracing::debug!(error = %e, retry_in = ?delay, endpoint = endpoint.as_str(), "Repeating request.");
-                actix_rt::time::sleep(delay).await;
-                return None;
-            }
-            let message = format!("{} {}: retry budget of {max} spent", endpoint.as_str(), describe(e));
-            return Some(dead_letter(env, spec, st, local(&e.error_code(), message), true).await);
-        }
-        CallError::Status {
-            status, code, message, ..
-        } => {
-            let code = match (endpoint, code) {
-                (Endpoint::Submit, Some(c)) => c.clone(),
-                _ => format!("HTTP_{status}"),
-            };
-            let text = message
-                .clone()
-                .unwrap_or_else(|| format!("CXone answered {status} to {}", endpoint.as_str()));
-            local(&code, text)
-        }
-        other => local(&other.error_code(), other.to_string()),
-    };
-    Some(dead_letter(env, spec, st, failure, false).await)
-}
-
-fn describe(error: &CallError) -> String {
-    match error {
-        CallError::Status {
-            status,
-            message: Some(m),
-            ..
-        } => format!("answered {status} ({m})"),
-        other => other.to_string(),
-    }
-}
-
-/// Spends one retry: counts it, audits it and returns the wait (Retry-After wins if longer).
-fn spend_retry(
-    env: &PollerEnv,
-    spec: &ActionSpec,
-    st: &RefCell<ActionState>,
-    reason: &'static str,
-    error_code: &str,
-    retry_after: Option<Duration>,
-) -> Duration {
-    let mut s = st.borrow_mut();
-    s.retry_count += 1;
-    let n = s.retry_count;
-    let delay = backoff::with_retry_after(backoff::delay(&env.retry, n, &mut *env.rng.borrow_mut()), retry_after);
-    RetrySpent {
-        batch: &spec.identity.batch,
-        reason,
-    }
-    .emit();
-    let record = AuditRecord::new("RETRY_SCHEDULED", &spec.identity)
-        .with("action_id", s.action_id.clone())
-        .with("attempt", s.attempt)
-        .with("retry_count", n)
-        .with("reason", reason)
-        .with("error_code", error_code)
-        .with("delay_seconds", delay.as_secs_f64());
-    env.audit.do_send(AppendAudit { record });
-    delay
-}
-
-async fn classify(env: &PollerEnv, failure: Failure) -> ErrorPayload {
-    loop {
-        match env
-            .classifier
-            .send(Classify {
-                failure: failure.clone(),
-            })
-            .await
-        {
-            Ok(payload) => return payload,
-            Err(_) => actix_rt::time::sleep(MAILBOX_RETRY).await,
-        }
-    }
-}
-
-/// Dead-letters a failure of our own making (classified as DEAD_LETTER by force).
-async fn dead_letter(
-    env: &PollerEnv,
-    spec: &ActionSpec,
-    st: &RefCell<ActionState>,
-    mut failure: Failure,
-    exhausted: bool,
-) -> Resolution {
-    failure.retry_count = st.borrow().retry_count;
-    failure.max_retries = env.retry.max_retries;
-    let payload = classify(env, failure).await;
-    dead_letter_payload(env, spec, st, payload, exhausted).await
-}
-
-/// Resolves as dead-lettered: the letter is committed with the outcome, then delivered.
-async fn dead_letter_payload(
-    env: &PollerEnv,
-    spec: &ActionSpec,
-    st: &RefCell<ActionState>,
-    mut payload: ErrorPayload,
-    exhausted: bool,
-) -> Resolution {
-    if exhausted {
-        payload.recovery_directive = Directive::DeadLetter;
-    }
-    payload.resolved_at = Some(unix_now());
-    let letter = DeadLetter::new(&spec.identity, &payload, exhausted);
-    tracing::warn!(error_code = %payload.error_code, error_id = %payload.error_id, directive = %payload.recovery_directive, "Action dead-lettered.");
-    let resolution = if exhausted { "EXHAUSTED" } else { "DEAD_LETTERED" };
-    let done = resolve_with_error(
-        env,
-        spec,
-        st,
-        &payload,
-        resolution,
-        Outcome::DeadLettered,
-        Some(letter.clone()),
-    )
-    .await;
-    while env
-        .dead_letter
-        .send(StoreDeadLetter { letter: letter.clone() })
-        .await
-        .is_err()
-    {
-        actix_rt::time::sleep(MAILBOX_RETRY).await;
-    }
-    done
-}
-
-async fn rolled_back(
-    env: &PollerEnv,
-    spec: &ActionSpec,
-    st: &RefCell<ActionState>,
-    mut payload: ErrorPayload,
-) -> Resolution {
-    payload.resolved_at = Some(unix_now());
-    tracing::info!(error_code = %payload.error_code, "Action rolled back.");
-    resolve_with_error(env, spec, st, &payload, "ROLLED_BACK", Outcome::RolledBack, None).await
-}
-
-async fn resolve_with_error(
-    env: &PollerEnv,
-    spec: &ActionSpec,
-    st: &RefCell<ActionState>,
-    payload: &ErrorPayload,
-    resolution: &'static str,
-    outcome: Outcome,
-    letter: Option<DeadLetter>,
-) -> Resolution {
-    let latency = st.borrow().latency();
-    let record = AuditRecord::new("ASYNC_ERROR_HANDLED", &spec.identity)
-        .with("error_id", payload.error_id.to_string())
-        .with("action_id", payload.action_id.clone())
-        .with("status_code", payload.status_code)
-        .with("error_code", payload.error_code.as_str())
-        .with("message", payload.message.as_str())
-        .with("recovery_directive", payload.recovery_directive.as_str())
-        .with("retry_count", payload.retry_count)
-        .with("max_retries", payload.max_retries)
-        .with("latency_seconds", latency.as_secs_f64())
-        .with("resolved_at", payload.resolved_at)
-        .with("resolution", resolution);
-    resolve(env, spec, st, outcome, latency, record, letter).await
-}
-
-async fn finished(
-    env: &PollerEnv,
-    spec: &ActionSpec,
-    st: &RefCell<ActionState>,
-    outcome: Outcome,
-    action_id: &str,
-) -> Resolution {
-    let (latency, attempt, retry_count) = {
-        let s = st.borrow();
-        (s.latency(), s.attempt, s.retry_count)
-    };
-    let event = if outcome == Outcome::Completed {
-        "ACTION_COMPLETED"
-    } else {
-        "ACTION_CANCELLED"
-    };
-    let record = AuditRecord::new(event, &spec.identity)
-        .with("action_id", action_id)
-        .with("attempts", attempt)
-        .with("retry_count", retry_count)
-        .with("latency_seconds", latency.as_secs_f64());
-    tracing::info!(%action_id, attempts = attempt, retry_count, "Action {}.", outcome);
-    resolve(env, spec, st, outcome, latency, record, None).await
-}
-
-/// Commits the outcome, its audit line and dead letter in one journal transaction,
-/// then hands the line to the audit actor (journal/mod.rs explains why this order makes
-/// the audit record exactly-once).
-async fn resolve(
-    env: &PollerEnv,
-    spec: &ActionSpec,
-    st: &RefCell<ActionState>,
-    outcome: Outcome,
-    latency: Duration,
-    record: AuditRecord,
-    letter: Option<DeadLetter>,
-) -> Resolution {
-    st.borrow_mut().phase = Phase::Done(outcome);
-    let row = ActionRow::from_state(&spec.identity, &st.borrow());
-    let event_id = uuid::Uuid::new_v4();
-    let line = OutcomeLine {
-        event_id: event_id.to_string(),
-        line: record.to_line(event_id),
-    };
-    while let Err(e) = env.journal.resolve(row.clone(), line.clone(), letter.clone()).await {
-        tracing::error!(error = %e, "Cannot journal the outcome; retrying.");
-        actix_rt::time::sleep(JOURNAL_RETRY).await;
-    }
-    env.audit.do_send(AppendOutcome {
-        event_type: record.event_type,
-        outcome: line,
-    });
-    ActionFinished {
-        batch: &spec.identity.batch,
-        outcome,
-        latency,
-    }
-    .emit();
-    Resolution {
-        outcome,
-        latency,
-        retry_count: st.borrow().retry_count,
-    }
-}
-
-/// Journals the current state; `durable` waits for the commit (the write-ahead points).
-async fn persist(env: &PollerEnv, spec: &ActionSpec, st: &RefCell<ActionState>, durable: bool) {
-    let row = ActionRow::from_state(&spec.identity, &st.borrow());
-    if !durable {
-        env.journal.save(row);
-        return;
-    }
-    while let Err(e) = env.journal.save_durable(row.clone()).await {
-        tracing::error!(error = %e, "Cannot journal the action state; retrying.");
-        actix_rt::time::sleep(JOURNAL_RETRY).await;
-    }
-}
-
-/// After a crash: continue from the journaled state (same CXone id, attempt, retry
-/// count), keeping this instance's restart bookkeeping.
-async fn reload_state(env: &PollerEnv, spec: &ActionSpec, st: &RefCell<ActionState>) {
-    let Some(row) = env.journal.load(spec.identity.clone()).await else {
-        return;
-    };
-    let fresh = row.to_state();
-    let mut s = st.borrow_mut();
-    s.attempt = fresh.attempt;
-    s.retry_count = fresh.retry_count;
-    s.series = fresh.series;
-    s.phase = fresh.phase;
-    s.action_id = fresh.action_id;
-    s.first_submit = fresh.first_submit.or(s.first_submit);
-    s.compensating = fresh.compensating;
-}
-
-impl PollerEnv {
-    /// A bearer token, asking again while the token actor restarts.
-    async fn token(&self) -> Secret {
-        loop {
-            match self.token.send(GetToken).await {
-                Ok(Ok(token)) => return token,
-                _ => actix_rt::time::sleep(MAILBOX_RETRY).await,
-            }
-        }
-    }
-
-    /// Runs `call` with a token; after a 401 invalidates it and repeats once with a fresh
-    /// one (not counted as a retry). A second 401 is returned to the caller.
-    async fn call<T>(&self, call: impl AsyncFn(Secret) -> Result<T, CallError>) -> Result<T, CallError> {
-        let token = self.token().await;
-        let result = self.one_request(&call, token.clone()).await;
-        match result {
-            Err(CallError::Status { status: 401, .. }) => {
-                self.token.do_send(InvalidateToken { token });
-                let fresh = self.token().await;
-                self.one_request(&call, fresh).await
-            }
-            other => other,
-        }
-    }
-
-    /// One request, counted as in flight; none starts once shutdown began (the action
-    /// stays journaled and resumes at the next start).
-    async fn one_request<T>(
-        &self,
-        call: &impl AsyncFn(Secret) -> Result<T, CallError>,
-        token: Secret,
-    ) -> Result<T, CallError> {
-        if self.stopping.get() {
-            std::future::pending::<()>().await;
-        }
-        self.requests_in_flight.set(self.requests_in_flight.get() + 1);
-        let result = call(token).await;
-        self.requests_in_flight.set(self.requests_in_flight.get() - 1);
-        result
-    }
-
-    /// One of the request slots: at most `cxone.max_connections` steps with a request in
-    /// flight. More could not use a connection anyway, and a waiting step's request
-    /// future is only allocated once it holds a slot (SPEC §16 memory target).
-    async fn request_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.request_slots
-            .acquire()
-            .await
-            .expect("the semaphore is never closed")
-    }
-
-    /// Panics with the configured chaos probability (drills and tests only).
-    fn chaos_point(&self) {
-        if self.chaos_probability > 0.0 && self.rng.borrow_mut().random_bool(self.chaos_probability) {
-            panic!("chaos: injected poller panic");
-        }
-    }
-
-    /// The compensation body of SPEC §8: the batch template with `metadata.compensates`
-    /// and `metadata.key`.
-    fn rollback_body(&self, spec: &ActionSpec, failed_id: Option<&str>) -> bytes::Bytes {
-        let mut body = self
-            .rollback_templates
-            .get(&spec.identity.batch)
-            .cloned()
-            .unwrap_or_default();
-        let object = body.as_object_mut().expect("templates are objects");
-        let metadata = object.entry("metadata").or_insert_with(|| serde_json::json!({}));
-        if !metadata.is_object() {
-            *metadata = serde_json::json!({});
-        }
-        let metadata = metadata.as_object_mut().expect("just made an object");
-        metadata.insert("compensates".into(), failed_id.into());
-        metadata.insert("key".into(), spec.identity.to_string().into());
-        bytes::Bytes::from(serde_json::to_vec(&body).expect("JSON serializes"))
-    }
-}
-
-/// Rollback templates by batch name.
-pub type RollbackTemplates = HashMap<Arc<str>, serde_json::Value>;
-
-/// The random source of pollers (jitter, chaos).
-pub type PollerRng = RefCell<SmallRng>;

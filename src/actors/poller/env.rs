@@ -1,0 +1,143 @@
+//! What every poller shares (the CXone client, the singleton actors, the settings) and
+//! the calls made through it: tokens with the 401 repeat, request slots, chaos.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use rand::rngs::SmallRng;
+use rand::Rng;
+
+use crate::action::ActionSpec;
+use crate::actors::audit::AuditActor;
+use crate::actors::classifier::ClassifierActor;
+use crate::actors::dead_letter::DeadLetterActor;
+use crate::actors::token::{GetToken, InvalidateToken, TokenActor};
+use crate::config::{PollConfig, RetryConfig, Secret, SupervisorConfig};
+use crate::cxone::{CallError, CxoneClient};
+use crate::journal::Journal;
+
+/// How long a caller waits before asking the restarting token actor again.
+const TOKEN_RETRY: Duration = Duration::from_millis(20);
+
+/// Shared by the pollers of one arbiter.
+pub struct PollerEnv {
+    /// CXone calls.
+    pub client: Rc<CxoneClient>,
+    /// Tokens.
+    pub token: Addr<TokenActor>,
+    /// Classification.
+    pub classifier: Addr<ClassifierActor>,
+    /// Audit records.
+    pub audit: Addr<AuditActor>,
+    /// Dead letters.
+    pub dead_letter: Addr<DeadLetterActor>,
+    /// `[poll]`.
+    pub poll: PollConfig,
+    /// `[retry]`.
+    pub retry: RetryConfig,
+    /// `[supervisor]`.
+    pub supervisor: SupervisorConfig,
+    /// Compensation templates by batch.
+    pub rollback_templates: RollbackTemplates,
+    /// Chaos panic probability per step (0 unless `[chaos] enabled`).
+    pub chaos_probability: f64,
+    /// Jitter and chaos randomness.
+    pub rng: PollerRng,
+    /// The journal.
+    pub journal: Journal,
+    /// Set at shutdown: no new request starts.
+    pub stopping: Cell<bool>,
+    /// Steps allowed to have a request in flight (`cxone.max_connections`).
+    pub request_slots: tokio::sync::Semaphore,
+    /// CXone requests in flight (shutdown waits for them).
+    pub requests_in_flight: Cell<usize>,
+}
+
+impl PollerEnv {
+    /// A bearer token, asking again while the token actor restarts.
+    pub(super) async fn token(&self) -> Secret {
+        loop {
+            match self.token.send(GetToken).await {
+                Ok(Ok(token)) => return token,
+                _ => actix_rt::time::sleep(TOKEN_RETRY).await,
+            }
+        }
+    }
+
+    /// Runs `call` with a token; after a 401 invalidates it and repeats once with a fresh
+    /// one (not counted as a retry). A second 401 is returned to the caller.
+    pub(super) async fn call<T>(&self, call: impl AsyncFn(Secret) -> Result<T, CallError>) -> Result<T, CallError> {
+        let token = self.token().await;
+        let result = self.one_request(&call, token.clone()).await;
+        match result {
+            Err(CallError::Status { status: 401, .. }) => {
+                self.token.do_send(InvalidateToken { token });
+                let fresh = self.token().await;
+                self.one_request(&call, fresh).await
+            }
+            other => other,
+        }
+    }
+
+    /// One request, counted as in flight; none starts once shutdown began (the action
+    /// stays journaled and resumes at the next start).
+    async fn one_request<T>(
+        &self,
+        call: &impl AsyncFn(Secret) -> Result<T, CallError>,
+        token: Secret,
+    ) -> Result<T, CallError> {
+        if self.stopping.get() {
+            std::future::pending::<()>().await;
+        }
+        self.requests_in_flight.set(self.requests_in_flight.get() + 1);
+        let result = call(token).await;
+        self.requests_in_flight.set(self.requests_in_flight.get() - 1);
+        result
+    }
+
+    /// One of the request slots: at most `cxone.max_connections` steps with a request in
+    /// flight. More could not use a connection anyway, and a waiting step's request
+    /// future is only allocated once it holds a slot (SPEC §16 memory target).
+    pub(super) async fn request_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.request_slots
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Panics with the configured chaos probability (drills and tests only).
+    pub(super) fn chaos_point(&self) {
+        if self.chaos_probability > 0.0 && self.rng.borrow_mut().random_bool(self.chaos_probability) {
+            panic!("chaos: injected poller panic");
+        }
+    }
+
+    /// The compensation body of SPEC §8: the batch template with `metadata.compensates`
+    /// and `metadata.key`.
+    pub(super) fn rollback_body(&self, spec: &ActionSpec, failed_id: Option<&str>) -> bytes::Bytes {
+        let mut body = self
+            .rollback_templates
+            .get(&spec.identity.batch)
+            .cloned()
+            .unwrap_or_default();
+        let object = body.as_object_mut().expect("templates are objects");
+        let metadata = object.entry("metadata").or_insert_with(|| serde_json::json!({}));
+        if !metadata.is_object() {
+            *metadata = serde_json::json!({});
+        }
+        let metadata = metadata.as_object_mut().expect("just made an object");
+        metadata.insert("compensates".into(), failed_id.into());
+        metadata.insert("key".into(), spec.identity.to_string().into());
+        bytes::Bytes::from(serde_json::to_vec(&body).expect("JSON serializes"))
+    }
+}
+
+/// Rollback templates by batch name.
+pub type RollbackTemplates = HashMap<Arc<str>, serde_json::Value>;
+
+/// The random source of pollers (jitter, chaos).
+pub type PollerRng = RefCell<SmallRng>;
