@@ -61,6 +61,11 @@ fn kill_9_loop_loses_and_duplicates_nothing() {
     // Every action completes on its first attempt: any extra creation would be a
     // resubmission with a new Idempotency-Key. Repeats of the same key are allowed.
     assert_eq!(stats["actions_created"], n as u64, "{stats}");
+    eprintln!(
+        "kill loop: {kills} SIGKILLs, {n} actions, {} outcome records, {} repeated submits of a known Idempotency-Key",
+        h.outcomes().len(),
+        stats["duplicate_submits"]
+    );
 }
 
 #[test]

@@ -1,11 +1,10 @@
 //! The tracing subscriber: text or JSON lines on stderr; `RUST_LOG` overrides `[log] level`.
 //!
-//! JSON lines are flat: the fields of every enclosing span (`batch`, `key`, `action_id`,
-//! `attempt` of the action span) sit at the top level beside the event's own fields, so a
-//! log pipeline can filter on `key` without knowing about spans.
+//! Both formats are flat: the fields of every enclosing span (`batch`, `key`, `action_id`,
+//! `attempt` of the action span) sit beside the event's own fields, at the top level of a
+//! JSON line, so a log pipeline can filter on `key` without knowing about spans.
 
 use std::fmt;
-use std::io::IsTerminal;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -27,15 +26,12 @@ pub fn init(format: LogFormat, level: &str) {
         .or_else(|_| EnvFilter::try_new(format!("{level},{QUIET}")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = match format {
-        LogFormat::Text => {
-            let ansi = std::io::stderr().is_terminal();
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(ansi)
-                .with_target(false)
-                .try_init()
-        }
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatText)
+            .try_init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
@@ -43,6 +39,77 @@ pub fn init(format: LogFormat, level: &str) {
             .event_format(FlatJson)
             .try_init(),
     };
+}
+
+/// The fields of every span enclosing `event`, outermost first, later values winning.
+/// Spans store their fields as JSON (`JsonFields`), so a field recorded twice (an action's
+/// `attempt`) is replaced, not repeated.
+fn span_fields<S, N>(ctx: &FmtContext<'_, S, N>) -> Map<String, Value>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    let mut map = Map::new();
+    if let Some(scope) = ctx.event_scope() {
+        for span in scope.from_root() {
+            let extensions = span.extensions();
+            if let Some(fields) = extensions.get::<FormattedFields<N>>() {
+                if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(fields.as_str()) {
+                    map.extend(object);
+                }
+            }
+        }
+    }
+    map
+}
+
+/// One human-readable line per event: time, level, the action's fields, the message,
+/// then the event's own fields.
+struct FlatText;
+
+impl<S, N> FormatEvent<S, N> for FlatText
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut fields = Map::new();
+        event.record(&mut JsonVisitor(&mut fields));
+        let message = match fields.remove("message") {
+            Some(Value::String(text)) => text,
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        write!(
+            writer,
+            "{} {:>5}",
+            crate::actors::audit::rfc3339_now(),
+            event.metadata().level()
+        )?;
+        let mut spans = span_fields(ctx);
+        for name in ["batch", "key", "action_id", "attempt"] {
+            if let Some(value) = spans.remove(name) {
+                write!(writer, " {name}={}", plain(&value))?;
+            }
+        }
+        for (name, value) in &spans {
+            write!(writer, " {name}={}", plain(value))?;
+        }
+        write!(writer, " {message}")?;
+        for (name, value) in &fields {
+            write!(writer, " {name}={}", plain(value))?;
+        }
+        writeln!(writer)
+    }
+}
+
+/// A JSON value as text: strings bare unless they need quotes.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) if !s.is_empty() && !s.contains(char::is_whitespace) && !s.contains('=') => s.clone(),
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
 }
 
 /// One JSON object per event, span fields flattened in.
@@ -59,16 +126,7 @@ where
         map.insert("timestamp".into(), crate::actors::audit::rfc3339_now().into());
         map.insert("level".into(), meta.level().as_str().into());
         map.insert("target".into(), meta.target().into());
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
-                    if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(fields.as_str()) {
-                        map.extend(object);
-                    }
-                }
-            }
-        }
+        map.extend(span_fields(ctx));
         event.record(&mut JsonVisitor(&mut map));
         let line = serde_json::to_string(&Value::Object(map)).map_err(|_| fmt::Error)?;
         writeln!(writer, "{line}")

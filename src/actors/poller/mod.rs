@@ -386,7 +386,7 @@ async fn submit(
         return Ok(Some(dead_letter(env, spec, st, failure, false).await));
     };
     tracing::Span::current().record("action_id", action_id.as_str());
-    tracing::debug!(%action_id, attempt, idempotency_key = %key, "Action submitted.");
+    tracing::debug!(idempotency_key = %key, "Action submitted.");
     ActionSubmitted {
         batch: &spec.identity.batch,
     }

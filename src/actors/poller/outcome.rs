@@ -108,7 +108,7 @@ pub(super) async fn finished(
         .with("attempts", attempt)
         .with("retry_count", retry_count)
         .with("latency_seconds", latency.as_secs_f64());
-    tracing::info!(%action_id, attempts = attempt, retry_count, "Action {}.", outcome);
+    tracing::info!(attempts = attempt, retry_count, "Action {}.", outcome);
     resolve(env, spec, st, outcome, latency, record, None).await
 }
 
