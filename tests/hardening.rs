@@ -307,3 +307,72 @@ fn a_refused_compensation_submit_is_rollback_failed_about_the_original_action() 
     let frames = h.sim.webhooks()[0]["body"]["stack_trace"].clone();
     assert_eq!(frames[1]["function"], "FORBIDDEN", "the cause follows: {frames}");
 }
+
+/// A token endpoint that relays its first request to the simulator (shortening the
+/// token's life to one second) and answers 503 to every later one.
+fn failing_token_endpoint(sim_url: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break Vec::new();
+                }
+                request.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break request[end + 4..end + 4 + length].to_vec();
+                    }
+                }
+            };
+            let (status, reply) = if i == 0 {
+                let mut token: Value = ureq::post(&format!("{sim_url}/oauth/token"))
+                    .content_type("application/x-www-form-urlencoded")
+                    .send(&body[..])
+                    .unwrap()
+                    .body_mut()
+                    .read_json()
+                    .unwrap();
+                token["expires_in"] = 1.into();
+                ("200 OK", token.to_string())
+            } else {
+                ("503 Service Unavailable", "{}".to_string())
+            };
+            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len());
+        }
+    });
+    format!("http://{addr}/oauth/token")
+}
+
+#[test]
+fn poll_timeout_holds_while_the_token_endpoint_is_down() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let token_url = failing_token_endpoint(h.sim.url.clone());
+    let cxone = format!(
+        "base_url = \"{}\"\ntoken_url = \"{token_url}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\ntoken_refresh_skew = \"100ms\"",
+        h.sim.url
+    );
+    let poll = "initial_delay = \"50ms\"\ninterval = \"100ms\"\ntimeout = \"2s\"";
+    let batches = batch("b", "") + &action("stuck", "duration = \"30s\"");
+    let output = h.run_once(&h.write_config(&[("cxone", &cxone), ("poll", poll)], &batches));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "stuck");
+    assert_eq!(outcome["error_code"], "POLL_TIMEOUT");
+    let latency = outcome["latency_seconds"].as_f64().unwrap();
+    assert!((2.0..5.0).contains(&latency), "{latency}");
+}

@@ -232,3 +232,42 @@ fn sigterm_during_the_dead_letter_drain_stops_promptly() {
         "stopped without waiting for the drain"
     );
 }
+
+#[test]
+fn a_compensation_whose_template_was_removed_is_rollback_failed() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let overrides = [
+        ("cxone", "base_url = \"simulator\""),
+        ("simulator", "profile = \"clean\""),
+        ("dead_letter", "webhook_url = \"\""),
+        ("classifier", "rollback = [\"PARTIAL_WRITE\"]"),
+    ];
+    let action = action("c1", "outcome = \"FAILED\", code = \"PARTIAL_WRITE\"");
+    let with_template = batch(
+        "b",
+        "rollback_action = { actionType = \"UNDO\", payload = { op = \"undo\", sim = { duration = \"30s\" } } }",
+    ) + &action;
+    let config = h.write_config(&overrides, &with_template);
+    let mut daemon = h.spawn(&["run", "--once"], &config);
+    wait_until(Duration::from_secs(20), "the compensation submitted", || {
+        h.records("ACTION_SUBMITTED", "c1")
+            .iter()
+            .any(|r| r["compensation"] == true)
+    });
+    daemon.signal("KILL");
+    daemon.wait(Duration::from_secs(10));
+
+    let config = h.write_config(&overrides, &(batch("b", "") + &action));
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "c1");
+    assert_eq!(outcome["error_code"], "ROLLBACK_FAILED");
+    assert!(
+        outcome["message"].as_str().unwrap().contains("ROLLBACK_NOT_CONFIGURED"),
+        "{outcome}"
+    );
+    assert_eq!(
+        outcome["action_id"],
+        h.records("ACTION_SUBMITTED", "c1")[0]["action_id"]
+    );
+}

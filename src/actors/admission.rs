@@ -88,6 +88,8 @@ pub struct AdmissionActor {
     journaled: HashMap<Identity, ActionRow>,
     finished: HashMap<Identity, Outcome>,
     running: HashMap<Identity, Addr<PollerActor>>,
+    /// Replays of actions whose poller had not reported its outcome yet.
+    deferred: HashMap<Identity, Replay>,
     admitting: bool,
     idle: watch::Sender<Idle>,
     progress: Progress,
@@ -115,6 +117,7 @@ impl AdmissionActor {
             journaled,
             finished: HashMap::new(),
             running: HashMap::new(),
+            deferred: HashMap::new(),
             admitting: true,
             idle,
             progress,
@@ -239,6 +242,9 @@ impl Handler<ActionDone> for AdmissionActor {
         }
         self.finished.insert(msg.identity.clone(), msg.outcome);
         self.progress.finish_one(&msg.identity.batch, msg.outcome);
+        if let Some(replay) = self.deferred.remove(&msg.identity) {
+            self.start_replay(replay);
+        }
         self.fill(ctx);
         self.publish_idle();
     }
@@ -251,29 +257,46 @@ impl Handler<ReplayActions> for AdmissionActor {
         let mut started = 0;
         for replay in msg.replays {
             if self.running.contains_key(&replay.identity) {
+                // Its dead letter is journaled but its poller has not reported back yet:
+                // start the replay when it does.
+                self.deferred.insert(replay.identity.clone(), replay);
                 continue;
             }
-            let Some(spec) = self.specs.get(&replay.identity).cloned() else {
-                tracing::warn!(identity = %replay.identity, "Replay of an action no longer in the configuration; it starts when it is configured again.");
-                continue;
-            };
-            let previous = self.finished.remove(&replay.identity);
-            let batch = replay.identity.batch.clone();
-            let slot = self.slot(&batch);
-            if let Some(outcome) = previous {
-                slot.summary.forget(outcome);
+            if self.start_replay(replay) {
+                started += 1;
             }
-            let state = ActionState {
-                series: replay.series,
-                ..ActionState::default()
-            };
-            slot.queue.push_back((spec, state));
-            tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
-            started += 1;
         }
         self.fill(ctx);
         self.publish_idle();
         started
+    }
+}
+
+impl AdmissionActor {
+    /// Queues a replayed action as a fresh attempt series; false when it is not configured
+    /// (then it starts when a reload configures it again).
+    fn start_replay(&mut self, replay: Replay) -> bool {
+        let Some(spec) = self.specs.get(&replay.identity).cloned() else {
+            tracing::warn!(identity = %replay.identity, "Replay of an action no longer in the configuration; it starts when it is configured again.");
+            self.journaled.insert(
+                replay.identity.clone(),
+                ActionRow::pending(&replay.identity, replay.series),
+            );
+            return false;
+        };
+        let previous = self.finished.remove(&replay.identity);
+        let batch = replay.identity.batch.clone();
+        let slot = self.slot(&batch);
+        if let Some(outcome) = previous {
+            slot.summary.forget(outcome);
+        }
+        let state = ActionState {
+            series: replay.series,
+            ..ActionState::default()
+        };
+        slot.queue.push_back((spec, state));
+        tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
+        true
     }
 }
 

@@ -206,8 +206,9 @@ fn event_ids_in(path: &Path) -> std::io::Result<HashSet<String>> {
         event_id: String,
     }
     let mut ids = HashSet::new();
-    for line in BufReader::new(File::open(path)?).lines() {
-        if let Ok(id) = serde_json::from_str::<Id>(&line?) {
+    // Bytes, not text: a damaged line must not stop the daemon from starting.
+    for line in BufReader::new(File::open(path)?).split(b'\n') {
+        if let Ok(id) = serde_json::from_slice::<Id>(&line?) {
             ids.insert(id.event_id);
         }
     }
@@ -233,8 +234,21 @@ fn writer_loop(mut file: File, path: PathBuf, fsync: bool, journal: Journal, rx:
     let mut buffer = Vec::with_capacity(1 << 16);
     let mut waiters = Vec::new();
     let mut confirmed = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
+    loop {
+        // With a failed group still buffered, wake up to retry it even if nothing new comes.
+        let first = if buffer.is_empty() {
+            match rx.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(WRITE_RETRY) {
+                Ok(msg) => Some(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        let mut next = first;
         let mut taken = 0;
         while let Some(msg) = next.take() {
             match msg {
@@ -252,30 +266,39 @@ fn writer_loop(mut file: File, path: PathBuf, fsync: bool, journal: Journal, rx:
         }
         let result = write_group(&mut file, &buffer, fsync).map_err(|e| format!("audit file {}: {e}", path.display()));
         match &result {
-            Ok(()) => journal.mark_audited(std::mem::take(&mut confirmed)),
-            // Unconfirmed outcomes stay pending in the journal and are appended at the
-            // next start; nothing is lost, nothing is written twice.
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot write the audit log.");
-                confirmed.clear();
+            Ok(()) => {
+                journal.mark_audited(std::mem::take(&mut confirmed));
+                buffer.clear();
             }
+            // The group stays buffered (the file was cut back to before it) and is
+            // written again with the next one; its outcomes stay unconfirmed in the
+            // journal meanwhile, so even a crash now loses nothing.
+            Err(e) => tracing::error!(error = %e, retry_in = ?WRITE_RETRY, "Cannot write the audit log."),
         }
-        buffer.clear();
         for waiter in waiters.drain(..) {
             let _ = waiter.send(result.clone());
         }
     }
 }
 
+/// Writes one group; on failure cuts the file back to where the group began, so a
+/// partly written line never runs into the next one.
 fn write_group(file: &mut File, buffer: &[u8], fsync: bool) -> std::io::Result<()> {
-    if !buffer.is_empty() {
-        file.write_all(buffer)?;
-        if fsync {
-            file.sync_data()?;
-        }
+    if buffer.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let start = file.metadata()?.len();
+    let written = file
+        .write_all(buffer)
+        .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
+    if written.is_err() {
+        let _ = file.set_len(start);
+    }
+    written
 }
+
+/// How long a failed audit write waits before it is tried again.
+const WRITE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Actor for AuditActor {
     type Context = Context<Self>;

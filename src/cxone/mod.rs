@@ -46,6 +46,9 @@ pub enum CallError {
     /// A success status with a body we cannot use (not JSON, too big, fields missing).
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// The action's `poll.timeout` passed before the request could be sent (no token).
+    #[error("poll.timeout passed while waiting for a token")]
+    PollTimeout,
 }
 
 impl CallError {
@@ -55,6 +58,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
             CallError::Network(_) | CallError::Timeout | CallError::Malformed(_) => true,
+            CallError::PollTimeout => false,
         }
     }
 
@@ -66,6 +70,7 @@ impl CallError {
             CallError::Network(_) => "NETWORK_ERROR".into(),
             CallError::Timeout => "REQUEST_TIMEOUT".into(),
             CallError::Malformed(_) => "MALFORMED_RESPONSE".into(),
+            CallError::PollTimeout => "POLL_TIMEOUT".into(),
         }
     }
 
@@ -74,7 +79,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => *status,
             CallError::Malformed(_) => 200,
-            CallError::Network(_) | CallError::Timeout => 0,
+            CallError::Network(_) | CallError::Timeout | CallError::PollTimeout => 0,
         }
     }
 
@@ -87,6 +92,7 @@ impl CallError {
             CallError::Network(_) => "network_error",
             CallError::Timeout => "timeout",
             CallError::Malformed(_) => "malformed_response",
+            CallError::PollTimeout => "timeout",
         }
     }
 }

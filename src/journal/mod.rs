@@ -130,12 +130,17 @@ impl Journal {
     /// Locks and opens (creating, mode 0600) the journal, and reads what it holds.
     pub fn open(path: &Path, fsync: bool) -> Result<(Journal, Snapshot), JournalError> {
         let lock = lock(path)?;
-        let conn = writer::connect(path, fsync)?;
-        // Replays requested while no daemon ran are applied before anything is resumed.
-        writer::apply_replays(&conn).map_err(|source| JournalError::Sqlite {
+        let mut conn = writer::connect(path, fsync)?;
+        // Replays requested while no daemon ran are applied before anything is resumed,
+        // in one transaction: a kill in the middle must not mark a letter replayed without
+        // resetting its action.
+        let sql = |source| JournalError::Sqlite {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let tx = conn.transaction().map_err(sql)?;
+        writer::apply_replays(&tx).map_err(sql)?;
+        tx.commit().map_err(sql)?;
         let snapshot = writer::snapshot(&conn).map_err(|source| JournalError::Sqlite {
             path: path.to_owned(),
             source,

@@ -146,6 +146,24 @@ fn ms_of(at: Instant) -> i64 {
 }
 
 impl ActionRow {
+    /// A not-yet-submitted action in replay `series` (what a `dlq replay` leaves).
+    pub fn pending(identity: &Identity, series: u32) -> Self {
+        ActionRow {
+            identity: identity.clone(),
+            state: StateWord::Pending,
+            attempt: 1,
+            retry_count: 0,
+            series,
+            action_id: None,
+            poll_id: None,
+            until_ms: None,
+            first_submit_ms: None,
+            latency_ms: None,
+            compensating: None,
+            updated_ms: now_ms(),
+        }
+    }
+
     /// The row for an in-memory state.
     pub fn from_state(identity: &Identity, st: &ActionState) -> Self {
         let (state, poll_id, until_ms, latency_ms) = match &st.phase {

@@ -202,20 +202,7 @@ pub(super) fn apply_replays(conn: &Connection) -> rusqlite::Result<Vec<Replay>> 
             .unwrap_or(0)
             + 1;
         let identity = Identity::new(batch, key);
-        let row = ActionRow {
-            identity: identity.clone(),
-            state: StateWord::Pending,
-            attempt: 1,
-            retry_count: 0,
-            series,
-            action_id: None,
-            poll_id: None,
-            until_ms: None,
-            first_submit_ms: None,
-            latency_ms: None,
-            compensating: None,
-            updated_ms: now_ms(),
-        };
+        let row = ActionRow::pending(&identity, series);
         save(conn, &row)?;
         replays.push(Replay {
             identity,

@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use rand::rngs::SmallRng;
@@ -68,15 +68,32 @@ impl PollerEnv {
         }
     }
 
+    /// A token, or `CallError::PollTimeout` once `deadline` passes without one (a token
+    /// endpoint that stays down must not hold an action past `poll.timeout`).
+    async fn token_before(&self, deadline: Option<Instant>) -> Result<Secret, CallError> {
+        let Some(deadline) = deadline else {
+            return Ok(self.token().await);
+        };
+        tokio::select! {
+            token = self.token() => Ok(token),
+            _ = actix_rt::time::sleep_until(deadline.into()) => Err(CallError::PollTimeout),
+        }
+    }
+
     /// Runs `call` with a token; after a 401 invalidates it and repeats once with a fresh
-    /// one (not counted as a retry). A second 401 is returned to the caller.
-    pub(super) async fn call<T>(&self, call: impl AsyncFn(Secret) -> Result<T, CallError>) -> Result<T, CallError> {
-        let token = self.token().await;
+    /// one (not counted as a retry). A second 401 is returned to the caller. Waiting for
+    /// a token ends at `deadline` (the action's `poll.timeout`).
+    pub(super) async fn call<T>(
+        &self,
+        deadline: Option<Instant>,
+        call: impl AsyncFn(Secret) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        let token = self.token_before(deadline).await?;
         let result = self.one_request(&call, token.clone()).await;
         match result {
             Err(CallError::Status { status: 401, .. }) => {
                 self.token.do_send(InvalidateToken { token });
-                let fresh = self.token().await;
+                let fresh = self.token_before(deadline).await?;
                 self.one_request(&call, fresh).await
             }
             other => other,
@@ -118,13 +135,10 @@ impl PollerEnv {
 
     /// The compensation body of SPEC §8: the batch template with `metadata.compensates`
     /// and `metadata.key`.
-    pub(super) fn rollback_body(&self, spec: &ActionSpec, failed_id: Option<&str>) -> bytes::Bytes {
-        let mut body = self
-            .rollback_templates
-            .get(&spec.identity.batch)
-            .cloned()
-            .unwrap_or_default();
-        let object = body.as_object_mut().expect("templates are objects");
+    pub(super) fn rollback_body(&self, spec: &ActionSpec, failed_id: Option<&str>) -> Option<bytes::Bytes> {
+        // `None` when the batch has no template any more (removed between two runs).
+        let mut body = self.rollback_templates.get(&spec.identity.batch)?.clone();
+        let object = body.as_object_mut()?;
         let metadata = object.entry("metadata").or_insert_with(|| serde_json::json!({}));
         if !metadata.is_object() {
             *metadata = serde_json::json!({});
@@ -132,7 +146,7 @@ impl PollerEnv {
         let metadata = metadata.as_object_mut().expect("just made an object");
         metadata.insert("compensates".into(), failed_id.into());
         metadata.insert("key".into(), spec.identity.to_string().into());
-        bytes::Bytes::from(serde_json::to_vec(&body).expect("JSON serializes"))
+        Some(bytes::Bytes::from(serde_json::to_vec(&body).expect("JSON serializes")))
     }
 }
 

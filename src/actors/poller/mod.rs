@@ -155,6 +155,8 @@ impl Supervised for PollerActor {
         if st.record_restart(Instant::now(), sup.restart_window, sup.max_restarts) {
             st.crash_loop = true;
         }
+        // The next run starts from the journal, not from what the crashed one left.
+        self.reload = true;
         PollerRestarted {
             batch: &self.spec.identity.batch,
         }
@@ -266,7 +268,10 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, st: Rc<RefCell<ActionState>
                 }
                 let result = {
                     let _slot = env.request_slot().await;
-                    Box::pin(env.call(async |token| env.client.poll(&token, &action_id).await)).await
+                    Box::pin(env.call(deadline(&env, &st), async |token| {
+                        env.client.poll(&token, &action_id).await
+                    }))
+                    .await
                 };
                 let compensating = st.borrow().compensating.is_some();
                 match result {
@@ -357,10 +362,16 @@ async fn submit(
     tracing::Span::current().record("attempt", attempt);
     let (body, key) = if compensating {
         let failed_id = st.borrow().action_id.clone();
-        (
-            env.rollback_body(spec, failed_id.as_deref()),
-            rollback_idempotency_key(&spec.identity, series, attempt),
-        )
+        let Some(body) = env.rollback_body(spec, failed_id.as_deref()) else {
+            let failure = Failure::local(
+                failed_id,
+                0,
+                "ROLLBACK_NOT_CONFIGURED",
+                format!("batch {} has no rollback_action any more", spec.identity.batch),
+            );
+            return Ok(Some(dead_letter(env, spec, st, failure, false).await));
+        };
+        (body, rollback_idempotency_key(&spec.identity, series, attempt))
     } else {
         (
             spec.body_bytes.clone(),
@@ -370,7 +381,9 @@ async fn submit(
     // Write-ahead: `submitting(attempt)` is on disk before the POST.
     persist(env, spec, st, true).await;
     let result = env
-        .call(async |token| env.client.submit(&token, body.clone(), key).await)
+        .call(deadline(env, st), async |token| {
+            env.client.submit(&token, body.clone(), key).await
+        })
         .await;
     let submitted = match result {
         Ok(submitted) => submitted,
@@ -450,6 +463,11 @@ async fn compensation_ended(
         failure.errors.extend(errors);
     }
     dead_letter(env, spec, st, failure, false).await
+}
+
+/// When the action's `poll.timeout` runs out (none before its first submission).
+fn deadline(env: &PollerEnv, st: &RefCell<ActionState>) -> Option<Instant> {
+    st.borrow().first_submit.map(|t| t + env.poll.timeout)
 }
 
 /// Sleeps until `at`, but not past the action's poll timeout.
