@@ -179,7 +179,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         .iter()
         .filter(|b| !b.rollback_action.is_empty())
         .map(|b| {
-            let value = serde_json::to_value(&b.rollback_action).unwrap_or_else(|_| serde_json::json!({}));
+            let value = config::table_to_json(&b.rollback_action);
             (Arc::<str>::from(b.name.as_str()), value)
         })
         .collect();

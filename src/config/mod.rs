@@ -498,6 +498,23 @@ fn render_problems(problems: &[Problem]) -> String {
     lines.join("\n")
 }
 
+/// A TOML table as the JSON sent to CXone: datetimes become their RFC 3339 text (serde
+/// would turn them into toml's private marker objects).
+pub fn table_to_json(table: &toml::Table) -> serde_json::Value {
+    fn convert(value: &toml::Value) -> serde_json::Value {
+        match value {
+            toml::Value::String(s) => s.clone().into(),
+            toml::Value::Integer(i) => (*i).into(),
+            toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+            toml::Value::Boolean(b) => (*b).into(),
+            toml::Value::Datetime(d) => d.to_string().into(),
+            toml::Value::Array(items) => items.iter().map(convert).collect(),
+            toml::Value::Table(t) => table_to_json(t),
+        }
+    }
+    serde_json::Value::Object(table.iter().map(|(k, v)| (k.clone(), convert(v))).collect())
+}
+
 /// Reads, parses and validates the configuration at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -528,4 +545,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         config,
         actions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_bodies_carry_datetimes_as_text_and_drop_the_key() {
+        let text = "[cxone]\nbase_url = \"simulator\"\n[[batch]]\nname = \"b\"\n  [[batch.action]]\n  key = \"k\"\n  actionType = \"X\"\n  payload = { due = 2026-11-27T10:00:00Z, n = 1.5, tags = [\"a\"] }\n";
+        let loaded = parse(Path::new("c.toml"), text).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&loaded.actions[0].body_bytes).unwrap();
+        assert_eq!(body, serde_json::json!({"actionType": "X", "payload": {"due": "2026-11-27T10:00:00Z", "n": 1.5, "tags": ["a"]}}));
+        assert_eq!(loaded.actions[0].identity.to_string(), "b/k");
+    }
 }

@@ -21,12 +21,9 @@ pub fn resolve_actions(doc: &Document<'_>, config: &Config, base_dir: &Path) -> 
         for (a, table) in batch.actions.iter().enumerate() {
             position += 1;
             let path = [Seg::Key("batch"), Seg::Index(b), Seg::Key("action"), Seg::Index(a)];
-            let mut body = match serde_json::to_value(table) {
-                Ok(serde_json::Value::Object(map)) => map,
-                _ => {
-                    problems.push(doc.problem(&path, "expected an action table"));
-                    continue;
-                }
+            let mut body = match super::table_to_json(table) {
+                serde_json::Value::Object(map) => map,
+                _ => unreachable!("a table converts to an object"),
             };
             let key = match body.remove("key") {
                 None => position.to_string(),
