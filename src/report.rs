@@ -144,6 +144,47 @@ fn seconds(value: Option<f64>) -> String {
     }
 }
 
+/// The bars being drawn, if any: log lines are written around them.
+static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+
+/// The log writer: stderr, but a line written while bars are drawn first lifts the bars
+/// and redraws them below it, so neither tears the other.
+pub struct LogWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Vec::with_capacity(256))
+    }
+}
+
+/// One formatted log line, written out whole when dropped.
+pub struct LogLine(Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let write = || {
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &self.0);
+        };
+        match BARS.get() {
+            Some(bars) => bars.suspend(write),
+            None => write(),
+        }
+    }
+}
+
 /// Progress bars, one per batch, drawn only when stderr is a terminal.
 pub struct Progress {
     multi: Option<MultiProgress>,
@@ -153,9 +194,11 @@ pub struct Progress {
 impl Progress {
     /// Bars on a terminal, nothing otherwise.
     pub fn new() -> Self {
-        let multi = std::io::stderr()
-            .is_terminal()
-            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let multi = std::io::stderr().is_terminal().then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let _ = BARS.set(multi.clone());
+            multi
+        });
         Progress {
             multi,
             bars: HashMap::new(),

@@ -556,7 +556,10 @@ mod tests {
         let text = "[cxone]\nbase_url = \"simulator\"\n[[batch]]\nname = \"b\"\n  [[batch.action]]\n  key = \"k\"\n  actionType = \"X\"\n  payload = { due = 2026-11-27T10:00:00Z, n = 1.5, tags = [\"a\"] }\n";
         let loaded = parse(Path::new("c.toml"), text).unwrap();
         let body: serde_json::Value = serde_json::from_slice(&loaded.actions[0].body_bytes).unwrap();
-        assert_eq!(body, serde_json::json!({"actionType": "X", "payload": {"due": "2026-11-27T10:00:00Z", "n": 1.5, "tags": ["a"]}}));
+        assert_eq!(
+            body,
+            serde_json::json!({"actionType": "X", "payload": {"due": "2026-11-27T10:00:00Z", "n": 1.5, "tags": ["a"]}})
+        );
         assert_eq!(loaded.actions[0].identity.to_string(), "b/k");
     }
 }

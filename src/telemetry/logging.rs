@@ -28,13 +28,13 @@ pub fn init(format: LogFormat, level: &str) {
     let _ = match format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(crate::report::LogWriter)
             .fmt_fields(JsonFields::new())
             .event_format(FlatText)
             .try_init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(crate::report::LogWriter)
             .fmt_fields(JsonFields::new())
             .event_format(FlatJson)
             .try_init(),
