@@ -215,15 +215,7 @@ fn health_and_readiness() {
 
     // Rejected credentials.
     let config = h.write_config(&[("admin", &admin)], &(batch("b", "") + &action("x", "")));
-    let mut cmd = daemon_cmd(&["run"], &config);
-    cmd.env(SECRET_ENV, "wrong");
-    let log = h.dir.path().join("rejected.log");
-    let child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon { child, log };
+    let daemon = h.spawn_with(&["run"], &config, &[(SECRET_ENV, "wrong")]);
     let url = admin_url(&daemon);
     wait_until(Duration::from_secs(10), "readiness to report the rejection", || {
         let (code, body) = status_of(&format!("{url}/readyz"));
@@ -253,15 +245,7 @@ fn journal_views_and_replay_endpoint() {
         + &action("good", "")
         + &action("bad", "outcome = \"FAILED\", code = \"INVALID_CONTACT\", times = 1");
     let config = h.write_config(&[("admin", &admin)], &batches);
-    let mut cmd = daemon_cmd(&["run"], &config);
-    cmd.env(ADMIN_TOKEN_ENV, ADMIN_TOKEN);
-    let log = h.dir.path().join("admin.log");
-    let child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon { child, log };
+    let mut daemon = h.spawn_with(&["run"], &config, &[(ADMIN_TOKEN_ENV, ADMIN_TOKEN)]);
     let url = admin_url(&daemon);
     wait_until(Duration::from_secs(20), "both outcomes", || h.outcomes().len() == 2);
 
@@ -338,17 +322,12 @@ fn json_logs_carry_the_action_and_no_secret_leaks_anywhere() {
             + &action("slow", "duration = \"200ms\"")
             + &action("bad", "outcome = \"FAILED\", code = \"X\"")),
     );
-    let mut cmd = daemon_cmd(&["run", "--log-format", "json"], &config);
-    cmd.env(SECRET_ENV, secret)
-        .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
-        .env("RUST_LOG", "debug");
-    let log = h.dir.path().join("json.log");
-    let child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon { child, log };
+    let env = [
+        (SECRET_ENV, secret),
+        (ADMIN_TOKEN_ENV, ADMIN_TOKEN),
+        ("RUST_LOG", "debug"),
+    ];
+    let mut daemon = h.spawn_with(&["run", "--log-format", "json"], &config, &env);
     wait_until(Duration::from_secs(20), "outcomes", || h.outcomes().len() == 2);
     let admin_line = daemon
         .log_text()

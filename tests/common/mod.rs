@@ -342,12 +342,18 @@ impl Drop for Daemon {
 impl Harness {
     /// Starts `actionwarden ARGS -c CONFIG` in the background.
     pub fn spawn(&self, args: &[&str], config: &Path) -> Daemon {
-        let log = self.dir.path().join(format!(
-            "daemon-{}.log",
-            Instant::now().elapsed().as_nanos() ^ rand_suffix()
-        ));
+        self.spawn_with(args, config, &[])
+    }
+
+    /// Like `spawn`, with extra (or overriding) environment variables.
+    pub fn spawn_with(&self, args: &[&str], config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = self.dir.path().join(format!("daemon-{}.log", rand_suffix()));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = daemon_cmd(args, config)
+        let mut command = daemon_cmd(args, config);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
