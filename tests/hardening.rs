@@ -97,8 +97,9 @@ fn a_429_pauses_every_poller_of_that_endpoint() {
         .collect();
     assert!(
         inside.is_empty(),
-        "{} polls inside the pause window after {at}ms: {inside:?}",
-        inside.len()
+        "{} polls inside the pause window after {at}ms: first {:?}",
+        inside.len(),
+        &inside[..inside.len().min(10)]
     );
     assert!(
         polls.iter().any(|(t, _)| *t >= at + 1000.0),
