@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::LogFormat;
-use crate::simulator::Profile;
+use crate::simulator::{Profile, RetryAfterForm};
 
 /// Runs NICE CXone Data Actions to a final outcome and never loses one.
 #[derive(Debug, Parser)]
@@ -114,6 +114,12 @@ pub enum Command {
         /// Latency added to each API response, e.g. "20ms".
         #[arg(long)]
         latency: Option<String>,
+        /// Form of Retry-After on 429s: seconds, http_date, mixed or none.
+        #[arg(long, value_parser = parse_retry_after_form)]
+        retry_after_form: Option<RetryAfterForm>,
+        /// Retry-After value on 429s, in seconds.
+        #[arg(long)]
+        retry_after_secs: Option<u64>,
     },
 }
 
@@ -147,4 +153,10 @@ pub enum DlqCommand {
 fn parse_profile(text: &str) -> Result<Profile, String> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .map_err(|_| format!("expected demo, clean or chaos, found {text:?}"))
+}
+
+/// Parses a Retry-After form the way the `[simulator]` table spells it.
+fn parse_retry_after_form(text: &str) -> Result<RetryAfterForm, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("expected seconds, http_date, mixed or none, found {text:?}"))
 }

@@ -118,6 +118,33 @@ fn metrics_match_the_audit_file_and_parse_as_prometheus_text() {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
     promtool_check(&text);
+    // The parser skips what it cannot read: check every line's shape ourselves.
+    for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        assert!(is_sample_line(line), "not a Prometheus sample line: {line:?}");
+    }
+    for (name, labels) in [
+        (
+            "actionwarden_http_requests_total",
+            &[("endpoint", "submit"), ("status", "202")][..],
+        ),
+        (
+            "actionwarden_http_request_duration_seconds",
+            &[("endpoint", "poll")][..],
+        ),
+        (
+            "actionwarden_action_duration_seconds",
+            &[("batch", "mixed"), ("outcome", "completed")][..],
+        ),
+        ("actionwarden_poller_restarts_total", &[("batch", "mixed")][..]),
+    ] {
+        assert!(
+            scrape
+                .samples
+                .iter()
+                .any(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))),
+            "{name} with labels {labels:?} missing"
+        );
+    }
     let mut audit_counts: HashMap<&str, f64> = HashMap::new();
     for r in h.outcomes() {
         let outcome = match (r["event_type"].as_str().unwrap(), r["resolution"].as_str()) {
@@ -365,8 +392,16 @@ fn json_logs_carry_the_action_and_no_secret_leaks_anywhere() {
     assert_eq!(poll_line["attempt"], 1);
 
     let check = run_to_end(
-        daemon_cmd(&["check"], &config).env(SECRET_ENV, secret),
+        daemon_cmd(&["check"], &config)
+            .env(SECRET_ENV, secret)
+            .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN),
         Duration::from_secs(20),
+    );
+    assert!(check.status.success(), "{}", show(&check));
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("admin token: from env"),
+        "{}",
+        show(&check)
     );
     let audit = std::fs::read_to_string(h.audit_path()).unwrap();
     let everything = [
@@ -389,6 +424,24 @@ fn json_logs_carry_the_action_and_no_secret_leaks_anywhere() {
             "a bearer token leaked into output #{i}"
         );
     }
+}
+
+/// `name{labels} value`: a metric name, optional braces, one value.
+fn is_sample_line(line: &str) -> bool {
+    let (series, value) = match line.rsplit_once(' ') {
+        Some(parts) => parts,
+        None => return false,
+    };
+    let name_end = series.find('{').unwrap_or(series.len());
+    let name = &series[..name_end];
+    let labels_ok = name_end == series.len() || series.ends_with('}');
+    let name_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    let value_ok = value.parse::<f64>().is_ok() || matches!(value, "+Inf" | "-Inf" | "NaN");
+    labels_ok && name_ok && value_ok
 }
 
 /// `promtool check metrics` when promtool is installed (`.ci/run` installs Debian's

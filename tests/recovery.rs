@@ -156,11 +156,13 @@ fn sighup_admits_new_actions_and_ignores_an_invalid_file() {
     let mut daemon = h.spawn(&["run"], &config);
     wait_until(Duration::from_secs(20), "first outcomes", || h.outcomes().len() == 2);
 
-    std::fs::write(
-        &config,
-        h.config_text(&[], &slow_batch(2, "10ms")) + "[poll]\nnot_a_key = 1\n",
-    )
-    .unwrap();
+    // Invalid (an unknown key) and with a batch of its own: nothing of it may be admitted.
+    let ghosts = batch("ghost", "") + &action("g1", "") + &action("g2", "");
+    let invalid = h.config_text(
+        &[("limits", "max_in_flight = 500\nnot_a_key = 1")],
+        &(slow_batch(2, "10ms") + &ghosts),
+    );
+    std::fs::write(&config, invalid).unwrap();
     daemon.signal("HUP");
     wait_until(Duration::from_secs(20), "the reload error in the log", || {
         daemon.log_text().contains("Reload ignored")
@@ -183,34 +185,49 @@ fn sighup_admits_new_actions_and_ignores_an_invalid_file() {
 #[test]
 fn embedded_simulator_runs_resume_after_kill_9() {
     let h = Harness::new(&["--profile", "clean"]);
-    let dir = h.dir.path().display().to_string();
-    let cxone = "base_url = \"simulator\"";
-    let sim = "profile = \"clean\"\nseed = 3";
-    let dl = "webhook_url = \"simulator\"";
     let overrides = [
-        ("cxone", cxone),
-        ("simulator", sim),
-        ("dead_letter", dl),
+        ("cxone", "base_url = \"simulator\""),
+        ("simulator", "profile = \"clean\"\nseed = 3"),
+        ("dead_letter", "webhook_url = \"simulator\""),
         (
             "poll",
             "initial_delay = \"50ms\"\ninterval = \"100ms\"\ntimeout = \"60s\"",
         ),
     ];
-    let config = h.write_config(&overrides, &slow_batch(20, "1500ms"));
+    let mut batches = batch("bulk", "");
+    for i in 0..20 {
+        let duration = if i < 10 { "10ms" } else { "3s" };
+        batches.push_str(&action(&format!("a{i:04}"), &format!("duration = \"{duration}\"")));
+    }
+    let config = h.write_config(&overrides, &batches);
     let mut daemon = h.spawn(&["run", "--once"], &config);
-    wait_until(Duration::from_secs(20), "every action submitted", || {
-        h.count("ACTION_SUBMITTED") >= 20
+    wait_until(Duration::from_secs(20), "the short actions' outcomes", || {
+        h.outcomes().len() >= 10 && h.count("ACTION_SUBMITTED") >= 20
     });
     daemon.signal("KILL");
     daemon.wait(Duration::from_secs(10));
+    assert!(h.outcomes().len() < 20, "killed mid-run");
+
     let output = h.run_once(&config);
     assert_eq!(
         output.status.code(),
         Some(0),
-        "resumed to completion in {dir}: {}",
+        "resumed to completion: {}",
         show(&output)
     );
     assert_exactly_once(&h, 20);
+    for i in 10..20 {
+        let submitted = h.records("ACTION_SUBMITTED", &format!("a{i:04}"));
+        let keys: std::collections::HashSet<&str> = submitted
+            .iter()
+            .map(|r| r["idempotency_key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys.len(),
+            1,
+            "resubmitted with the same Idempotency-Key: {submitted:#?}"
+        );
+    }
 }
 
 #[test]
@@ -269,5 +286,59 @@ fn a_compensation_whose_template_was_removed_is_rollback_failed() {
     assert_eq!(
         outcome["action_id"],
         h.records("ACTION_SUBMITTED", "c1")[0]["action_id"]
+    );
+}
+
+#[test]
+fn sigterm_with_requests_in_flight_waits_only_shutdown_timeout() {
+    // Undirected actions get the simulator's latency: every submit hangs for 10s.
+    let h = Harness::new(&["--profile", "clean", "--latency", "10s"]);
+    let n = 5;
+    let mut batches = batch("slow", "");
+    for i in 0..n {
+        batches.push_str(&format!(
+            "  [[batch.action]]\n  key = \"s{i}\"\n  actionType = \"X\"\n  payload = {{ n = {i} }}\n\n"
+        ));
+    }
+    let cxone = format!(
+        "base_url = \"{}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\nrequest_timeout = \"30s\"",
+        h.sim.url
+    );
+    let overrides = [("cxone", cxone.as_str()), ("shutdown", "timeout = \"1s\"")];
+    let config = h.write_config(&overrides, &batches);
+
+    for (args, expected) in [(&["run", "--once"][..], 4), (&["run"][..], 0)] {
+        let mut daemon = h.spawn(args, &config);
+        let seen = h.sim.stats()["submits"].as_u64().unwrap();
+        wait_until(Duration::from_secs(20), "submits in flight", || {
+            h.sim.stats()["submits"].as_u64().unwrap() >= seen + n as u64
+        });
+        let asked = std::time::Instant::now();
+        daemon.signal("TERM");
+        assert_eq!(
+            daemon.wait(Duration::from_secs(15)),
+            Some(expected),
+            "{args:?}: {}",
+            daemon.log_text()
+        );
+        let took = asked.elapsed();
+        assert!(
+            took >= Duration::from_millis(900),
+            "{args:?} waited for the requests in flight ({took:?})"
+        );
+        assert!(
+            took < Duration::from_secs(4),
+            "{args:?} gave up after shutdown.timeout ({took:?})"
+        );
+    }
+
+    h.sim.post("/sim/control", serde_json::json!({"latency": "0ms"}));
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_exactly_once(&h, n);
+    assert_eq!(
+        h.sim.stats()["actions_created"],
+        n as u64,
+        "repeats of the same keys created nothing new"
     );
 }

@@ -44,6 +44,8 @@ fn a_poller_panic_mid_poll_resumes_the_same_cxone_id() {
     );
     let stats = h.sim.stats();
     assert_eq!(stats["actions_created"], 10, "a restart never submits anew: {stats}");
+    assert_eq!(stats["submits"], 10, "the simulator saw no second submit: {stats}");
+    assert_eq!(stats["duplicate_submits"], 0, "{stats}");
     for r in h.outcomes() {
         assert_eq!(r["attempts"], 1, "{r}");
     }

@@ -26,6 +26,8 @@ pub fn simulate(command: Command) -> Result<u8, Error> {
         drop_rate,
         early_expiry_rate,
         latency,
+        retry_after_form,
+        retry_after_secs,
     } = command
     else {
         unreachable!("dispatched on Simulate");
@@ -51,6 +53,12 @@ pub fn simulate(command: Command) -> Result<u8, Error> {
     }
     if let Some(v) = webhook_fail_first {
         s.webhook_fail_first = v;
+    }
+    if let Some(v) = retry_after_form {
+        s.retry_after_form = v;
+    }
+    if let Some(v) = retry_after_secs {
+        s.retry_after_secs = v;
     }
     if let Some(v) = latency {
         s.latency = Some(duration::parse(&v).map_err(|e| Error::Usage(format!("--latency: {e}")))?);
