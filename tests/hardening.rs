@@ -243,7 +243,17 @@ fn request_timeouts_spend_the_budget_then_dead_letter() {
 
 #[test]
 fn chaos_profile_run_gives_every_action_exactly_one_outcome() {
-    let h = Harness::new(&["--profile", "chaos", "--seed", "11"]);
+    // Tokens live 2s and are all rejected after half of it: the 401 path runs too.
+    let h = Harness::new(&[
+        "--profile",
+        "chaos",
+        "--seed",
+        "11",
+        "--token-ttl",
+        "2s",
+        "--early-expiry-rate",
+        "1.0",
+    ]);
     let mut batches = batch("chaos", "");
     for i in 0..500 {
         batches.push_str(&format!(
@@ -255,6 +265,10 @@ fn chaos_profile_run_gives_every_action_exactly_one_outcome() {
     assert!(matches!(output.status.code(), Some(0 | 2)), "{}", show(&output));
     assert_exactly_once(&h, 500);
     let stats = h.sim.stats();
+    assert!(
+        stats["unauthorized"].as_u64().unwrap() > 0,
+        "early token expiry was exercised: {stats}"
+    );
     assert!(
         stats["rate_limited"].as_u64().unwrap() > 0 && stats["dropped"].as_u64().unwrap() > 0,
         "{stats}"
