@@ -18,7 +18,7 @@ use crate::actors::audit::{AuditActor, FlushAudit};
 use crate::actors::classifier::ClassifierActor;
 use crate::actors::dead_letter::{DeadLetterActor, DrainDeadLetters, Webhook};
 use crate::actors::poller::PollerEnv;
-use crate::actors::token::{SecretSource, TokenActor, TokenHealth};
+use crate::actors::token::{SecretSource, TokenActor, TokenCache, TokenHealth};
 use crate::admin::Readiness;
 use crate::classify::Rules;
 use crate::config::{self, Loaded, Secret, SIMULATOR};
@@ -160,7 +160,10 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     };
     let token_client = client.clone();
     let skew = cfg.cxone.token_refresh_skew;
-    let token = Supervisor::start(move |_| TokenActor::new(token_client, client_id, secret, skew, health_tx));
+    let token_cache = TokenCache::default();
+    let actor_cache = token_cache.clone();
+    let token =
+        Supervisor::start(move |_| TokenActor::new(token_client, client_id, secret, skew, health_tx, actor_cache));
     let rules = Rules::new(&cfg.classifier);
     let classifier = Supervisor::start(move |_| ClassifierActor::new(rules));
     let webhook = Webhook {
@@ -191,6 +194,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     let env = Rc::new(PollerEnv {
         client,
         token,
+        token_cache,
         classifier,
         audit: audit.clone(),
         dead_letter: dead_letter.clone(),

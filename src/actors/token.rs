@@ -6,6 +6,7 @@
 //! the actor in a failed state: callers keep waiting (their actions are not failed), the
 //! health watch says why, and the fetch is retried slowly in case the secret is rotated.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,29 @@ impl SecretSource {
     }
 }
 
+/// The current token (with its expiry and refresh time), shared by the token actor with
+/// the pollers of its arbiter: a fresh token is read without a message round trip; only
+/// a missing or ageing one goes through `GetToken` (and its single flight).
+#[derive(Clone, Default)]
+pub struct TokenCache(Rc<RefCell<Option<(Secret, Instant, Instant)>>>);
+
+impl TokenCache {
+    /// Forgets `token` if it is the current one (the upstream refused it); the actor is
+    /// told too, but this takes effect before the caller asks again.
+    pub fn invalidate(&self, token: &Secret) {
+        let mut current = self.0.borrow_mut();
+        if current.as_ref().is_some_and(|(t, _, _)| t == token) {
+            *current = None;
+        }
+    }
+
+    /// The token, if it is not due for a refresh yet.
+    pub fn fresh(&self) -> Option<Secret> {
+        let now = Instant::now();
+        self.0.borrow().as_ref().filter(|(_, _, refresh_at)| now < *refresh_at).map(|(t, _, _)| t.clone())
+    }
+}
+
 /// What callers and `/readyz` can know about tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenHealth {
@@ -72,8 +96,8 @@ pub struct TokenActor {
     client_id: String,
     secret: SecretSource,
     skew: Duration,
-    /// The token, when it expires, and when to refresh it.
-    current: Option<(Secret, Instant, Instant)>,
+    /// The token, when it expires, and when to refresh it; shared with the pollers.
+    cache: TokenCache,
     waiters: Vec<oneshot::Sender<Secret>>,
     fetching: bool,
     failures: u32,
@@ -81,20 +105,22 @@ pub struct TokenActor {
 }
 
 impl TokenActor {
-    /// A token actor; `health` is updated on every change of state.
+    /// A token actor; `health` is updated on every change of state, `cache` holds the
+    /// current token for readers on this arbiter.
     pub fn new(
         client: Rc<CxoneClient>,
         client_id: String,
         secret: SecretSource,
         skew: Duration,
         health: watch::Sender<TokenHealth>,
+        cache: TokenCache,
     ) -> Self {
         TokenActor {
             client,
             client_id,
             secret,
             skew,
-            current: None,
+            cache,
             waiters: Vec::new(),
             fetching: false,
             failures: 0,
@@ -131,7 +157,7 @@ impl TokenActor {
                 // refreshing "skew before expiry" would refetch at once, again and again.
                 let skew = self.skew.min(issued.expires_in / 2);
                 let now = Instant::now();
-                self.current = Some((
+                *self.cache.0.borrow_mut() = Some((
                     issued.access_token.clone(),
                     now + issued.expires_in,
                     now + issued.expires_in.saturating_sub(skew),
@@ -165,7 +191,7 @@ impl TokenActor {
                         let backoff = RETRY_FIRST.saturating_mul(1 << self.failures.min(10)).min(RETRY_MAX);
                         let delay = crate::backoff::with_retry_after(backoff, retry_after(error));
                         tracing::warn!(error = %error, retry_in = ?delay, "Token request failed.");
-                        let health = if self.current.is_some() {
+                        let health = if self.cache.0.borrow().is_some() {
                             TokenHealth::Ready
                         } else {
                             TokenHealth::Missing
@@ -177,7 +203,7 @@ impl TokenActor {
                     tracing::error!(reason = %reason, retry_in = ?delay, "Cannot obtain a token.");
                 }
                 self.health.send_replace(health);
-                if !self.waiters.is_empty() || self.current.is_none() {
+                if !self.waiters.is_empty() || self.cache.0.borrow().is_none() {
                     ctx.run_later(delay, |act, ctx| act.fetch(ctx));
                 }
             }
@@ -222,18 +248,17 @@ impl Handler<GetToken> for TokenActor {
 
     fn handle(&mut self, _: GetToken, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
-        if let Some((token, expires_at, refresh_at)) = &self.current {
-            if now < *refresh_at {
-                let token = token.clone();
+        let current = self.cache.0.borrow().clone();
+        if let Some((token, expires_at, refresh_at)) = current {
+            if now < refresh_at {
                 return Box::pin(async move { Ok(token) });
             }
-            if now < *expires_at {
+            if now < expires_at {
                 // Inside the skew: serve the old token, refresh in the background.
-                let token = token.clone();
                 self.fetch(ctx);
                 return Box::pin(async move { Ok(token) });
             }
-            self.current = None;
+            *self.cache.0.borrow_mut() = None;
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.push(tx);
@@ -246,9 +271,10 @@ impl Handler<InvalidateToken> for TokenActor {
     type Result = ();
 
     fn handle(&mut self, msg: InvalidateToken, _ctx: &mut Context<Self>) {
-        if self.current.as_ref().is_some_and(|(t, _, _)| *t == msg.token) {
+        let refused = self.cache.0.borrow().as_ref().is_some_and(|(t, _, _)| *t == msg.token);
+        if refused {
             tracing::debug!("Token refused upstream; dropping it.");
-            self.current = None;
+            *self.cache.0.borrow_mut() = None;
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::action::ActionSpec;
 use crate::actors::audit::AuditActor;
 use crate::actors::classifier::ClassifierActor;
 use crate::actors::dead_letter::DeadLetterActor;
-use crate::actors::token::{GetToken, InvalidateToken, TokenActor};
+use crate::actors::token::{GetToken, InvalidateToken, TokenActor, TokenCache};
 use crate::config::{PollConfig, RetryConfig, Secret, SupervisorConfig};
 use crate::cxone::{CallError, CxoneClient};
 use crate::journal::Journal;
@@ -29,6 +29,8 @@ pub struct PollerEnv {
     pub client: Rc<CxoneClient>,
     /// Tokens.
     pub token: Addr<TokenActor>,
+    /// The token actor's current token, read without a message while it is fresh.
+    pub token_cache: TokenCache,
     /// Classification.
     pub classifier: Addr<ClassifierActor>,
     /// Audit records.
@@ -60,6 +62,9 @@ pub struct PollerEnv {
 impl PollerEnv {
     /// A bearer token, asking again while the token actor restarts.
     pub(super) async fn token(&self) -> Secret {
+        if let Some(token) = self.token_cache.fresh() {
+            return token;
+        }
         loop {
             match self.token.send(GetToken).await {
                 Ok(Ok(token)) => return token,
@@ -92,6 +97,7 @@ impl PollerEnv {
         let result = self.one_request(&call, token.clone()).await;
         match result {
             Err(CallError::Status { status: 401, .. }) => {
+                self.token_cache.invalidate(&token);
                 self.token.do_send(InvalidateToken { token });
                 let fresh = self.token_before(deadline).await?;
                 self.one_request(&call, fresh).await
