@@ -62,7 +62,11 @@ impl TokenCache {
     /// The token, if it is not due for a refresh yet.
     pub fn fresh(&self) -> Option<Secret> {
         let now = Instant::now();
-        self.0.borrow().as_ref().filter(|(_, _, refresh_at)| now < *refresh_at).map(|(t, _, _)| t.clone())
+        self.0
+            .borrow()
+            .as_ref()
+            .filter(|(_, _, refresh_at)| now < *refresh_at)
+            .map(|(t, _, _)| t.clone())
     }
 }
 
