@@ -37,21 +37,25 @@ struct AdminState {
     journal_path: PathBuf,
     readiness: Arc<Readiness>,
     token: Option<Secret>,
+    has_webhook: bool,
 }
 
 /// Starts the admin server on `listen`; fails when the address cannot be bound.
+/// `has_webhook` lets the dead-letter view tell pending letters from stored ones.
 pub fn start(
     listen: &str,
     metrics: PrometheusHandle,
     journal_path: PathBuf,
     readiness: Arc<Readiness>,
     token: Option<Secret>,
+    has_webhook: bool,
 ) -> std::io::Result<(ServerHandle, std::net::SocketAddr)> {
     let state = web::Data::new(AdminState {
         metrics,
         journal_path,
         readiness,
         token,
+        has_webhook,
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -147,7 +151,8 @@ async fn action(state: web::Data<AdminState>, path: web::Path<(String, String)>)
 }
 
 async fn dead_letters(state: web::Data<AdminState>) -> HttpResponse {
-    match with_journal(&state, |r| r.dead_letters()).await {
+    let has_webhook = state.has_webhook;
+    match with_journal(&state, move |r| r.dead_letters(has_webhook)).await {
         Ok(letters) => HttpResponse::Ok().json(letters),
         Err(response) => response,
     }

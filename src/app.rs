@@ -153,6 +153,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
             cfg.journal.path.clone(),
             readiness.clone(),
             token,
+            !cfg.dead_letter.webhook_url.is_empty(),
         )
         .map_err(|e| Error::CannotRun(format!("cannot serve the admin API on {}: {e}", cfg.admin.listen)))?;
         tracing::info!(%addr, "Admin server listening.");

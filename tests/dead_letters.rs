@@ -40,6 +40,7 @@ fn webhook_down_across_a_restart_is_delivered_after_it_exactly_once() {
     assert!(h.sim.webhooks().is_empty());
     let listed = cli_json(&["dlq", "list", "--json"], &config);
     assert_eq!(listed[0]["delivered"], false, "{listed}");
+    assert_eq!(listed[0]["delivery"], "pending", "{listed}");
 
     h.sim.post("/sim/control", json!({"webhook_down": false}));
     let output = h.run_once(&config);
@@ -51,6 +52,7 @@ fn webhook_down_across_a_restart_is_delivered_after_it_exactly_once() {
     assert_eq!(h.outcomes().len(), 1, "the outcome was not written again");
     let listed = cli_json(&["dlq", "list", "--json"], &config);
     assert_eq!(listed[0]["delivered"], true, "{listed}");
+    assert_eq!(listed[0]["delivery"], "delivered", "{listed}");
 
     // A third run has nothing left to deliver.
     assert_eq!(h.run_once(&config).status.code(), Some(2));
@@ -128,4 +130,21 @@ fn dlq_replay_reaches_a_running_daemon() {
     });
     daemon.signal("TERM");
     assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn without_a_webhook_dead_letters_are_stored_not_pending() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let config = h.write_config(
+        &[("dead_letter", "webhook_url = \"\"")],
+        &(batch("b", "") + &permanent("s1")),
+    );
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(h.sim.webhooks().is_empty());
+    let listed = cli_json(&["dlq", "list", "--json"], &config);
+    assert_eq!(listed[0]["delivery"], "stored", "{listed}");
+    let status = cli_json(&["status", "--json"], &config);
+    assert_eq!(status["dead_letters"]["total"], 1);
+    assert_eq!(status["dead_letters"]["undelivered"], 0, "{status}");
 }

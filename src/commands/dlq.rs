@@ -16,7 +16,9 @@ fn reader(path: &Path) -> Result<(JournalReader, bool), Error> {
 /// Lists every dead letter with its delivery state.
 pub fn list(path: &Path, as_json: bool) -> Result<u8, Error> {
     let (reader, has_webhook) = reader(path)?;
-    let letters = reader.dead_letters().map_err(|e| Error::Usage(e.to_string()))?;
+    let letters = reader
+        .dead_letters(has_webhook)
+        .map_err(|e| Error::Usage(e.to_string()))?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&letters).expect("JSON serializes"));
         return Ok(exit::OK);
@@ -26,13 +28,7 @@ pub fn list(path: &Path, as_json: bool) -> Result<u8, Error> {
         "error_id", "identity", "error_code", "delivery", "attempts"
     );
     for l in &letters {
-        let delivery = if l.delivered {
-            "delivered"
-        } else if has_webhook {
-            "pending"
-        } else {
-            "stored"
-        };
+        let delivery = l.delivery;
         println!(
             "{:<36}  {:<28} {:<24} {:<10} {:>8}  {}",
             l.letter.error_id,

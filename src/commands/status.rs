@@ -15,7 +15,10 @@ pub fn status(path: &Path, as_json: bool) -> Result<u8, Error> {
     let loaded = config::load(path)?;
     let reader = JournalReader::open(&loaded.config.journal.path).map_err(|e| Error::Usage(e.to_string()))?;
     let counts = reader.counts().map_err(|e| Error::Usage(e.to_string()))?;
-    let letters = reader.dead_letters().map_err(|e| Error::Usage(e.to_string()))?;
+    let has_webhook = !loaded.config.dead_letter.webhook_url.is_empty();
+    let letters = reader
+        .dead_letters(has_webhook)
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let mut batches: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for (batch, state, n) in counts {
         batches.entry(batch).or_default().insert(state, n);

@@ -18,8 +18,11 @@ use crate::actors::dead_letter::DeadLetter;
 pub struct DeadLetterView {
     /// The letter as sent to the webhook.
     pub letter: DeadLetter,
-    /// `delivered`, `pending` or `replayed` (replayed letters may also be delivered).
+    /// Accepted by the webhook.
     pub delivered: bool,
+    /// `delivered`, `pending` (the webhook has not accepted it yet) or `stored` (no
+    /// webhook is configured: stored and listed only).
+    pub delivery: &'static str,
     /// Delivery attempts.
     pub attempts: u32,
     /// Last delivery error.
@@ -114,8 +117,8 @@ impl JournalReader {
         Ok(rows)
     }
 
-    /// Every dead letter, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetterView>, JournalError> {
+    /// Every dead letter, oldest first; `has_webhook` tells `pending` from `stored`.
+    pub fn dead_letters(&self, has_webhook: bool) -> Result<Vec<DeadLetterView>, JournalError> {
         let mut stmt = self
             .conn
             .prepare("SELECT body, delivered, attempts, last_error, replayed FROM dead_letters ORDER BY created_ms, error_id")
@@ -135,9 +138,15 @@ impl JournalReader {
         for row in rows {
             let (body, delivered, attempts, last_error, replayed) = row.map_err(|e| self.sql(e))?;
             if let Ok(letter) = serde_json::from_str(&body) {
+                let delivery = match (delivered, has_webhook) {
+                    (true, _) => "delivered",
+                    (false, true) => "pending",
+                    (false, false) => "stored",
+                };
                 out.push(DeadLetterView {
                     letter,
                     delivered,
+                    delivery,
                     attempts,
                     last_error,
                     replayed,

@@ -60,7 +60,8 @@ pub(super) async fn on_call_error(
                     _ => None,
                 };
                 let delay = spend_retry(env, spec, st, e.reason(), &e.error_code(), retry_after);
-                persist(env, spec, st, false).await;
+                // Durable: a kill must not hand the next run an unspent retry.
+                persist(env, spec, st, true).await;
                 tracing::debug!(error = %e, retry_in = ?delay, endpoint = endpoint.as_str(), "Repeating request.");
                 sleep_until(env, st, Instant::now() + delay).await;
                 return None;
