@@ -6,10 +6,15 @@
 //!
 //! - `config/`: the TOML file, its defaults, secrets and located errors.
 //! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`: pure logic, unit-tested.
-//! - `cxone/`: the HTTP client for token, submit and poll, and the shared 429 gate.
-//! - `actors/`: `TokenActor`, `PollerActor` (with admission), `ClassifierActor`,
-//!   `DeadLetterActor`, `AuditActor`.
-//! - `app.rs`: boot, signals, shutdown; `commands/`: one file per subcommand.
+//! - `cxone/`: the HTTP client for token, submit and poll, response parsing, and the
+//!   shared 429 gate with the request-rate budget.
+//! - `actors/`: `TokenActor`, `PollerActor` (in `poller/`: the state machine, failures,
+//!   outcomes, shared environment), `ClassifierActor`, `DeadLetterActor`, `AuditActor`,
+//!   and admission (in-flight limits, resume, replays).
+//! - `journal/`: the SQLite journal (group-commit writer, records, read-only views) and
+//!   the exactly-once hand-off of outcome records to the audit file.
+//! - `app.rs`: boot, signals, shutdown; `commands/`: one file per subcommand;
+//!   `admin.rs`: health, readiness, metrics and journal views over HTTP.
 //! - `telemetry/`: logs, metric names, events; `report.rs`: progress and summary.
 //! - `simulator/`: a faithful CXone on loopback for demos, tests and benchmarks.
 
