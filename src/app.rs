@@ -27,11 +27,6 @@ use crate::error::{exit, Error};
 use crate::journal::{Journal, JournalError};
 use crate::report::Progress;
 
-/// Client id the embedded simulator accepts by default.
-const SIMULATOR_CLIENT_ID: &str = "simulator";
-/// Client secret the embedded simulator accepts by default.
-const SIMULATOR_CLIENT_SECRET: &str = "simulator-secret";
-
 /// Runs the daemon on a fresh actix System until it is done or stopped.
 pub fn run(loaded: Loaded, once: bool) -> Result<u8, Error> {
     // rustls needs one process-wide crypto provider; a second install is harmless.
@@ -83,12 +78,12 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         let url = running.base_url();
         tracing::info!(url = %url, profile = ?cfg.simulator.profile, "Embedded simulator listening.");
         let secret = if cfg.simulator.client_secret_env.is_empty() {
-            Secret::new(SIMULATOR_CLIENT_SECRET)
+            Secret::new(crate::simulator::DEFAULT_CLIENT_SECRET)
         } else {
             Secret::from_env(&cfg.simulator.client_secret_env).map_err(Error::Usage)?
         };
         let id = if cfg.simulator.client_id.is_empty() {
-            SIMULATOR_CLIENT_ID.to_owned()
+            crate::simulator::DEFAULT_CLIENT_ID.to_owned()
         } else {
             cfg.simulator.client_id.clone()
         };

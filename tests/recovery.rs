@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use common::*;
 
+/// Polling slow enough that a run can be interrupted mid-way.
+const SLOW_POLL: &str = "initial_delay = \"50ms\"\ninterval = \"100ms\"\ntimeout = \"60s\"";
+
 fn slow_batch(n: usize, duration: &str) -> String {
     let mut text = batch("bulk", "");
     for i in 0..n {
@@ -18,13 +21,7 @@ fn slow_batch(n: usize, duration: &str) -> String {
 fn kill_9_loop_loses_and_duplicates_nothing() {
     let h = Harness::new(&["--profile", "clean"]);
     let n = 300;
-    let overrides = [
-        ("limits", "max_in_flight = 60"),
-        (
-            "poll",
-            "initial_delay = \"50ms\"\ninterval = \"100ms\"\ntimeout = \"60s\"",
-        ),
-    ];
+    let overrides = [("limits", "max_in_flight = 60"), ("poll", SLOW_POLL)];
     let config = h.write_config(&overrides, &slow_batch(n, "700ms"));
     let mut kills = 0;
     let mut seen_outcomes = 0;
@@ -107,13 +104,7 @@ fn second_daemon_on_the_same_journal_exits_3() {
 fn sigterm_mid_run_exits_4_and_the_next_start_resumes_without_resubmitting() {
     let h = Harness::new(&["--profile", "clean"]);
     let n = 40;
-    let overrides = [
-        ("shutdown", "timeout = \"3s\""),
-        (
-            "poll",
-            "initial_delay = \"50ms\"\ninterval = \"100ms\"\ntimeout = \"60s\"",
-        ),
-    ];
+    let overrides = [("shutdown", "timeout = \"3s\""), ("poll", SLOW_POLL)];
     let config = h.write_config(&overrides, &slow_batch(n, "1500ms"));
     let mut daemon = h.spawn(&["run", "--once"], &config);
     wait_until(Duration::from_secs(20), "every action submitted", || {
@@ -189,10 +180,7 @@ fn embedded_simulator_runs_resume_after_kill_9() {
         ("cxone", "base_url = \"simulator\""),
         ("simulator", "profile = \"clean\"\nseed = 3"),
         ("dead_letter", "webhook_url = \"simulator\""),
-        (
-            "poll",
-            "initial_delay = \"50ms\"\ninterval = \"100ms\"\ntimeout = \"60s\"",
-        ),
+        ("poll", SLOW_POLL),
     ];
     let mut batches = batch("bulk", "");
     for i in 0..20 {

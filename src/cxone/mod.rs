@@ -259,11 +259,6 @@ impl CxoneClient {
         parse_poll(&body)
     }
 
-    /// The gate shared by every request of this client.
-    pub fn gate(&self) -> &Rc<Gate> {
-        &self.gate
-    }
-
     /// Reads the response (capped, with a deadline) and records the request's metrics.
     async fn finish<S>(
         &self,
