@@ -48,8 +48,6 @@ enum Stop {
 const REPLAY_POLL: Duration = Duration::from_millis(500);
 /// How often histograms are compacted by the Prometheus recorder.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
-/// Poll interval of the shutdown wait for in-flight requests.
-const DRAIN_TICK: Duration = Duration::from_millis(10);
 
 async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     let cfg = Rc::new(loaded.config.clone());
@@ -202,7 +200,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         rng: std::cell::RefCell::new(SmallRng::from_os_rng()),
         journal: journal.clone(),
         stopping: std::cell::Cell::new(false),
-        requests_in_flight: std::cell::Cell::new(0),
+        requests: Default::default(),
         request_slots: tokio::sync::Semaphore::new(cfg.cxone.max_connections),
     });
     let batch_limits: HashMap<Arc<str>, usize> = cfg
@@ -292,15 +290,10 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         Stop::Signal => {
             tracing::info!(timeout = ?cfg.shutdown.timeout, "Shutting down: no new requests; waiting for those in flight.");
             env.stopping.set(true);
-            let drained = tokio::time::timeout(cfg.shutdown.timeout, async {
-                while env.requests_in_flight.get() > 0 {
-                    actix_rt::time::sleep(DRAIN_TICK).await;
-                }
-            })
-            .await;
+            let drained = tokio::time::timeout(cfg.shutdown.timeout, env.requests.idle()).await;
             if drained.is_err() {
                 tracing::warn!(
-                    in_flight = env.requests_in_flight.get(),
+                    in_flight = env.requests.count(),
                     "Shutdown timeout passed with requests in flight; they resume at the next start."
                 );
             }

@@ -88,9 +88,11 @@ impl Default for ActionState {
 }
 
 impl ActionState {
-    /// Time since the first submission (zero before it).
-    pub fn latency(&self) -> Duration {
-        self.first_submit.map(|t| t.elapsed()).unwrap_or_default()
+    /// Time from the first submission to `now` (zero before it).
+    pub fn latency_at(&self, now: Instant) -> Duration {
+        self.first_submit
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default()
     }
 
     /// Records a restart at `now`; true when the restarts inside `window` exceed `max`.

@@ -15,8 +15,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::watch;
 
-use super::poller::PollerActor;
-use super::poller::PollerEnv;
+use super::poller::{ActionDone, PollerActor, PollerEnv};
 use crate::action::{ActionSpec, Identity, Outcome};
 use crate::journal::{ActionRow, Replay};
 use crate::report::{BatchSummary, Progress, Summary};
@@ -29,22 +28,6 @@ use crate::telemetry::events::InFlight;
 pub struct Admit {
     /// The actions.
     pub actions: Vec<ActionSpec>,
-}
-
-/// A poller reached its outcome.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ActionDone {
-    /// Whose.
-    pub identity: Identity,
-    /// Outcome.
-    pub outcome: Outcome,
-    /// First submission -> outcome.
-    pub latency: Duration,
-    /// Retries spent.
-    pub retries: u32,
-    /// Restarts of its poller.
-    pub restarts: u32,
 }
 
 /// Start dead-lettered actions again after `dlq replay` (the journal already reset them).
@@ -151,7 +134,7 @@ impl AdmissionActor {
                 }
                 .emit();
                 let env = self.env.clone();
-                let me = ctx.address();
+                let me = ctx.address().recipient();
                 let identity = spec.identity.clone();
                 let addr = actix::Supervisor::start(move |_| PollerActor::new(env, spec, state, me));
                 self.running.insert(identity, addr);

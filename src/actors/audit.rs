@@ -16,67 +16,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use actix::prelude::*;
-use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::action::Identity;
+use crate::audit::AuditRecord;
 use crate::journal::{Journal, OutcomeLine};
 use crate::telemetry::events::AuditWritten;
 
 /// Most lines written between two syncs.
 const MAX_GROUP: usize = 8192;
-
-/// One audit record before it is stamped.
-#[derive(Debug, Clone)]
-pub struct AuditRecord {
-    /// `ACTION_COMPLETED`, `ASYNC_ERROR_HANDLED`, ...
-    pub event_type: &'static str,
-    /// Whose.
-    pub identity: Identity,
-    /// The event's own fields.
-    pub fields: Map<String, Value>,
-}
-
-impl AuditRecord {
-    /// A record with no fields yet.
-    pub fn new(event_type: &'static str, identity: &Identity) -> Self {
-        AuditRecord {
-            event_type,
-            identity: identity.clone(),
-            fields: Map::new(),
-        }
-    }
-
-    /// Adds a field.
-    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.fields.insert(name.to_owned(), value.into());
-        self
-    }
-
-    /// The JSON line with its newline: common fields first, then the event's own.
-    pub fn to_line(&self, event_id: Uuid) -> Vec<u8> {
-        let mut map = Map::new();
-        map.insert("event_id".into(), event_id.to_string().into());
-        map.insert("event_type".into(), self.event_type.into());
-        map.insert("timestamp".into(), rfc3339_now().into());
-        map.insert("batch".into(), self.identity.batch.as_ref().into());
-        map.insert("key".into(), self.identity.key.as_ref().into());
-        for (k, v) in &self.fields {
-            map.insert(k.clone(), v.clone());
-        }
-        let mut line = serde_json::to_vec(&Value::Object(map)).expect("a JSON map always serializes");
-        line.push(b'\n');
-        line
-    }
-}
-
-/// RFC 3339 UTC timestamp of now.
-pub fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
 
 /// Append a record.
 #[derive(Message)]

@@ -9,78 +9,19 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::action::Identity;
-use crate::actors::audit::{AppendAudit, AuditActor, AuditRecord};
+use crate::actors::audit::{AppendAudit, AuditActor};
+use crate::audit::AuditRecord;
 use crate::backoff::redelivery_delay;
-use crate::classify::{ErrorPayload, StackFrame};
-use crate::config::{Directive, Secret};
-use crate::cxone::Endpoint;
+use crate::config::Secret;
+use crate::dead_letter::{signature, DeadLetter};
 use crate::journal::Journal;
 use crate::telemetry::events::{DeadLettered, HttpRequestDone, UndeliveredDeadLetters};
-
-/// The webhook body of SPEC §9.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// The failure's UUID, also the `Idempotency-Key` of every delivery.
-    pub error_id: Uuid,
-    /// Batch name.
-    pub batch: String,
-    /// Action key.
-    pub key: String,
-    /// CXone id, if any.
-    pub action_id: Option<String>,
-    /// Error code.
-    pub error_code: String,
-    /// Message.
-    pub message: String,
-    /// HTTP status that carried the failure; 0 when none came.
-    pub status_code: u16,
-    /// The directive (DEAD_LETTER, or ROLLBACK when no compensation is configured).
-    pub recovery_directive: Directive,
-    /// Retries spent.
-    pub retry_count: u32,
-    /// Budget.
-    pub max_retries: u32,
-    /// True when the budget ran out.
-    pub retry_exhausted: bool,
-    /// The `stack_trace_matrix`.
-    pub stack_trace: Vec<StackFrame>,
-    /// Unix seconds.
-    pub created_at: f64,
-    /// Unix seconds.
-    pub resolved_at: Option<f64>,
-    /// RFC 3339 time the letter was made.
-    pub timestamp: String,
-}
-
-impl DeadLetter {
-    /// Builds the letter of `payload` for `identity`.
-    pub fn new(identity: &Identity, payload: &ErrorPayload, retry_exhausted: bool) -> Self {
-        DeadLetter {
-            error_id: payload.error_id,
-            batch: identity.batch.to_string(),
-            key: identity.key.to_string(),
-            action_id: payload.action_id.clone(),
-            error_code: payload.error_code.clone(),
-            message: payload.message.clone(),
-            status_code: payload.status_code,
-            recovery_directive: payload.recovery_directive,
-            retry_count: payload.retry_count,
-            max_retries: payload.max_retries,
-            retry_exhausted,
-            stack_trace: payload.stack_trace_matrix.clone(),
-            created_at: payload.created_at,
-            resolved_at: payload.resolved_at,
-            timestamp: crate::actors::audit::rfc3339_now(),
-        }
-    }
-}
+use crate::telemetry::metrics::Endpoint;
 
 /// A stored letter and its delivery state.
 #[derive(Debug, Clone, Serialize)]
@@ -250,19 +191,6 @@ impl DeadLetterActor {
             }
         }));
     }
-}
-
-/// `t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<body>")>`.
-pub fn signature(key: &Secret, body: &[u8]) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()).expect("HMAC takes any key length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 impl Actor for DeadLetterActor {

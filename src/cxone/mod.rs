@@ -20,9 +20,10 @@ use uuid::Uuid;
 use crate::classify::UpstreamError;
 use crate::config::{CxoneConfig, Secret};
 use crate::telemetry::events::HttpRequestDone;
+use crate::telemetry::metrics::Endpoint;
 pub use parse::parse_poll;
 use parse::{retry_after, status_error, submitted_id};
-pub use rate_limit::{Endpoint, Gate};
+pub use rate_limit::Gate;
 
 /// Why a CXone call did not succeed. Matched on the hot path: no boxing.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,6 +52,15 @@ pub enum CallError {
     /// The action's `poll.timeout` passed before the request could be sent (no token).
     #[error("poll.timeout passed while waiting for a token")]
     PollTimeout,
+    /// A problem retrying cannot fix (the server's certificate does not verify, the
+    /// proxy wants other credentials): an operator must act.
+    #[error("{host}: {reason}")]
+    Misconfigured {
+        /// The host concerned.
+        host: String,
+        /// What is wrong, safe to show.
+        reason: String,
+    },
 }
 
 impl CallError {
@@ -60,8 +70,14 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
             CallError::Network(_) | CallError::Timeout | CallError::Malformed(_) => true,
-            CallError::PollTimeout => false,
+            CallError::PollTimeout | CallError::Misconfigured { .. } => false,
         }
+    }
+
+    /// True for failures an operator must fix: the action waits without spending its
+    /// retry budget, `/readyz` reports it and `run --once` stops.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, CallError::Misconfigured { .. })
     }
 
     /// The dead-letter code when the retry budget runs out on this error.
@@ -73,6 +89,7 @@ impl CallError {
             CallError::Timeout => "REQUEST_TIMEOUT".into(),
             CallError::Malformed(_) => "MALFORMED_RESPONSE".into(),
             CallError::PollTimeout => "POLL_TIMEOUT".into(),
+            CallError::Misconfigured { .. } => "MISCONFIGURED".into(),
         }
     }
 
@@ -81,7 +98,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => *status,
             CallError::Malformed(_) => 200,
-            CallError::Network(_) | CallError::Timeout | CallError::PollTimeout => 0,
+            CallError::Network(_) | CallError::Timeout | CallError::PollTimeout | CallError::Misconfigured { .. } => 0,
         }
     }
 
@@ -95,6 +112,7 @@ impl CallError {
             CallError::Timeout => "timeout",
             CallError::Malformed(_) => "malformed_response",
             CallError::PollTimeout => "timeout",
+            CallError::Misconfigured { .. } => "misconfigured",
         }
     }
 }

@@ -8,34 +8,7 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// The kinds of request, as metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    /// The token endpoint.
-    Token,
-    /// Action submission.
-    Submit,
-    /// Action polling.
-    Poll,
-    /// Dead-letter webhook.
-    Webhook,
-}
-
-impl Endpoint {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Token => "token",
-            Endpoint::Submit => "submit",
-            Endpoint::Poll => "poll",
-            Endpoint::Webhook => "webhook",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+use crate::telemetry::metrics::Endpoint;
 
 /// Pause-until per endpoint plus the request-rate schedule.
 pub struct Gate {
@@ -61,7 +34,7 @@ impl Gate {
     /// Pauses every request to `endpoint` for `retry_after` (or the default pause).
     pub fn pause(&self, endpoint: Endpoint, retry_after: Option<Duration>) {
         let until = Instant::now() + retry_after.unwrap_or(self.default_pause);
-        let cell = &self.paused_until[endpoint.index()];
+        let cell = &self.paused_until[endpoint as usize];
         if cell.get().is_none_or(|current| current < until) {
             cell.set(Some(until));
         }
@@ -69,7 +42,7 @@ impl Gate {
 
     /// When `endpoint` may be called again, if it is paused now.
     pub fn paused_until(&self, endpoint: Endpoint) -> Option<Instant> {
-        self.paused_until[endpoint.index()]
+        self.paused_until[endpoint as usize]
             .get()
             .filter(|t| *t > Instant::now())
     }

@@ -32,7 +32,7 @@ use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
 use crate::action::Identity;
-use crate::actors::dead_letter::DeadLetter;
+use crate::dead_letter::DeadLetter;
 pub use read::{DeadLetterView, JournalReader};
 pub use record::{now_ms, ActionRow, StateWord};
 

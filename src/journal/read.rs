@@ -11,7 +11,7 @@ use super::record::{now_ms, ActionRow};
 use super::writer::read_action;
 use super::JournalError;
 use crate::action::Identity;
-use crate::actors::dead_letter::DeadLetter;
+use crate::dead_letter::DeadLetter;
 
 /// A dead letter with its delivery state.
 #[derive(Debug, Clone, Serialize)]

@@ -179,7 +179,7 @@ impl ActionRow {
                 StateWord::of_outcome(*outcome),
                 None,
                 None,
-                Some(st.latency().as_millis() as i64),
+                Some(st.latency_at(Instant::now()).as_millis() as i64),
             ),
         };
         ActionRow {

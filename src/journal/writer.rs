@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::record::{now_ms, ActionRow, StateWord};
 use super::{JournalError, Op, OutcomeLine, Replay, Snapshot};
 use crate::action::Identity;
-use crate::actors::dead_letter::DeadLetter;
+use crate::dead_letter::DeadLetter;
 
 /// Most operations committed in one transaction.
 const MAX_GROUP: usize = 4096;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
+pub use super::metrics::Endpoint;
 use super::metrics::*;
 use crate::action::Outcome;
-use crate::cxone::Endpoint;
 
 /// An HTTP request finished (or failed without a response when `status` is `None`).
 pub struct HttpRequestDone {

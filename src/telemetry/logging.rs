@@ -83,7 +83,7 @@ where
         write!(
             writer,
             "{} {:>5}",
-            crate::actors::audit::rfc3339_now(),
+            crate::audit::rfc3339_now(),
             event.metadata().level()
         )?;
         let mut spans = span_fields(ctx);
@@ -123,7 +123,7 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
         let mut map = Map::new();
-        map.insert("timestamp".into(), crate::actors::audit::rfc3339_now().into());
+        map.insert("timestamp".into(), crate::audit::rfc3339_now().into());
         map.insert("level".into(), meta.level().as_str().into());
         map.insert("target".into(), meta.target().into());
         map.extend(span_fields(ctx));

@@ -29,6 +29,31 @@ pub const DEAD_LETTERS_UNDELIVERED: &str = "actionwarden_dead_letters_undelivere
 /// Counter: audit records written, by event type.
 pub const AUDIT_RECORDS: &str = "actionwarden_audit_records_total";
 
+/// The kinds of request, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// The token endpoint.
+    Token,
+    /// Action submission.
+    Submit,
+    /// Action polling.
+    Poll,
+    /// Dead-letter webhook.
+    Webhook,
+}
+
+impl Endpoint {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Token => "token",
+            Endpoint::Submit => "submit",
+            Endpoint::Poll => "poll",
+            Endpoint::Webhook => "webhook",
+        }
+    }
+}
+
 /// Buckets for HTTP latency: 1ms to 30s.
 const HTTP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -1,27 +1,28 @@
 //! What every poller shares (the CXone client, the singleton actors, the settings) and
-//! the calls made through it: tokens with the 401 repeat, request slots, chaos.
+//! the calls made through it: tokens with the 401 repeat, request slots, classification,
+//! chaos.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::Addr;
 use rand::rngs::SmallRng;
 use rand::Rng;
 
+use super::machine::Policy;
+use super::MAILBOX_RETRY;
 use crate::action::ActionSpec;
 use crate::actors::audit::AuditActor;
-use crate::actors::classifier::ClassifierActor;
+use crate::actors::classifier::{ClassifierActor, Classify};
 use crate::actors::dead_letter::DeadLetterActor;
 use crate::actors::token::{GetToken, InvalidateToken, TokenActor, TokenCache};
+use crate::classify::{ErrorPayload, Failure};
 use crate::config::{PollConfig, RetryConfig, Secret, SupervisorConfig};
 use crate::cxone::{CallError, CxoneClient};
 use crate::journal::Journal;
-
-/// How long a caller waits before asking the restarting token actor again.
-const TOKEN_RETRY: Duration = Duration::from_millis(20);
 
 /// Shared by the pollers of one arbiter.
 pub struct PollerEnv {
@@ -56,7 +57,51 @@ pub struct PollerEnv {
     /// Steps allowed to have a request in flight (`cxone.max_connections`).
     pub request_slots: tokio::sync::Semaphore,
     /// CXone requests in flight (shutdown waits for them).
-    pub requests_in_flight: Cell<usize>,
+    pub requests: InFlightRequests,
+}
+
+/// One request in flight.
+struct RequestGuard<'a>(&'a InFlightRequests);
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        let requests = self.0;
+        requests.count.set(requests.count.get() - 1);
+        if requests.count.get() == 0 {
+            requests.idle.notify_waiters();
+        }
+    }
+}
+
+/// A count of requests in flight that a shutdown can wait on.
+#[derive(Default)]
+pub struct InFlightRequests {
+    count: Cell<usize>,
+    idle: tokio::sync::Notify,
+}
+
+impl InFlightRequests {
+    /// Requests in flight now.
+    pub fn count(&self) -> usize {
+        self.count.get()
+    }
+
+    /// Counts a request until the guard drops (also when its future is dropped midway).
+    fn start(&self) -> RequestGuard<'_> {
+        self.count.set(self.count.get() + 1);
+        RequestGuard(self)
+    }
+
+    /// Resolves once no request is in flight.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.get() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl PollerEnv {
@@ -68,7 +113,7 @@ impl PollerEnv {
         loop {
             match self.token.send(GetToken).await {
                 Ok(Ok(token)) => return token,
-                _ => actix_rt::time::sleep(TOKEN_RETRY).await,
+                _ => actix_rt::time::sleep(MAILBOX_RETRY).await,
             }
         }
     }
@@ -116,10 +161,8 @@ impl PollerEnv {
         if self.stopping.get() {
             std::future::pending::<()>().await;
         }
-        self.requests_in_flight.set(self.requests_in_flight.get() + 1);
-        let result = call(token).await;
-        self.requests_in_flight.set(self.requests_in_flight.get() - 1);
-        result
+        let _counted = self.requests.start();
+        call(token).await
     }
 
     /// One of the request slots: at most `cxone.max_connections` steps with a request in
@@ -130,6 +173,32 @@ impl PollerEnv {
             .acquire()
             .await
             .expect("the semaphore is never closed")
+    }
+
+    /// The settings a decision about an action of `batch` depends on.
+    pub(super) fn policy(&self, batch: &str) -> Policy<'_> {
+        Policy {
+            retry: &self.retry,
+            poll: &self.poll,
+            supervisor: &self.supervisor,
+            can_compensate: self.rollback_templates.contains_key(batch),
+        }
+    }
+
+    /// The failure's `ErrorPayload` from the classifier, asking again while it restarts.
+    pub(super) async fn classify(&self, failure: Failure) -> ErrorPayload {
+        loop {
+            match self
+                .classifier
+                .send(Classify {
+                    failure: failure.clone(),
+                })
+                .await
+            {
+                Ok(payload) => return payload,
+                Err(_) => actix_rt::time::sleep(MAILBOX_RETRY).await,
+            }
+        }
     }
 
     /// Panics with the configured chaos probability (drills and tests only).
