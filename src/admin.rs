@@ -43,7 +43,7 @@ struct AdminState {
 /// Starts the admin server on `listen`; fails when the address cannot be bound.
 /// `has_webhook` lets the dead-letter view tell pending letters from stored ones.
 pub fn start(
-    listen: &str,
+    listen: std::net::SocketAddr,
     metrics: PrometheusHandle,
     journal_path: PathBuf,
     readiness: Arc<Readiness>,

@@ -1,6 +1,12 @@
-//! The top-level `Error` and the exit codes of SPEC §2.
+//! The top-level `Error` and the process exit codes: 0 success, 1 usage or configuration
+//! error, 2 `run --once` finished without every action completing, 3 cannot run,
+//! 4 `run --once` interrupted (docs/cli.md has the whole table).
 
-use crate::config::ConfigError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::{ConfigError, SecretError};
+use crate::journal::JournalError;
 
 /// Why a command could not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -8,25 +14,67 @@ pub enum Error {
     /// The configuration is unreadable or invalid (exit 1).
     #[error("{0}")]
     Config(#[from] ConfigError),
-    /// A usage or setup problem the user can fix (exit 1).
-    #[error("{0}")]
-    Usage(String),
-    /// The daemon cannot run: credentials rejected, journal locked, address in use (exit 3).
-    #[error("{0}")]
-    CannotRun(String),
+    /// A secret named by the configuration cannot be read (exit 1).
+    #[error("{key}: {source}")]
+    Secret {
+        /// The configuration key naming the secret.
+        key: &'static str,
+        /// Why.
+        source: SecretError,
+    },
+    /// `cxone.client_id` is empty and `CXONE_CLIENT_ID` is not set (exit 1).
+    #[error("cxone.client_id is empty and CXONE_CLIENT_ID is not set")]
+    MissingClientId,
+    /// The journal cannot be used: locked by another daemon, unreadable, missing (exit 3,
+    /// or 1 for a journal that does not exist yet).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The audit file cannot be opened (exit 3).
+    #[error("cannot open audit file {path}: {source}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The simulator cannot start (exit 3).
+    #[error("cannot start the simulator: {0}")]
+    Simulator(std::io::Error),
+    /// The admin server cannot listen (exit 3).
+    #[error("cannot serve the admin API on {addr}: {source}")]
+    Admin {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why (address in use, permission).
+        source: std::io::Error,
+    },
+    /// A command-line value clap could not check (exit 1).
+    #[error("{flag}: {problem}")]
+    Argument {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+    },
+    /// Signal handlers cannot be installed (exit 3).
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Usage(_) => 1,
-            Error::CannotRun(_) => 3,
+            Error::Config(_) | Error::Secret { .. } | Error::MissingClientId | Error::Argument { .. } => exit::USAGE,
+            Error::Journal(e) if e.is_missing() => exit::USAGE,
+            Error::Journal(_) | Error::Audit { .. } | Error::Simulator(_) | Error::Admin { .. } | Error::Signals(_) => {
+                exit::CANNOT_RUN
+            }
         }
     }
 }
 
-/// Exit codes of a finished run.
+/// Exit codes.
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;

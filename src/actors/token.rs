@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
-use crate::config::Secret;
+use crate::config::{Secret, SecretError};
 use crate::cxone::{CallError, CxoneClient};
 use crate::telemetry::events::TokenRefreshed;
 
@@ -35,7 +35,7 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    fn read(&self) -> Result<Secret, String> {
+    fn read(&self) -> Result<Secret, SecretError> {
         match self {
             SecretSource::Fixed(s) => Ok(s.clone()),
             SecretSource::File(path) => Secret::from_file(path),
@@ -144,7 +144,7 @@ impl TokenActor {
         let work = async move {
             match secret {
                 Ok(secret) => client.fetch_token(&client_id, &secret).await.map_err(Failure::Call),
-                Err(message) => Err(Failure::Secret(message)),
+                Err(error) => Err(Failure::Secret(error)),
             }
         };
         ctx.spawn(work.into_actor(self).map(|result, act, ctx| act.fetched(result, ctx)));
@@ -186,9 +186,9 @@ impl TokenActor {
                         );
                         (REJECTED_RETRY, TokenHealth::Rejected(reason))
                     }
-                    Failure::Secret(message) => {
+                    Failure::Secret(error) => {
                         TokenRefreshed { result: "error" }.emit();
-                        (REJECTED_RETRY, TokenHealth::Rejected(message.clone()))
+                        (REJECTED_RETRY, TokenHealth::Rejected(error.to_string()))
                     }
                     Failure::Call(error) => {
                         TokenRefreshed { result: "error" }.emit();
@@ -217,7 +217,7 @@ impl TokenActor {
 
 enum Failure {
     Call(CallError),
-    Secret(String),
+    Secret(SecretError),
 }
 
 fn retry_after(error: &CallError) -> Option<Duration> {

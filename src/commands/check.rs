@@ -47,12 +47,8 @@ pub fn plan(loaded: &Loaded) -> String {
     }
     let secret = if c.cxone.uses_simulator() {
         "embedded simulator credentials".to_string()
-    } else if !c.cxone.client_secret_file.is_empty() {
-        format!(
-            "from file {} ({})",
-            c.cxone.client_secret_file,
-            presence(Path::new(&c.cxone.client_secret_file).exists())
-        )
+    } else if let Some(file) = &c.cxone.client_secret_file {
+        format!("from file {} ({})", file.display(), presence(file.exists()))
     } else {
         format!(
             "from env {} ({})",

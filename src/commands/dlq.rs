@@ -8,17 +8,15 @@ use crate::journal::JournalReader;
 
 fn reader(path: &Path) -> Result<(JournalReader, bool), Error> {
     let loaded = config::load(path)?;
-    let has_webhook = !loaded.config.dead_letter.webhook_url.is_empty();
-    let reader = JournalReader::open(&loaded.config.journal.path).map_err(|e| Error::Usage(e.to_string()))?;
+    let has_webhook = loaded.config.dead_letter.webhook_url.is_set();
+    let reader = JournalReader::open(&loaded.config.journal.path)?;
     Ok((reader, has_webhook))
 }
 
 /// Lists every dead letter with its delivery state.
 pub fn list(path: &Path, as_json: bool) -> Result<u8, Error> {
     let (reader, has_webhook) = reader(path)?;
-    let letters = reader
-        .dead_letters(has_webhook)
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let letters = reader.dead_letters(has_webhook)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&letters).expect("JSON serializes"));
         return Ok(exit::OK);
@@ -46,9 +44,7 @@ pub fn list(path: &Path, as_json: bool) -> Result<u8, Error> {
 /// `run` does.
 pub fn replay(path: &Path, all: bool, error_ids: &[String]) -> Result<u8, Error> {
     let (reader, _) = reader(path)?;
-    let accepted = reader
-        .request_replay(if all { None } else { Some(error_ids) })
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let accepted = reader.request_replay(if all { None } else { Some(error_ids) })?;
     for id in &accepted {
         println!("replay requested: {id}");
     }

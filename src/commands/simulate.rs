@@ -46,7 +46,10 @@ pub fn simulate(command: Command) -> Result<u8, Error> {
         s.client_secret_env = v;
     }
     if let Some(v) = token_ttl {
-        s.token_ttl = duration::parse(&v).map_err(|e| Error::Usage(format!("--token-ttl: {e}")))?;
+        s.token_ttl = duration::parse(&v).map_err(|e| Error::Argument {
+            flag: "--token-ttl",
+            problem: e.to_string(),
+        })?;
     }
     if let Some(v) = webhook_secret_env {
         s.webhook_secret_env = v;
@@ -61,7 +64,10 @@ pub fn simulate(command: Command) -> Result<u8, Error> {
         s.retry_after_secs = v;
     }
     if let Some(v) = latency {
-        s.latency = Some(duration::parse(&v).map_err(|e| Error::Usage(format!("--latency: {e}")))?);
+        s.latency = Some(duration::parse(&v).map_err(|e| Error::Argument {
+            flag: "--latency",
+            problem: e.to_string(),
+        })?);
     }
     for (name, value) in [
         ("--header-only-rate", header_only_rate),
@@ -72,7 +78,10 @@ pub fn simulate(command: Command) -> Result<u8, Error> {
         ("--early-expiry-rate", early_expiry_rate),
     ] {
         if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-            return Err(Error::Usage(format!("{name}: expected a share between 0.0 and 1.0")));
+            return Err(Error::Argument {
+                flag: name,
+                problem: "expected a share between 0.0 and 1.0".into(),
+            });
         }
     }
     s.header_only_rate = header_only_rate.or(s.header_only_rate);
@@ -84,16 +93,10 @@ pub fn simulate(command: Command) -> Result<u8, Error> {
 
     crate::telemetry::logging::init(crate::config::LogFormat::Text, "info");
     actix_rt::System::new().block_on(async move {
-        let running = simulator::start(&listen, s).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                Error::CannotRun(format!("cannot listen on {listen}: address in use"))
-            } else {
-                Error::Usage(format!("cannot start the simulator on {listen}: {e}"))
-            }
-        })?;
+        let running = simulator::start(&listen, s).await.map_err(Error::Simulator)?;
         println!("listening on {}", running.base_url());
         let _ = std::io::stdout().flush();
-        crate::app::wait_for_stop_signal().await;
+        crate::app::wait_for_stop_signal().await?;
         running.handle.stop(true).await;
         Ok(exit::OK)
     })

@@ -13,12 +13,10 @@ use crate::journal::JournalReader;
 /// Prints action counts by batch and state, and the dead-letter backlog.
 pub fn status(path: &Path, as_json: bool) -> Result<u8, Error> {
     let loaded = config::load(path)?;
-    let reader = JournalReader::open(&loaded.config.journal.path).map_err(|e| Error::Usage(e.to_string()))?;
-    let counts = reader.counts().map_err(|e| Error::Usage(e.to_string()))?;
-    let has_webhook = !loaded.config.dead_letter.webhook_url.is_empty();
-    let letters = reader
-        .dead_letters(has_webhook)
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let reader = JournalReader::open(&loaded.config.journal.path)?;
+    let counts = reader.counts()?;
+    let has_webhook = loaded.config.dead_letter.webhook_url.is_set();
+    let letters = reader.dead_letters(has_webhook)?;
     let mut batches: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for (batch, state, n) in counts {
         batches.entry(batch).or_default().insert(state, n);
@@ -28,7 +26,7 @@ pub fn status(path: &Path, as_json: bool) -> Result<u8, Error> {
         m
     });
     // Without a webhook, letters are stored and listed, never "undelivered".
-    let has_webhook = !loaded.config.dead_letter.webhook_url.is_empty();
+    let has_webhook = loaded.config.dead_letter.webhook_url.is_set();
     let undelivered = if has_webhook {
         letters.iter().filter(|l| !l.delivered).count()
     } else {

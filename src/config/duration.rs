@@ -9,16 +9,40 @@ use std::time::Duration;
 use serde::de::{self, Visitor};
 use serde::{Deserializer, Serializer};
 
-/// Parses a duration string; the error text is what the config loader shows the user.
-pub fn parse(text: &str) -> Result<Duration, String> {
+/// Why a duration string is refused; the text is what the config loader shows the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing was written.
+    #[error("expected a duration such as \"250ms\", \"5s\" or \"1h\", found an empty string")]
+    Empty,
+    /// Not a duration.
+    #[error("expected a duration such as \"250ms\", \"5s\" or \"1h\", found {text:?} ({reason})")]
+    Invalid {
+        /// What was written.
+        text: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// Longer than deadlines computed from now can hold.
+    #[error("expected a duration of at most 10 years, found {text:?}")]
+    TooLong {
+        /// What was written.
+        text: String,
+    },
+}
+
+/// Parses a duration string.
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err("expected a duration such as \"250ms\", \"5s\" or \"1h\", found an empty string".into());
+        return Err(DurationError::Empty);
     }
-    let duration = humantime::parse_duration(trimmed)
-        .map_err(|e| format!("expected a duration such as \"250ms\", \"5s\" or \"1h\", found {text:?} ({e})"))?;
+    let duration = humantime::parse_duration(trimmed).map_err(|e| DurationError::Invalid {
+        text: text.to_owned(),
+        reason: e.to_string(),
+    })?;
     if duration > MAX {
-        return Err(format!("expected a duration of at most 10 years, found {text:?}"));
+        return Err(DurationError::TooLong { text: text.to_owned() });
     }
     Ok(duration)
 }
@@ -75,7 +99,7 @@ mod tests {
     fn refuses_text_without_a_unit() {
         assert!(parse("5").is_err());
         assert!(parse("").is_err());
-        assert!(parse("fast").unwrap_err().contains("\"fast\""));
+        assert!(parse("fast").unwrap_err().to_string().contains("\"fast\""));
         assert!(parse("400000000000y").is_err(), "no deadline overflow later");
     }
 

@@ -6,10 +6,12 @@
 
 pub mod duration;
 mod location;
+mod optional;
 pub mod secret;
 mod validate;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use crate::action::ActionSpec;
 use crate::simulator::SimulatorSettings;
 
 pub use location::Problem;
-pub use secret::Secret;
+pub use secret::{Secret, SecretError};
 
 /// The literal `base_url` (and `webhook_url`) that selects the embedded simulator.
 pub const SIMULATOR: &str = "simulator";
@@ -73,8 +75,10 @@ pub struct CxoneConfig {
     pub client_id: String,
     /// Name of the environment variable holding the client secret. Default `CXONE_CLIENT_SECRET`.
     pub client_secret_env: String,
-    /// File holding the client secret; wins over `client_secret_env` when set.
-    pub client_secret_file: String,
+    /// File holding the client secret, read at every token request (so a rotated file
+    /// is picked up); wins over `client_secret_env` when set. Default: none (`""`).
+    #[serde(with = "optional")]
+    pub client_secret_file: Option<PathBuf>,
     /// OAuth2 scopes, sent space-separated.
     pub scopes: Vec<String>,
     /// Submit path. Default `/api/v2/data/actions`.
@@ -105,7 +109,7 @@ impl Default for CxoneConfig {
             token_url: String::new(),
             client_id: String::new(),
             client_secret_env: "CXONE_CLIENT_SECRET".into(),
-            client_secret_file: String::new(),
+            client_secret_file: None,
             scopes: vec!["data:actions:write".into(), "data:actions:read".into()],
             submit_path: "/api/v2/data/actions".into(),
             poll_path: "/api/v2/data/actions/{id}".into(),
@@ -300,8 +304,9 @@ impl Default for SupervisorConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeadLetterConfig {
-    /// Webhook; empty: stored and listed only; `"simulator"`: the embedded simulator's `/sim/webhook`.
-    pub webhook_url: String,
+    /// Where dead letters are POSTed: `""` (default): stored and listed only;
+    /// `"simulator"`: the embedded simulator's `/sim/webhook`; else an http(s) URL.
+    pub webhook_url: WebhookTarget,
     /// Env var holding the HMAC key; empty: unsigned.
     pub signing_secret_env: String,
     /// Timeout of one delivery. Default `10s`.
@@ -321,12 +326,64 @@ pub struct DeadLetterConfig {
 impl Default for DeadLetterConfig {
     fn default() -> Self {
         DeadLetterConfig {
-            webhook_url: String::new(),
+            webhook_url: WebhookTarget::None,
             signing_secret_env: String::new(),
             timeout: Duration::from_secs(10),
             redelivery_max_delay: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
             signing_secret: None,
+        }
+    }
+}
+
+/// Where dead letters go, parsed once from `dead_letter.webhook_url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum WebhookTarget {
+    /// `""`: letters are stored and listed, not sent.
+    #[default]
+    None,
+    /// `"simulator"`: the embedded simulator's `/sim/webhook`.
+    Simulator,
+    /// An http(s) URL.
+    Url(url::Url),
+}
+
+impl WebhookTarget {
+    /// True when letters are sent somewhere (then an unsent one is "pending").
+    pub fn is_set(&self) -> bool {
+        !matches!(self, WebhookTarget::None)
+    }
+}
+
+/// A `webhook_url` that is neither empty, `"simulator"` nor a URL.
+#[derive(Debug, thiserror::Error)]
+#[error("expected an http(s) URL, \"simulator\" or \"\", found {text:?} ({source})")]
+pub struct InvalidWebhookUrl {
+    text: String,
+    source: url::ParseError,
+}
+
+impl TryFrom<String> for WebhookTarget {
+    type Error = InvalidWebhookUrl;
+
+    fn try_from(text: String) -> Result<Self, InvalidWebhookUrl> {
+        match text.as_str() {
+            "" => Ok(WebhookTarget::None),
+            SIMULATOR => Ok(WebhookTarget::Simulator),
+            url => url::Url::parse(url)
+                .map(WebhookTarget::Url)
+                .map_err(|source| InvalidWebhookUrl { text, source }),
+        }
+    }
+}
+
+impl From<WebhookTarget> for String {
+    fn from(target: WebhookTarget) -> String {
+        match target {
+            WebhookTarget::None => String::new(),
+            WebhookTarget::Simulator => SIMULATOR.into(),
+            WebhookTarget::Url(url) => url.into(),
         }
     }
 }
@@ -373,8 +430,9 @@ impl Default for JournalConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Listen address; empty disables the admin server. Default `127.0.0.1:9464`.
-    pub listen: String,
+    /// Listen address; `""` disables the admin server. Default `127.0.0.1:9464`.
+    #[serde(with = "optional")]
+    pub listen: Option<SocketAddr>,
     /// Env var with the bearer token for POST endpoints.
     pub token_env: String,
     /// A literal admin token: refused.
@@ -385,7 +443,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            listen: "127.0.0.1:9464".into(),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             token_env: String::new(),
             token: None,
         }

@@ -1,8 +1,39 @@
 //! `Secret`: a string that never prints. Secrets come from the environment or a file,
-//! never from the TOML itself (SPEC §15).
+//! never from the TOML itself.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable is not set.
+    #[error("environment variable {name} is not set")]
+    EnvMissing {
+        /// The variable.
+        name: String,
+    },
+    /// The environment variable is set but blank.
+    #[error("environment variable {name} is empty")]
+    EnvEmpty {
+        /// The variable.
+        name: String,
+    },
+    /// The secret file cannot be read.
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The secret file holds nothing but blanks.
+    #[error("secret file {path} is empty")]
+    FileEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+}
 
 /// A secret value. `Debug` and `Display` print `**REDACTED**`; `expose()` is called only
 /// where the value goes onto the wire.
@@ -21,21 +52,23 @@ impl Secret {
     }
 
     /// Reads the secret from the environment variable `name`.
-    pub fn from_env(name: &str) -> Result<Self, String> {
+    pub fn from_env(name: &str) -> Result<Self, SecretError> {
         match std::env::var(name) {
             Ok(value) if !value.trim().is_empty() => Ok(Secret(value.trim().to_owned())),
-            Ok(_) => Err(format!("environment variable {name} is empty")),
-            Err(_) => Err(format!("environment variable {name} is not set")),
+            Ok(_) => Err(SecretError::EnvEmpty { name: name.to_owned() }),
+            Err(_) => Err(SecretError::EnvMissing { name: name.to_owned() }),
         }
     }
 
     /// Reads the secret from a file, trimming one trailing newline and surrounding blanks.
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<Self, SecretError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+            path: path.to_owned(),
+            source,
+        })?;
         let value = text.trim();
         if value.is_empty() {
-            return Err(format!("secret file {} is empty", path.display()));
+            return Err(SecretError::FileEmpty { path: path.to_owned() });
         }
         Ok(Secret(value.to_owned()))
     }

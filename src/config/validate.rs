@@ -2,12 +2,12 @@
 //! the whole file in one pass instead of one error per run.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 
 use super::location::{Document, Problem, Seg};
 use super::secret::is_env_var_name;
-use super::{Config, SIMULATOR};
+use super::{Config, WebhookTarget};
 use crate::action::{ActionSpec, Identity};
 
 /// Resolves every action of every batch (inline first, then `actions_file`), refusing
@@ -179,10 +179,10 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
     // CXone endpoints.
     let cx = &config.cxone;
     if !cx.uses_simulator() {
-        if let Err(message) = check_url(&cx.base_url, cx.allow_insecure_http) {
-            bad(&[k("cxone"), k("base_url")], format!("{message} (or \"simulator\")"));
+        if let Err(problem) = check_url(&cx.base_url, cx.allow_insecure_http) {
+            bad(&[k("cxone"), k("base_url")], format!("{problem} (or \"simulator\")"));
         }
-        if cx.client_secret_env.is_empty() && cx.client_secret_file.is_empty() {
+        if cx.client_secret_env.is_empty() && cx.client_secret_file.is_none() {
             bad(
                 &[k("cxone"), k("client_secret_env")],
                 "expected client_secret_env or client_secret_file".into(),
@@ -190,8 +190,8 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
         }
     }
     if !cx.token_url.is_empty() {
-        if let Err(message) = check_url(&cx.token_url, cx.allow_insecure_http) {
-            bad(&[k("cxone"), k("token_url")], message);
+        if let Err(problem) = check_url(&cx.token_url, cx.allow_insecure_http) {
+            bad(&[k("cxone"), k("token_url")], problem.to_string());
         }
     }
     if !cx.submit_path.starts_with('/') {
@@ -279,28 +279,22 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
     }
 
     let dl = &config.dead_letter;
-    if dl.webhook_url == SIMULATOR {
-        if !cx.uses_simulator() {
-            bad(
-                &[k("dead_letter"), k("webhook_url")],
-                "\"simulator\" needs cxone.base_url = \"simulator\"".into(),
-            );
+    match &dl.webhook_url {
+        WebhookTarget::Simulator if !cx.uses_simulator() => bad(
+            &[k("dead_letter"), k("webhook_url")],
+            "\"simulator\" needs cxone.base_url = \"simulator\"".into(),
+        ),
+        WebhookTarget::Url(url) => {
+            if let Err(problem) = check_url(url.as_str(), cx.allow_insecure_http) {
+                bad(&[k("dead_letter"), k("webhook_url")], problem.to_string());
+            }
         }
-    } else if !dl.webhook_url.is_empty() {
-        if let Err(message) = check_url(&dl.webhook_url, cx.allow_insecure_http) {
-            bad(&[k("dead_letter"), k("webhook_url")], message);
-        }
+        WebhookTarget::None | WebhookTarget::Simulator => {}
     }
     if dl.timeout.is_zero() {
         bad(
             &[k("dead_letter"), k("timeout")],
             "expected a duration above zero".into(),
-        );
-    }
-    if !config.admin.listen.is_empty() && config.admin.listen.parse::<SocketAddr>().is_err() {
-        bad(
-            &[k("admin"), k("listen")],
-            "expected an address such as \"127.0.0.1:9464\", or \"\" to disable".into(),
         );
     }
     if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
@@ -344,17 +338,34 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
     problems
 }
 
+/// Why a URL key is refused.
+#[derive(Debug, thiserror::Error)]
+enum UrlProblem {
+    #[error("expected an http(s) URL, found {text:?} ({source})")]
+    Unparsable { text: String, source: url::ParseError },
+    #[error(
+        "plain http to the non-loopback host {host:?} is refused; use https or set cxone.allow_insecure_http = true"
+    )]
+    InsecureHttp { host: String },
+    #[error("expected an http or https URL, found scheme {scheme:?}")]
+    Scheme { scheme: String },
+}
+
 /// Checks an absolute http(s) URL; plain http only to loopback unless allowed.
-fn check_url(text: &str, allow_insecure_http: bool) -> Result<(), String> {
-    let url = url::Url::parse(text).map_err(|e| format!("expected an http(s) URL, found {text:?} ({e})"))?;
+fn check_url(text: &str, allow_insecure_http: bool) -> Result<(), UrlProblem> {
+    let url = url::Url::parse(text).map_err(|source| UrlProblem::Unparsable {
+        text: text.to_owned(),
+        source,
+    })?;
     match url.scheme() {
         "https" => Ok(()),
         "http" if allow_insecure_http || is_loopback(&url) => Ok(()),
-        "http" => Err(format!(
-            "plain http to the non-loopback host {:?} is refused; use https or set cxone.allow_insecure_http = true",
-            url.host_str().unwrap_or_default()
-        )),
-        other => Err(format!("expected an http or https URL, found scheme {other:?}")),
+        "http" => Err(UrlProblem::InsecureHttp {
+            host: url.host_str().unwrap_or_default().to_owned(),
+        }),
+        other => Err(UrlProblem::Scheme {
+            scheme: other.to_owned(),
+        }),
     }
 }
 

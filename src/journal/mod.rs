@@ -68,6 +68,13 @@ pub enum JournalError {
     WriterGone,
 }
 
+impl JournalError {
+    /// True when there is no journal at the path yet (nothing has run).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, JournalError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 /// An outcome's audit line, committed with the outcome.
 #[derive(Debug, Clone)]
 pub struct OutcomeLine {

@@ -1,0 +1,176 @@
+//! Starting the daemon's parts in order: the singleton actors under their supervisors,
+//! the admin server, the environment every poller shares, and admission.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::sync::watch;
+
+use super::credentials::Credentials;
+use crate::actors::admission::{AdmissionActor, Idle};
+use crate::actors::audit::AuditActor;
+use crate::actors::classifier::ClassifierActor;
+use crate::actors::dead_letter::{DeadLetterActor, Webhook};
+use crate::actors::poller::PollerEnv;
+use crate::actors::token::{TokenActor, TokenCache, TokenHealth};
+use crate::admin::Readiness;
+use crate::classify::Rules;
+use crate::config::{self, Config};
+use crate::cxone::{CxoneClient, Gate};
+use crate::error::Error;
+use crate::journal::{Journal, Snapshot};
+use crate::report::Progress;
+use crate::simulator::RunningSimulator;
+
+/// The running parts of a daemon.
+pub struct Daemon {
+    /// The journal.
+    pub journal: Journal,
+    /// Audit records.
+    pub audit: Addr<AuditActor>,
+    /// Dead letters.
+    pub dead_letter: Addr<DeadLetterActor>,
+    /// Admission and the pollers it starts.
+    pub admission: Addr<AdmissionActor>,
+    /// What the pollers share (the shutdown reads its request count).
+    pub env: Rc<PollerEnv>,
+    /// What `/readyz` reads.
+    pub readiness: Arc<Readiness>,
+    /// The token actor's state.
+    pub token_health: watch::Receiver<TokenHealth>,
+    /// Whether every admitted action has an outcome.
+    pub idle: watch::Receiver<Idle>,
+    /// The admin server.
+    pub admin: Option<ServerHandle>,
+    /// The embedded simulator.
+    pub simulator: Option<RunningSimulator>,
+    /// The Prometheus recorder.
+    pub metrics: PrometheusHandle,
+}
+
+/// Starts every part; `snapshot` is what the journal held at open.
+pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snapshot) -> Result<Daemon, Error> {
+    let metrics = crate::telemetry::metrics::install();
+    crate::telemetry::metrics::register_batches(cfg.batches.iter().map(|b| b.name.as_str()));
+    let gate = Rc::new(Gate::new(cfg.retry.base_delay, cfg.limits.requests_per_second));
+    let client = Rc::new(CxoneClient::new(&cfg.cxone, &creds.base_url, gate));
+
+    let audit_actor =
+        AuditActor::open(&cfg.audit.path, cfg.audit.fsync, journal.clone(), snapshot.unaudited).map_err(|source| {
+            Error::Audit {
+                path: cfg.audit.path.clone(),
+                source,
+            }
+        })?;
+    let audit = Supervisor::start(move |_| audit_actor);
+
+    let (health_tx, token_health) = watch::channel(TokenHealth::Missing);
+    let readiness = Arc::new(Readiness {
+        token: token_health.clone(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let admin = match cfg.admin.listen {
+        None => None,
+        Some(listen) => {
+            let (handle, addr) = crate::admin::start(
+                listen,
+                metrics.clone(),
+                cfg.journal.path.clone(),
+                readiness.clone(),
+                creds.admin_token.clone(),
+                cfg.dead_letter.webhook_url.is_set(),
+            )
+            .map_err(|source| Error::Admin { addr: listen, source })?;
+            tracing::info!(%addr, "Admin server listening.");
+            Some(handle)
+        }
+    };
+
+    let token_cache = TokenCache::default();
+    let (token_client, actor_cache, skew) = (client.clone(), token_cache.clone(), cfg.cxone.token_refresh_skew);
+    let (client_id, secret) = (creds.client_id, creds.secret);
+    let token =
+        Supervisor::start(move |_| TokenActor::new(token_client, client_id, secret, skew, health_tx, actor_cache));
+    let rules = Rules::new(&cfg.classifier);
+    let classifier = Supervisor::start(move |_| ClassifierActor::new(rules));
+    let webhook = Webhook {
+        url: creds.webhook_url,
+        signing_key: creds.signing_key,
+        timeout: cfg.dead_letter.timeout,
+        max_delay: cfg.dead_letter.redelivery_max_delay,
+    };
+    let (dl_audit, dl_journal, undelivered) = (audit.clone(), journal.clone(), snapshot.undelivered);
+    let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal, undelivered));
+
+    let env = Rc::new(PollerEnv {
+        client,
+        token,
+        token_cache,
+        classifier,
+        audit: audit.clone(),
+        dead_letter: dead_letter.clone(),
+        poll: cfg.poll.clone(),
+        retry: cfg.retry.clone(),
+        supervisor: cfg.supervisor.clone(),
+        rollback_templates: rollback_templates(cfg),
+        chaos_probability: if cfg.chaos.enabled {
+            cfg.chaos.poller_panic_probability
+        } else {
+            0.0
+        },
+        rng: RefCell::new(SmallRng::from_os_rng()),
+        journal: journal.clone(),
+        stopping: Cell::new(false),
+        request_slots: tokio::sync::Semaphore::new(cfg.cxone.max_connections),
+        requests: Default::default(),
+    });
+    let batch_limits = cfg
+        .batches
+        .iter()
+        .map(|b| (Arc::<str>::from(b.name.as_str()), b.max_in_flight))
+        .collect();
+    let (idle_tx, idle) = watch::channel(Idle(false));
+    let admission = AdmissionActor::new(
+        env.clone(),
+        cfg.limits.max_in_flight,
+        batch_limits,
+        snapshot.actions,
+        idle_tx,
+        Progress::new(),
+    )
+    .start();
+    Ok(Daemon {
+        journal,
+        audit,
+        dead_letter,
+        admission,
+        env,
+        readiness,
+        token_health,
+        idle,
+        admin,
+        simulator: creds.simulator,
+        metrics,
+    })
+}
+
+/// The compensation template of each batch that has one.
+fn rollback_templates(cfg: &Config) -> crate::actors::poller::RollbackTemplates {
+    cfg.batches
+        .iter()
+        .filter(|b| !b.rollback_action.is_empty())
+        .map(|b| {
+            (
+                Arc::<str>::from(b.name.as_str()),
+                config::table_to_json(&b.rollback_action),
+            )
+        })
+        .collect()
+}
