@@ -1,12 +1,11 @@
-//! The admin HTTP server (SPEC §11) on `admin.listen`: health, readiness, Prometheus
-//! metrics, JSON views of the journal and the dead-letter replay endpoint.
+//! The admin HTTP server on `admin.listen`: health, readiness, Prometheus metrics, JSON
+//! views of the journal (paginated) and the dead-letter replay endpoint (docs/admin.md).
 //!
 //! Handlers run on actix-web's worker thread, not on the daemon's arbiter: they read the
-//! journal through their own SQLite connection and reach the daemon only through
-//! thread-safe state (readiness) and the journal's replay requests, which the daemon
-//! picks up within a second.
+//! journal through their own connection and reach the daemon only through thread-safe
+//! state (readiness) and the journal's replay requests, which the daemon picks up within
+//! a second.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -20,8 +19,9 @@ use tokio::sync::watch;
 
 use crate::action::Identity;
 use crate::actors::token::TokenHealth;
-use crate::config::Secret;
-use crate::journal::JournalReader;
+use crate::config::{Config, Secret};
+use crate::journal::view::DeadLetterFilter;
+use crate::journal::{open_reader, ActionFilter, Cursor, JournalError, JournalRead, StateWord};
 
 /// What `/readyz` looks at.
 pub struct Readiness {
@@ -34,28 +34,24 @@ pub struct Readiness {
 /// Shared by the handlers.
 struct AdminState {
     metrics: PrometheusHandle,
-    journal_path: PathBuf,
+    config: Arc<Config>,
     readiness: Arc<Readiness>,
     token: Option<Secret>,
-    has_webhook: bool,
 }
 
 /// Starts the admin server on `listen`; fails when the address cannot be bound.
-/// `has_webhook` lets the dead-letter view tell pending letters from stored ones.
 pub fn start(
     listen: std::net::SocketAddr,
     metrics: PrometheusHandle,
-    journal_path: PathBuf,
+    config: Arc<Config>,
     readiness: Arc<Readiness>,
     token: Option<Secret>,
-    has_webhook: bool,
 ) -> std::io::Result<(ServerHandle, std::net::SocketAddr)> {
     let state = web::Data::new(AdminState {
         metrics,
-        journal_path,
+        config,
         readiness,
         token,
-        has_webhook,
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -108,33 +104,93 @@ async fn metrics_text(state: web::Data<AdminState>) -> HttpResponse {
 /// Runs a journal read off the worker's event loop.
 async fn with_journal<T: Send + 'static>(
     state: &AdminState,
-    read: impl FnOnce(&JournalReader) -> Result<T, crate::journal::JournalError> + Send + 'static,
+    read: impl FnOnce(&dyn JournalRead) -> Result<T, JournalError> + Send + 'static,
 ) -> Result<T, HttpResponse> {
-    let path = state.journal_path.clone();
-    match web::block(move || JournalReader::open(&path).and_then(|r| read(&r))).await {
+    let config = state.config.clone();
+    match web::block(move || open_reader(&config).and_then(|r| read(r.as_ref()))).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()}))),
         Err(e) => Err(HttpResponse::InternalServerError().json(json!({"error": e.to_string()}))),
     }
 }
 
+/// The paging parameters every list takes.
+#[derive(Deserialize)]
+struct Paging {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// Default page length of the lists.
+const DEFAULT_PAGE: usize = 100;
+
+impl Paging {
+    /// `limit` (default 100, at most 1000) and the decoded `after` cursor of `parts`
+    /// parts; a 400 with a JSON reason for anything else.
+    fn read(&self, parts: usize) -> Result<(usize, Option<Cursor>), Box<HttpResponse>> {
+        let limit = match self.limit.as_deref().filter(|l| !l.is_empty()) {
+            None => DEFAULT_PAGE,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=crate::journal::MAX_PAGE).contains(&n) => n,
+                _ => {
+                    let reason = format!(
+                        "limit: expected a number from 1 to {}, found {text:?}",
+                        crate::journal::MAX_PAGE
+                    );
+                    return Err(Box::new(bad_request(reason)));
+                }
+            },
+        };
+        let after = match self.after.as_deref().filter(|a| !a.is_empty()) {
+            None => None,
+            Some(text) => Some(
+                Cursor::decode(text, parts)
+                    .ok_or_else(|| Box::new(bad_request(format!("after: not a cursor of this list: {text:?}"))))?,
+            ),
+        };
+        Ok((limit, after))
+    }
+}
+
+fn bad_request(reason: String) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({"error": reason}))
+}
+
 #[derive(Deserialize)]
 struct ActionsQuery {
     batch: Option<String>,
     state: Option<String>,
+    key_prefix: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
 }
 
 async fn actions(state: web::Data<AdminState>, query: web::Query<ActionsQuery>) -> HttpResponse {
-    let ActionsQuery { batch, state: word } = query.into_inner();
-    match with_journal(&state, move |r| {
-        r.actions(
-            batch.as_deref().filter(|b| !b.is_empty()),
-            word.as_deref().filter(|s| !s.is_empty()),
-        )
-    })
-    .await
-    {
-        Ok(rows) => HttpResponse::Ok().json(rows),
+    let query = query.into_inner();
+    let (limit, after) = match query.paging.read(2) {
+        Ok(paging) => paging,
+        Err(response) => return *response,
+    };
+    let word = match query.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => match StateWord::parse(text) {
+            Some(word) => Some(word),
+            None => {
+                let known: Vec<&str> = StateWord::ALL.iter().map(|w| w.as_str()).collect();
+                return bad_request(format!(
+                    "state: unknown state {text:?}; expected one of {}",
+                    known.join(", ")
+                ));
+            }
+        },
+    };
+    let filter = ActionFilter {
+        batch: query.batch,
+        state: word,
+        key_prefix: query.key_prefix,
+    };
+    match with_journal(&state, move |r| r.actions(&filter, limit, after.as_ref())).await {
+        Ok(page) => HttpResponse::Ok().json(page),
         Err(response) => response,
     }
 }
@@ -144,16 +200,47 @@ async fn action(state: web::Data<AdminState>, path: web::Path<(String, String)>)
     let identity = Identity::new(batch, key);
     let lookup = identity.clone();
     match with_journal(&state, move |r| r.action(&lookup)).await {
-        Ok(Some(row)) => HttpResponse::Ok().json(row),
+        Ok(Some(view)) => HttpResponse::Ok().json(view),
         Ok(None) => HttpResponse::NotFound().json(json!({"error": format!("no action {identity} in the journal")})),
         Err(response) => response,
     }
 }
 
-async fn dead_letters(state: web::Data<AdminState>) -> HttpResponse {
-    let has_webhook = state.has_webhook;
-    match with_journal(&state, move |r| r.dead_letters(has_webhook)).await {
-        Ok(letters) => HttpResponse::Ok().json(letters),
+#[derive(Deserialize)]
+struct DeadLettersQuery {
+    batch: Option<String>,
+    error_code: Option<String>,
+    delivery: Option<String>,
+    #[serde(flatten)]
+    paging: Paging,
+}
+
+/// The delivery words a dead-letter list filters on.
+const DELIVERY_WORDS: [&str; 4] = ["delivered", "pending", "stored", "discarded"];
+
+async fn dead_letters(state: web::Data<AdminState>, query: web::Query<DeadLettersQuery>) -> HttpResponse {
+    let query = query.into_inner();
+    let (limit, after) = match query.paging.read(2) {
+        Ok(paging) => paging,
+        Err(response) => return *response,
+    };
+    if let Some(word) = query
+        .delivery
+        .as_deref()
+        .filter(|d| !d.is_empty() && !DELIVERY_WORDS.contains(d))
+    {
+        return bad_request(format!(
+            "delivery: unknown delivery state {word:?}; expected one of {}",
+            DELIVERY_WORDS.join(", ")
+        ));
+    }
+    let filter = DeadLetterFilter {
+        batch: query.batch,
+        error_code: query.error_code,
+        delivery: query.delivery,
+    };
+    match with_journal(&state, move |r| r.dead_letters(&filter, limit, after.as_ref())).await {
+        Ok(page) => HttpResponse::Ok().json(page),
         Err(response) => response,
     }
 }

@@ -1,4 +1,4 @@
-//! Command-line types (SPEC §2).
+//! Command-line types (docs/cli.md).
 
 use std::path::PathBuf;
 
@@ -61,6 +61,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show one action with its history (works while a daemon runs).
+    Show {
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The action, as BATCH/KEY.
+        identity: String,
+    },
+    /// Journal maintenance.
+    Journal {
+        /// The journal command.
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
     /// Dead letters: list them, or replay them as fresh attempt series.
     Dlq {
         /// The dlq command.
@@ -120,6 +137,22 @@ pub enum Command {
         /// Retry-After value on 429s, in seconds.
         #[arg(long)]
         retry_after_secs: Option<u64>,
+    },
+}
+
+/// `journal` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Remove the bodies and histories of actions resolved before the retention (their
+    /// outcome stays, so re-runs never resubmit them), and old delivered or replayed dead
+    /// letters; return the space to the file system.
+    Prune {
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Prune what is older than this, e.g. "30d" (default: `journal.retention`).
+        #[arg(long)]
+        older_than: Option<String>,
     },
 }
 

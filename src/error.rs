@@ -61,6 +61,15 @@ pub enum Error {
     Signals(std::io::Error),
 }
 
+impl From<crate::journal::load::LoadError> for Error {
+    fn from(e: crate::journal::load::LoadError) -> Self {
+        match e {
+            crate::journal::load::LoadError::Config(e) => Error::Config(e),
+            crate::journal::load::LoadError::Journal(e) => Error::Journal(e),
+        }
+    }
+}
+
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use actionwarden::cli::{Cli, Command, DlqCommand};
+use actionwarden::cli::{Cli, Command, DlqCommand, JournalCommand};
 use actionwarden::commands;
 use actionwarden::error::exit;
 use clap::Parser;
@@ -13,8 +13,8 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // clap exits with 2 on a usage error; SPEC §2 reserves 2 for "finished with dead
-    // letters", so usage errors exit 1 (help and version still exit 0).
+    // clap exits with 2 on a usage error; 2 means "finished with dead letters" here, so
+    // usage errors exit 1 (help and version still exit 0).
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -30,6 +30,10 @@ fn main() -> ExitCode {
         } => commands::run::run(&config.config, once, log_format),
         Command::Check { config } => commands::check::check(&config.config),
         Command::Status { config, json } => commands::status::status(&config.config, json),
+        Command::Show { config, json, identity } => commands::show::show(&config.config, json, &identity),
+        Command::Journal {
+            command: JournalCommand::Prune { config, older_than },
+        } => commands::prune::prune(&config.config, older_than.as_deref()),
         Command::Dlq {
             command: DlqCommand::List { config, json },
         } => commands::dlq::list(&config.config, json),

@@ -1,89 +1,31 @@
 //! What a person sees: a progress bar per batch while running (on a terminal), and the
-//! closing table of SPEC §13.
+//! closing table.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::action::Outcome;
+use crate::journal::{BatchCounts, StateWord};
 
-/// Counts and durations of one batch.
-#[derive(Debug, Clone, Default)]
-pub struct BatchSummary {
-    /// Batch name.
-    pub name: String,
-    /// Actions admitted.
-    pub total: usize,
-    /// Outcomes by kind, in `Outcome::ALL` order.
-    pub outcomes: [usize; 4],
-    /// Retries spent.
-    pub retries: u64,
-    /// Poller restarts.
-    pub restarts: u64,
-    /// Durations of finished actions, seconds.
-    pub durations: Vec<f64>,
-}
-
-impl BatchSummary {
-    /// An empty summary for `name`.
-    pub fn new(name: &str) -> Self {
-        BatchSummary {
-            name: name.to_owned(),
-            ..Default::default()
-        }
-    }
-
-    /// Adds one outcome.
-    pub fn record(&mut self, outcome: Outcome, latency: Duration, retries: u32, restarts: u32) {
-        let index = Outcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .expect("every outcome is listed");
-        self.outcomes[index] += 1;
-        self.retries += u64::from(retries);
-        self.restarts += u64::from(restarts);
-        self.durations.push(latency.as_secs_f64());
-    }
-
-    /// Takes back one outcome (the action was replayed and will resolve again).
-    pub fn forget(&mut self, outcome: Outcome) {
-        let index = Outcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .expect("every outcome is listed");
-        self.outcomes[index] = self.outcomes[index].saturating_sub(1);
-    }
-
-    /// Outcomes of `kind`.
-    pub fn count(&self, kind: Outcome) -> usize {
-        self.outcomes[Outcome::ALL.iter().position(|o| *o == kind).expect("listed")]
-    }
-
-    /// Actions with any outcome.
-    pub fn finished(&self) -> usize {
-        self.outcomes.iter().sum()
-    }
-}
-
-/// All batches.
+/// The closing table's numbers: one row per configured batch, computed by the journal.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
-    /// One per batch, by name.
-    pub batches: Vec<BatchSummary>,
+    /// One per batch, in configuration order.
+    pub batches: Vec<BatchCounts>,
 }
 
 impl Summary {
-    /// True when every admitted action has an outcome.
+    /// True when every action has an outcome.
     pub fn all_finished(&self) -> bool {
         self.batches.iter().all(|b| b.finished() == b.total)
     }
 
-    /// True when every outcome is `completed`.
+    /// True when every action completed.
     pub fn all_completed(&self) -> bool {
-        self.batches.iter().all(|b| b.count(Outcome::Completed) == b.total)
+        self.batches.iter().all(|b| b.count(StateWord::Completed) == b.total)
     }
 
     /// The closing table.
@@ -105,35 +47,24 @@ impl Summary {
             "p99"
         );
         for b in &self.batches {
-            let mut d = b.durations.clone();
-            d.sort_by(f64::total_cmp);
             let _ = writeln!(
                 out,
                 "{:<24} {:>7} {:>9} {:>9} {:>13} {:>11} {:>7} {:>8} {:>9} {:>9} {:>9}",
-                b.name,
+                b.batch,
                 b.total,
-                b.count(Outcome::Completed),
-                b.count(Outcome::Cancelled),
-                b.count(Outcome::DeadLettered),
-                b.count(Outcome::RolledBack),
+                b.count(StateWord::Completed),
+                b.count(StateWord::Cancelled),
+                b.count(StateWord::DeadLettered),
+                b.count(StateWord::RolledBack),
                 b.retries,
                 b.restarts,
-                seconds(percentile(&d, 0.50)),
-                seconds(percentile(&d, 0.95)),
-                seconds(percentile(&d, 0.99)),
+                seconds(b.p50),
+                seconds(b.p95),
+                seconds(b.p99),
             );
         }
         out
     }
-}
-
-/// Nearest-rank percentile of sorted values.
-pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
-    Some(sorted[rank.min(sorted.len()) - 1])
 }
 
 fn seconds(value: Option<f64>) -> String {
@@ -205,6 +136,15 @@ impl Progress {
         }
     }
 
+    /// `batch` has `total` actions, `finished` of them with an outcome.
+    pub fn set(&mut self, batch: &str, total: u64, finished: u64) {
+        self.add(batch, 0);
+        if let Some(bar) = self.bars.get(batch) {
+            bar.set_length(total);
+            bar.set_position(finished);
+        }
+    }
+
     /// `n` more actions in `batch`.
     pub fn add(&mut self, batch: &str, n: u64) {
         let Some(multi) = &self.multi else { return };
@@ -243,21 +183,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.50), Some(50.0));
-        assert_eq!(percentile(&v, 0.95), Some(95.0));
-        assert_eq!(percentile(&v, 0.99), Some(99.0));
-        assert_eq!(percentile(&[3.0], 0.99), Some(3.0));
-        assert_eq!(percentile(&[], 0.5), None);
-    }
-
-    #[test]
     fn summary_counts_outcomes() {
-        let mut b = BatchSummary::new("x");
-        b.total = 2;
-        b.record(Outcome::Completed, Duration::from_millis(10), 1, 0);
-        b.record(Outcome::DeadLettered, Duration::from_millis(20), 2, 1);
+        let mut b = BatchCounts {
+            batch: "x".into(),
+            total: 2,
+            ..BatchCounts::default()
+        };
+        b.states[5] = 1;
+        b.states[7] = 1;
         let s = Summary { batches: vec![b] };
         assert!(s.all_finished());
         assert!(!s.all_completed());

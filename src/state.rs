@@ -112,6 +112,18 @@ impl ActionState {
     }
 }
 
+/// What the journal remembers about a transition besides the state itself (the
+/// action's history).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Note {
+    /// HTTP status of the response that caused it.
+    pub http_status: Option<u16>,
+    /// Error code that caused it.
+    pub error_code: Option<String>,
+    /// A short explanation.
+    pub detail: Option<String>,
+}
+
 /// Cap of the restart backoff (SPEC §3 `[supervisor]`).
 pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(10);
 

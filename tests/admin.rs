@@ -278,16 +278,24 @@ fn journal_views_and_replay_endpoint() {
 
     let (code, all) = status_of(&format!("{url}/v1/actions"));
     assert_eq!(code, 200);
-    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    assert_eq!(all["next"], Value::Null);
     let (_, dead) = status_of(&format!("{url}/v1/actions?batch=b&state=dead_lettered"));
-    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
+    assert_eq!(dead["items"].as_array().unwrap().len(), 1, "{dead}");
     let (code, one) = status_of(&format!("{url}/v1/actions/b/good"));
     assert_eq!(code, 200);
     assert_eq!(one["state"], "completed");
+    assert_eq!(one["outcome"], "completed");
     assert_eq!(status_of(&format!("{url}/v1/actions/b/nope")).0, 404);
+    let (code, reason) = status_of(&format!("{url}/v1/actions?state=bogus"));
+    assert_eq!(code, 400);
+    assert!(reason["error"].as_str().unwrap().contains("bogus"), "{reason}");
+    let (code, reason) = status_of(&format!("{url}/v1/actions?after=not-a-cursor"));
+    assert_eq!(code, 400, "{reason}");
+    assert_eq!(status_of(&format!("{url}/v1/dead-letters?after=zz")).0, 400);
     let (code, letters) = status_of(&format!("{url}/v1/dead-letters"));
     assert_eq!(code, 200);
-    let error_id = letters[0]["letter"]["error_id"].as_str().unwrap().to_owned();
+    let error_id = letters["items"][0]["letter"]["error_id"].as_str().unwrap().to_owned();
 
     let replay = format!("{url}/v1/dead-letters/{error_id}/replay");
     assert_eq!(post_status(&replay, None), 401);

@@ -1,13 +1,14 @@
-//! Admission: reconciles the configured actions with the journal, holds the ones not yet
-//! started and starts a supervised `PollerActor` for each as the in-flight limits allow
-//! (global `limits.max_in_flight` and each batch's own), round-robin across batches so
-//! one big batch cannot starve the others.
+//! Admission: claims due actions of the configured batches from the journal, in chunks,
+//! as the in-flight limits allow (global `limits.max_in_flight` and each batch's own),
+//! round-robin across batches so one big batch cannot starve the others, and starts a
+//! supervised `PollerActor` for each. Only claimed actions are in memory.
 //!
-//! Reconciliation (SPEC §6): a journaled outcome is counted and skipped; any other
-//! journaled state is resumed by the poller (`polling` polls the same id, `submitting`
-//! repeats the POST with the same Idempotency-Key, `backoff` waits what is left).
+//! A batch whose claim came back short is drained until something makes it due again
+//! (a reload, a replay). When every batch is drained and nothing is in flight, the
+//! journal is asked whether any action of the configured batches is still unresolved;
+//! when none is, admission reports idle (`run --once` ends).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,26 +17,45 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use super::poller::{ActionDone, PollerActor, PollerEnv};
-use crate::action::{ActionSpec, Identity, Outcome};
-use crate::journal::{ActionRow, Replay};
-use crate::report::{BatchSummary, Progress, Summary};
-use crate::state::ActionState;
-use crate::telemetry::events::InFlight;
+use crate::action::{ActionSpec, Identity};
+use crate::journal::{Claimed, Journal, JournalError};
+use crate::report::Progress;
+use crate::telemetry::events::{InFlight, OwnershipLost};
 
-/// Add actions (at start and on reload); identities already known are ignored.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Admit {
-    /// The actions.
-    pub actions: Vec<ActionSpec>,
+/// Most actions claimed in one request.
+const CLAIM_CHUNK: usize = 512;
+/// Wait before claiming again after the journal failed, or when actions of the
+/// configured batches are unresolved but none could be claimed.
+const RECLAIM_DELAY: Duration = Duration::from_millis(500);
+
+/// A batch's settings, at start and after every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// Name.
+    pub name: Arc<str>,
+    /// Its own in-flight limit; 0: only the global one applies.
+    pub max_in_flight: usize,
+    /// Journaled actions, and how many have an outcome (for the progress bar).
+    pub total: u64,
+    /// Actions with an outcome.
+    pub finished: u64,
 }
 
-/// Start dead-lettered actions again after `dlq replay` (the journal already reset them).
+/// The configured batches (at start, and after each reload): their limits apply from
+/// now on, and each is due again. Batches not listed are no longer claimed from.
 #[derive(Message)]
-#[rtype(result = "usize")]
-pub struct ReplayActions {
-    /// What the journal reset.
-    pub replays: Vec<Replay>,
+#[rtype(result = "()")]
+pub struct Configure {
+    /// Every configured batch.
+    pub batches: Vec<BatchSettings>,
+}
+
+/// Actions of these batches became due (replays).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake {
+    /// The batches.
+    pub batches: Vec<Arc<str>>,
 }
 
 /// Stop starting new pollers (shutdown).
@@ -43,122 +63,213 @@ pub struct ReplayActions {
 #[rtype(result = "()")]
 pub struct StopAdmitting;
 
-/// The per-batch summary so far.
-#[derive(Message)]
-#[rtype(result = "Summary")]
-pub struct GetSummary;
-
-/// Whether every admitted action has an outcome.
+/// Whether every action of the configured batches has an outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Idle(pub bool);
 
+#[derive(Debug, Default)]
 struct BatchSlot {
     limit: usize,
     in_flight: usize,
-    queue: VecDeque<(ActionSpec, ActionState)>,
-    summary: BatchSummary,
+    /// Actions asked for by the claim under way.
+    reserved: usize,
+    /// The last claim came back short: nothing due until woken.
+    drained: bool,
+    /// Named by the configuration; a batch removed by a reload stays only until its
+    /// running actions finish, and is never claimed from.
+    configured: bool,
+}
+
+impl BatchSlot {
+    /// Actions this batch may still claim (`usize::MAX` without a limit of its own).
+    fn free(&self) -> usize {
+        match self.limit {
+            0 => usize::MAX,
+            limit => limit.saturating_sub(self.in_flight + self.reserved),
+        }
+    }
+
+    fn claiming(&self) -> bool {
+        self.reserved > 0
+    }
 }
 
 /// The admission actor.
 pub struct AdmissionActor {
     env: Rc<PollerEnv>,
+    journal: Journal,
     global_limit: usize,
     in_flight: usize,
+    reserved: usize,
     batches: BTreeMap<Arc<str>, BatchSlot>,
-    batch_limits: HashMap<Arc<str>, usize>,
-    known: HashSet<Identity>,
-    specs: HashMap<Identity, ActionSpec>,
-    journaled: HashMap<Identity, ActionRow>,
-    finished: HashMap<Identity, Outcome>,
-    running: HashMap<Identity, Addr<PollerActor>>,
-    /// Replays of actions whose poller had not reported its outcome yet.
-    deferred: HashMap<Identity, Replay>,
+    /// Where the next round-robin pass starts.
+    turn: usize,
+    running: HashMap<Identity, (i64, Addr<PollerActor>)>,
     admitting: bool,
     idle: watch::Sender<Idle>,
+    checking_idle: bool,
     progress: Progress,
 }
 
 impl AdmissionActor {
-    /// Admission with the global limit, per-batch limits (0 = none) and the journal's
-    /// rows to reconcile with.
-    pub fn new(
-        env: Rc<PollerEnv>,
-        global_limit: usize,
-        batch_limits: HashMap<Arc<str>, usize>,
-        journaled: HashMap<Identity, ActionRow>,
-        idle: watch::Sender<Idle>,
-        progress: Progress,
-    ) -> Self {
+    /// Admission under the global limit; `Configure` names the batches.
+    pub fn new(env: Rc<PollerEnv>, journal: Journal, global_limit: usize, idle: watch::Sender<Idle>) -> Self {
         AdmissionActor {
             env,
+            journal,
             global_limit,
             in_flight: 0,
+            reserved: 0,
             batches: BTreeMap::new(),
-            batch_limits,
-            known: HashSet::new(),
-            specs: HashMap::new(),
-            journaled,
-            finished: HashMap::new(),
+            turn: 0,
             running: HashMap::new(),
-            deferred: HashMap::new(),
             admitting: true,
             idle,
-            progress,
+            checking_idle: false,
+            progress: Progress::new(),
         }
     }
 
-    /// Starts pollers while limits allow, one batch after another in turn.
+    /// Claims for the batches with due actions while the limits allow, in turn.
     fn fill(&mut self, ctx: &mut Context<Self>) {
         if !self.admitting {
             return;
         }
-        let names: Vec<Arc<str>> = self.batches.keys().cloned().collect();
-        loop {
-            let mut started_any = false;
-            for name in &names {
-                if self.in_flight >= self.global_limit {
-                    return;
-                }
-                let slot = self.batches.get_mut(name).expect("known batch");
-                if slot.limit > 0 && slot.in_flight >= slot.limit {
-                    continue;
-                }
-                let Some((spec, state)) = slot.queue.pop_front() else {
-                    continue;
-                };
-                slot.in_flight += 1;
-                self.in_flight += 1;
-                InFlight {
-                    batch: name,
-                    count: slot.in_flight,
-                }
-                .emit();
-                let env = self.env.clone();
-                let me = ctx.address().recipient();
-                let identity = spec.identity.clone();
-                let addr = actix::Supervisor::start(move |_| PollerActor::new(env, spec, state, me));
-                self.running.insert(identity, addr);
-                started_any = true;
+        let busy = self.in_flight + self.reserved;
+        let free = self.global_limit.saturating_sub(busy);
+        // Refill in chunks, not one slot per finished action.
+        if free == 0 || (busy > 0 && free < refill_at(self.global_limit)) {
+            return;
+        }
+        let names: Vec<Arc<str>> = self.configured().collect();
+        let candidates: Vec<Arc<str>> = (0..names.len())
+            .map(|i| names[(self.turn + i) % names.len()].clone())
+            .filter(|name| {
+                let slot = &self.batches[name];
+                let busy = slot.in_flight + slot.reserved;
+                !slot.drained
+                    && !slot.claiming()
+                    && slot.free() > 0
+                    && (busy == 0 || slot.free() >= refill_at(slot.limit))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return self.check_idle(ctx);
+        }
+        self.turn = (self.turn + 1) % names.len().max(1);
+        let share = free.div_ceil(candidates.len());
+        let mut left = free;
+        for name in candidates {
+            let slot = self.batches.get_mut(&name).expect("a known batch");
+            let ask = share.min(slot.free()).min(CLAIM_CHUNK).min(left);
+            if ask == 0 {
+                break;
             }
-            if !started_any {
-                return;
-            }
+            left -= ask;
+            slot.reserved += ask;
+            self.reserved += ask;
+            let claim = self.journal.claim(name.clone(), ask);
+            ctx.spawn(
+                claim
+                    .into_actor(self)
+                    .map(move |result, act, ctx| act.claimed(name, ask, result, ctx)),
+            );
         }
     }
 
-    fn slot(&mut self, batch: &Arc<str>) -> &mut BatchSlot {
-        let limit = self.batch_limits.get(batch).copied().unwrap_or(0);
-        self.batches.entry(batch.clone()).or_insert_with(|| BatchSlot {
-            limit,
-            in_flight: 0,
-            queue: VecDeque::new(),
-            summary: BatchSummary::new(batch),
-        })
+    /// A claim came back: start a poller per action.
+    fn claimed(
+        &mut self,
+        batch: Arc<str>,
+        asked: usize,
+        result: Result<Vec<Claimed>, JournalError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.reserved -= asked;
+        let Some(slot) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        slot.reserved -= asked;
+        let claimed = match result {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(%batch, error = %e, "Cannot claim actions; trying again.");
+                ctx.run_later(RECLAIM_DELAY, |act, ctx| act.fill(ctx));
+                return;
+            }
+        };
+        if claimed.len() < asked {
+            slot.drained = true;
+        }
+        slot.in_flight += claimed.len();
+        self.in_flight += claimed.len();
+        InFlight {
+            batch: &batch,
+            count: slot.in_flight,
+        }
+        .emit();
+        for Claimed { claim, row, body } in claimed {
+            let spec = ActionSpec {
+                identity: row.identity.clone(),
+                body_bytes: body,
+            };
+            let (env, done) = (self.env.clone(), ctx.address().recipient());
+            let state = row.to_state();
+            let addr = actix::Supervisor::start(move |_| PollerActor::new(env, spec, claim, state, done));
+            self.running.insert(row.identity, (claim.fence, addr));
+        }
+        self.fill(ctx);
     }
 
-    fn publish_idle(&self) {
-        let idle = self.running.is_empty() && self.batches.values().all(|b| b.queue.is_empty());
-        self.idle.send_replace(Idle(idle));
+    /// Nothing to claim and nothing in flight: asks the journal whether anything of the
+    /// configured batches is unresolved.
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        let waiting = self.batches.values().any(|b| b.configured && !b.drained);
+        if self.in_flight + self.reserved > 0 || self.checking_idle || waiting {
+            return;
+        }
+        self.checking_idle = true;
+        let unresolved = self.journal.unresolved(self.configured().collect());
+        ctx.spawn(unresolved.into_actor(self).map(|result, act, ctx| {
+            act.checking_idle = false;
+            match result {
+                Ok(0) => {
+                    act.idle.send_replace(Idle(true));
+                }
+                // Unresolved but not claimable now (claimed elsewhere, or the journal
+                // failed): look again shortly.
+                _ => {
+                    ctx.run_later(RECLAIM_DELAY, |act, ctx| {
+                        act.batches.values_mut().for_each(|b| b.drained = false);
+                        act.fill(ctx);
+                    });
+                }
+            }
+        }));
+    }
+
+    /// The names of the configured batches.
+    fn configured(&self) -> impl Iterator<Item = Arc<str>> + '_ {
+        self.batches
+            .iter()
+            .filter(|(_, b)| b.configured)
+            .map(|(name, _)| name.clone())
+    }
+
+    fn wake(&mut self, batch: &Arc<str>) {
+        if let Some(slot) = self.batches.get_mut(batch).filter(|b| b.configured) {
+            slot.drained = false;
+            self.idle.send_replace(Idle(false));
+        }
+    }
+}
+
+/// The free slots worth a claim under `limit`: an eighth of it (capped by the chunk),
+/// so a big limit refills in chunks and a small one slot by slot.
+fn refill_at(limit: usize) -> usize {
+    match limit {
+        0 => 1,
+        limit => (limit / 8).clamp(1, CLAIM_CHUNK),
     }
 }
 
@@ -170,38 +281,36 @@ impl Actor for AdmissionActor {
     }
 }
 
-impl Handler<Admit> for AdmissionActor {
-    type Result = usize;
+impl Handler<Configure> for AdmissionActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> usize {
-        let mut added = 0;
-        for spec in msg.actions {
-            if !self.known.insert(spec.identity.clone()) {
-                continue;
-            }
-            let batch = spec.identity.batch.clone();
-            let row = self.journaled.remove(&spec.identity);
-            self.specs.insert(spec.identity.clone(), spec.clone());
-            self.progress.add(&batch, 1);
-            added += 1;
-            let slot = self.slot(&batch);
-            slot.summary.total += 1;
-            match row {
-                Some(row) if row.state.outcome().is_some() => {
-                    // Resolved in an earlier run: counted, never resubmitted.
-                    let outcome = row.state.outcome().expect("checked");
-                    let latency = Duration::from_millis(row.latency_ms.unwrap_or(0).max(0) as u64);
-                    slot.summary.record(outcome, latency, row.retry_count, 0);
-                    self.finished.insert(spec.identity.clone(), outcome);
-                    self.progress.finish_one(&batch, outcome);
-                }
-                Some(row) => slot.queue.push_back((spec, row.to_state())),
-                None => slot.queue.push_back((spec, ActionState::default())),
-            }
+    fn handle(&mut self, msg: Configure, ctx: &mut Context<Self>) {
+        // Batches no longer configured: their running actions finish, nothing new starts.
+        for slot in self.batches.values_mut() {
+            slot.configured = false;
+        }
+        for settings in msg.batches {
+            let slot = self.batches.entry(settings.name.clone()).or_default();
+            slot.limit = settings.max_in_flight;
+            slot.drained = false;
+            slot.configured = true;
+            self.progress.set(&settings.name, settings.total, settings.finished);
+            crate::telemetry::metrics::register_batches(std::iter::once(settings.name.as_ref()));
+        }
+        self.batches.retain(|_, b| b.configured || b.in_flight + b.reserved > 0);
+        self.idle.send_replace(Idle(false));
+        self.fill(ctx);
+    }
+}
+
+impl Handler<Wake> for AdmissionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Wake, ctx: &mut Context<Self>) {
+        for batch in &msg.batches {
+            self.wake(batch);
         }
         self.fill(ctx);
-        self.publish_idle();
-        added
     }
 }
 
@@ -210,8 +319,12 @@ impl Handler<ActionDone> for AdmissionActor {
 
     fn handle(&mut self, msg: ActionDone, ctx: &mut Context<Self>) {
         // Dropping the last Addr lets the poller (and its Supervisor) stop for good.
-        if self.running.remove(&msg.identity).is_none() {
-            return;
+        if self
+            .running
+            .get(&msg.identity)
+            .is_some_and(|(fence, _)| *fence == msg.claim.fence)
+        {
+            self.running.remove(&msg.identity);
         }
         self.in_flight -= 1;
         if let Some(slot) = self.batches.get_mut(&msg.identity.batch) {
@@ -221,65 +334,16 @@ impl Handler<ActionDone> for AdmissionActor {
                 count: slot.in_flight,
             }
             .emit();
-            slot.summary.record(msg.outcome, msg.latency, msg.retries, msg.restarts);
-        }
-        self.finished.insert(msg.identity.clone(), msg.outcome);
-        self.progress.finish_one(&msg.identity.batch, msg.outcome);
-        if let Some(replay) = self.deferred.remove(&msg.identity) {
-            self.start_replay(replay);
-        }
-        self.fill(ctx);
-        self.publish_idle();
-    }
-}
-
-impl Handler<ReplayActions> for AdmissionActor {
-    type Result = usize;
-
-    fn handle(&mut self, msg: ReplayActions, ctx: &mut Context<Self>) -> usize {
-        let mut started = 0;
-        for replay in msg.replays {
-            if self.running.contains_key(&replay.identity) {
-                // Its dead letter is journaled but its poller has not reported back yet:
-                // start the replay when it does.
-                self.deferred.insert(replay.identity.clone(), replay);
-                continue;
-            }
-            if self.start_replay(replay) {
-                started += 1;
+            if !slot.configured && slot.in_flight + slot.reserved == 0 {
+                self.batches.remove(&msg.identity.batch);
             }
         }
-        self.fill(ctx);
-        self.publish_idle();
-        started
-    }
-}
-
-impl AdmissionActor {
-    /// Queues a replayed action as a fresh attempt series; false when it is not configured
-    /// (then it starts when a reload configures it again).
-    fn start_replay(&mut self, replay: Replay) -> bool {
-        let Some(spec) = self.specs.get(&replay.identity).cloned() else {
-            tracing::warn!(identity = %replay.identity, "Replay of an action no longer in the configuration; it starts when it is configured again.");
-            self.journaled.insert(
-                replay.identity.clone(),
-                ActionRow::pending(&replay.identity, replay.series),
-            );
-            return false;
-        };
-        let previous = self.finished.remove(&replay.identity);
-        let batch = replay.identity.batch.clone();
-        let slot = self.slot(&batch);
-        if let Some(outcome) = previous {
-            slot.summary.forget(outcome);
+        match msg.outcome {
+            Some(outcome) => self.progress.finish_one(&msg.identity.batch, outcome),
+            None => OwnershipLost.emit(),
         }
-        let state = ActionState {
-            series: replay.series,
-            ..ActionState::default()
-        };
-        slot.queue.push_back((spec, state));
-        tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
-        true
+        self.fill(ctx);
+        self.check_idle(ctx);
     }
 }
 
@@ -288,15 +352,5 @@ impl Handler<StopAdmitting> for AdmissionActor {
 
     fn handle(&mut self, _: StopAdmitting, _ctx: &mut Context<Self>) {
         self.admitting = false;
-    }
-}
-
-impl Handler<GetSummary> for AdmissionActor {
-    type Result = MessageResult<GetSummary>;
-
-    fn handle(&mut self, _: GetSummary, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(Summary {
-            batches: self.batches.values().map(|b| b.summary.clone()).collect(),
-        })
     }
 }

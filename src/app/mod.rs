@@ -8,19 +8,23 @@ mod credentials;
 mod shutdown;
 mod wiring;
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::actors::admission::{Admit, GetSummary, ReplayActions, StopAdmitting};
+use actix::Addr;
+
+use crate::actors::admission::{AdmissionActor, BatchSettings, Configure, StopAdmitting, Wake};
 use crate::actors::audit::FlushAudit;
 use crate::actors::dead_letter::DrainDeadLetters;
 use crate::actors::token::TokenHealth;
 use crate::config::{self, Loaded};
 use crate::error::Error;
-use crate::journal::Journal;
+use crate::journal::{self, load, Journal};
+use crate::report::Summary;
 use crate::simulator::RunningSimulator;
 pub use control::wait_for_stop_signal;
 use control::{Control, Request};
@@ -50,34 +54,40 @@ pub fn run(loaded: Loaded, once: bool) -> Result<u8, Error> {
 }
 
 /// Runs the daemon on the current actix System (tests call this inside `#[actix_rt::test]`).
-pub async fn run_with(mut loaded: Loaded, once: bool, options: RunOptions) -> Result<u8, Error> {
+pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result<u8, Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut control = Control::new(options.stop)?;
     let cfg = loaded.config.clone();
     // The journal first: a second daemon on it must stop before touching anything.
-    let (journal, mut snapshot) = Journal::open(&cfg.journal.path, cfg.journal.fsync)?;
-    if !snapshot.actions.is_empty() {
-        tracing::info!(journaled = snapshot.actions.len(), "Resuming from the journal.");
+    let (journal, snapshot) = journal::open(&journal::Options {
+        path: cfg.journal.path.clone(),
+        fsync: cfg.journal.fsync,
+        instance: instance_name(),
+        forget_poll_ids: cfg.cxone.uses_simulator(),
+    })?;
+    // Replays requested while no daemon ran count as due from the first claim on.
+    for replay in journal.take_replays().await? {
+        tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
     }
-    if cfg.cxone.uses_simulator() {
-        forget_embedded_ids(&mut snapshot.actions);
-    }
+    let loaded = Arc::new(loaded);
+    let report = load(journal.clone(), loaded.clone()).await?;
+    tracing::info!(
+        new = report.inserted(),
+        batches = cfg.batches.len(),
+        "Actions loaded into the journal."
+    );
     let creds = credentials::resolve(&cfg, options.simulator).await?;
     let daemon = wiring::start(&cfg, creds, journal, snapshot)?;
-    let admitted = daemon
-        .admission
-        .send(Admit {
-            actions: std::mem::take(&mut loaded.actions),
-        })
-        .await
-        .unwrap_or(0);
-    tracing::info!(actions = admitted, batches = cfg.batches.len(), once, "Running.");
+    configure(&daemon.journal, &daemon.admission, &cfg).await?;
+    tracing::info!(once, "Running.");
 
-    let ending = watch(&daemon, &mut control, once, &loaded).await;
+    let ending = watch(&daemon, &mut control, once, &loaded.path).await;
     daemon.admission.do_send(StopAdmitting);
     daemon.readiness.shutting_down.store(true, Ordering::Relaxed);
     let undelivered = drain(&daemon, &cfg, &ending, &mut control).await;
-    let summary = daemon.admission.send(GetSummary).await.unwrap_or_default();
+    let summary = Summary {
+        batches: daemon.journal.counts(batch_names(&cfg)).await.unwrap_or_default(),
+    };
     let tally = Tally {
         all_finished: summary.all_finished(),
         all_completed: summary.all_completed(),
@@ -90,23 +100,69 @@ pub async fn run_with(mut loaded: Loaded, once: bool, options: RunOptions) -> Re
     Ok(exit_code(&ending, once, tally))
 }
 
+/// This daemon's name in the journal's history: `HOSTNAME-PID`.
+fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn batch_names(cfg: &config::Config) -> Vec<Arc<str>> {
+    cfg.batches.iter().map(|b| Arc::from(b.name.as_str())).collect()
+}
+
+/// Checks and loads the configured actions into the journal, off the actors' thread.
+async fn load(journal: Journal, loaded: Arc<Loaded>) -> Result<load::Report, Error> {
+    actix_rt::task::spawn_blocking(move || load::load(&journal, &loaded))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(Error::from)
+}
+
+/// Tells admission the configured batches, their limits and where they stand.
+async fn configure(journal: &Journal, admission: &Addr<AdmissionActor>, cfg: &config::Config) -> Result<(), Error> {
+    let counts = journal.counts(batch_names(cfg)).await?;
+    let batches = cfg
+        .batches
+        .iter()
+        .zip(counts)
+        .map(|(batch, counts)| BatchSettings {
+            name: Arc::from(batch.name.as_str()),
+            max_in_flight: batch.max_in_flight,
+            total: counts.total,
+            finished: counts.finished(),
+        })
+        .collect();
+    admission.do_send(Configure { batches });
+    Ok(())
+}
+
 /// Waits for the end of the run, reloading on SIGHUP and picking up replay requests.
-async fn watch(daemon: &Daemon, control: &mut Control, once: bool, loaded: &Loaded) -> Ending {
+async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) -> Ending {
     let mut replay_tick = tokio::time::interval(REPLAY_POLL);
     let mut upkeep_tick = tokio::time::interval(METRICS_UPKEEP);
     let (mut idle, mut health) = (daemon.idle.clone(), daemon.token_health.clone());
     loop {
         tokio::select! {
             _ = upkeep_tick.tick() => daemon.metrics.run_upkeep(),
-            _ = replay_tick.tick() => {
-                let replays = daemon.journal.take_replays().await;
-                if !replays.is_empty() {
-                    let _ = daemon.admission.send(ReplayActions { replays }).await;
+            _ = replay_tick.tick() => match daemon.journal.take_replays().await {
+                Ok(replays) if !replays.is_empty() => {
+                    for replay in &replays {
+                        tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
+                    }
+                    let batches = replays.into_iter().map(|r| r.identity.batch).collect();
+                    daemon.admission.do_send(Wake { batches });
                 }
-            }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "Cannot take replay requests."),
+            },
             request = control.next() => match request {
                 Request::Stop => return Ending::Stopped,
-                Request::Reload => reload(&loaded.path, daemon).await,
+                Request::Reload => reload(path, daemon),
             },
             changed = idle.changed(), if once => {
                 if changed.is_err() || idle.borrow().0 {
@@ -193,41 +249,31 @@ async fn close(daemon: Daemon, summary: &crate::report::Summary) {
     }
 }
 
-/// The embedded simulator lives and dies with this process, so the ids a previous run
-/// was polling exist nowhere any more. Such actions repeat their POST with the same
-/// Idempotency-Key (as `submitting` would), instead of polling an id that would only
-/// answer 404. A real upstream keeps its actions, and this does not apply to it.
-fn forget_embedded_ids(rows: &mut HashMap<crate::action::Identity, crate::journal::ActionRow>) {
-    use crate::journal::StateWord;
-    let mut resubmitted = 0;
-    for row in rows.values_mut() {
-        if matches!(row.state, StateWord::Polling | StateWord::RollingBack) && row.poll_id.is_some() {
-            if row.state == StateWord::Polling {
-                row.state = StateWord::Submitting;
+/// SIGHUP: reads the file again, loads new actions and applies the batches' settings
+/// (limits, compensation templates) exactly as at start; an invalid file is logged and
+/// ignored. Runs beside the main loop: loading a big file must not hold it up.
+fn reload(path: &Path, daemon: &Daemon) {
+    let (path, journal) = (path.to_owned(), daemon.journal.clone());
+    let (admission, env) = (daemon.admission.clone(), daemon.env.clone());
+    actix_rt::spawn(async move {
+        let loading = journal.clone();
+        let read = actix_rt::task::spawn_blocking(move || {
+            let loaded = config::load(&path).map_err(load::LoadError::from)?;
+            let report = load::load(&loading, &loaded)?;
+            Ok::<_, load::LoadError>((loaded, report))
+        })
+        .await;
+        match read {
+            Ok(Ok((loaded, report))) => {
+                env.rollback_templates
+                    .replace(wiring::rollback_templates(&loaded.config));
+                match configure(&journal, &admission, &loaded.config).await {
+                    Ok(()) => tracing::info!(added = report.inserted(), "Configuration reloaded."),
+                    Err(e) => tracing::error!(error = %e, "Reload failed."),
+                }
             }
-            row.poll_id = None;
-            resubmitted += 1;
-        }
-    }
-    if resubmitted > 0 {
-        tracing::info!(resubmitted, "The embedded simulator restarted with this process; polled actions are submitted again with their Idempotency-Keys.");
-    }
-}
-
-/// SIGHUP: reads the file again and admits actions not seen before; an invalid file is
-/// logged and ignored.
-async fn reload(path: &std::path::Path, daemon: &Daemon) {
-    match config::load(path) {
-        Ok(loaded) => match daemon
-            .admission
-            .send(Admit {
-                actions: loaded.actions,
-            })
-            .await
-        {
-            Ok(added) => tracing::info!(added, "Configuration reloaded."),
+            Ok(Err(e)) => tracing::error!(error = %e, "Reload ignored: the configuration is invalid."),
             Err(e) => tracing::error!(error = %e, "Reload failed."),
-        },
-        Err(e) => tracing::error!(error = %e, "Reload ignored: the configuration is invalid."),
-    }
+        }
+    });
 }

@@ -26,7 +26,6 @@ use crate::config::{self, Config};
 use crate::cxone::{CxoneClient, Gate};
 use crate::error::Error;
 use crate::journal::{Journal, Snapshot};
-use crate::report::Progress;
 use crate::simulator::RunningSimulator;
 
 /// The running parts of a daemon.
@@ -82,10 +81,9 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
             let (handle, addr) = crate::admin::start(
                 listen,
                 metrics.clone(),
-                cfg.journal.path.clone(),
+                Arc::new(cfg.clone()),
                 readiness.clone(),
                 creds.admin_token.clone(),
-                cfg.dead_letter.webhook_url.is_set(),
             )
             .map_err(|source| Error::Admin { addr: listen, source })?;
             tracing::info!(%addr, "Admin server listening.");
@@ -119,7 +117,7 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
         poll: cfg.poll.clone(),
         retry: cfg.retry.clone(),
         supervisor: cfg.supervisor.clone(),
-        rollback_templates: rollback_templates(cfg),
+        rollback_templates: RefCell::new(rollback_templates(cfg)),
         chaos_probability: if cfg.chaos.enabled {
             cfg.chaos.poller_panic_probability
         } else {
@@ -131,21 +129,8 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
         request_slots: tokio::sync::Semaphore::new(cfg.cxone.max_connections),
         requests: Default::default(),
     });
-    let batch_limits = cfg
-        .batches
-        .iter()
-        .map(|b| (Arc::<str>::from(b.name.as_str()), b.max_in_flight))
-        .collect();
     let (idle_tx, idle) = watch::channel(Idle(false));
-    let admission = AdmissionActor::new(
-        env.clone(),
-        cfg.limits.max_in_flight,
-        batch_limits,
-        snapshot.actions,
-        idle_tx,
-        Progress::new(),
-    )
-    .start();
+    let admission = AdmissionActor::new(env.clone(), journal.clone(), cfg.limits.max_in_flight, idle_tx).start();
     Ok(Daemon {
         journal,
         audit,
@@ -162,7 +147,7 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
 }
 
 /// The compensation template of each batch that has one.
-fn rollback_templates(cfg: &Config) -> crate::actors::poller::RollbackTemplates {
+pub fn rollback_templates(cfg: &Config) -> crate::actors::poller::RollbackTemplates {
     cfg.batches
         .iter()
         .filter(|b| !b.rollback_action.is_empty())

@@ -4,28 +4,26 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::config::actions::Scan;
 use crate::config::{self, Loaded};
 use crate::error::{exit, Error};
 
-/// Validates the file at `path` and prints the plan.
+/// Validates the file at `path` (settings and every action) and prints the plan.
 pub fn check(path: &Path) -> Result<u8, Error> {
-    let loaded = config::load(path)?;
-    print!("{}", plan(&loaded));
+    let (loaded, scan) = config::load_checked(path)?;
+    super::print(&plan(&loaded, &scan));
     Ok(exit::OK)
 }
 
 /// The plan: batches with their action counts, then the effective settings. Secrets are
 /// never in the config (only env var names and file paths), and whether they are set is
 /// shown as set/unset, never their value.
-pub fn plan(loaded: &Loaded) -> String {
+pub fn plan(loaded: &Loaded, scan: &Scan) -> String {
     let c = &loaded.config;
     let mut out = String::new();
     let _ = writeln!(out, "config: {} (valid)", loaded.path.display());
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for action in &loaded.actions {
-        *counts.entry(&action.identity.batch).or_default() += 1;
-    }
-    let _ = writeln!(out, "batches: {}, actions: {}", c.batches.len(), loaded.actions.len());
+    let counts: BTreeMap<&str, usize> = scan.counts.iter().map(|(b, n)| (b.as_str(), *n)).collect();
+    let _ = writeln!(out, "batches: {}, actions: {}", c.batches.len(), scan.total());
     for batch in &c.batches {
         let limit = if batch.max_in_flight == 0 {
             "global limit".to_string()

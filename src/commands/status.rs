@@ -1,6 +1,7 @@
-//! `actionwarden status [--json]`: what the journal says, readable while a daemon runs.
+//! `actionwarden status [--json]`: actions by batch and state and the dead-letter
+//! backlog, computed by the journal (aggregates, whatever its size); readable while a
+//! daemon runs.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -8,73 +9,60 @@ use serde_json::json;
 
 use crate::config;
 use crate::error::{exit, Error};
-use crate::journal::JournalReader;
+use crate::journal::{open_reader, BatchCounts, StateWord};
 
 /// Prints action counts by batch and state, and the dead-letter backlog.
 pub fn status(path: &Path, as_json: bool) -> Result<u8, Error> {
     let loaded = config::load(path)?;
-    let reader = JournalReader::open(&loaded.config.journal.path)?;
-    let counts = reader.counts()?;
-    let has_webhook = loaded.config.dead_letter.webhook_url.is_set();
-    let letters = reader.dead_letters(has_webhook)?;
-    let mut batches: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for (batch, state, n) in counts {
-        batches.entry(batch).or_default().insert(state, n);
-    }
-    let configured: BTreeMap<&str, usize> = loaded.actions.iter().fold(BTreeMap::new(), |mut m, a| {
-        *m.entry(a.identity.batch.as_ref()).or_default() += 1;
-        m
-    });
+    let reader = open_reader(&loaded.config)?;
+    let batches = reader.status()?;
+    let (letters, pending) = reader.dead_letter_totals()?;
     // Without a webhook, letters are stored and listed, never "undelivered".
-    let has_webhook = loaded.config.dead_letter.webhook_url.is_set();
-    let undelivered = if has_webhook {
-        letters.iter().filter(|l| !l.delivered).count()
+    let undelivered = if loaded.config.dead_letter.webhook_url.is_set() {
+        pending
     } else {
         0
     };
-    if as_json {
+    let journal = loaded.config.journal.path.display().to_string();
+    let text = if as_json {
         let doc = json!({
-            "journal": loaded.config.journal.path,
-            "batches": batches.iter().map(|(name, states)| (name.clone(), json!({
-                "configured": configured.get(name.as_str()).copied().unwrap_or(0),
-                "states": states,
+            "journal": journal,
+            "batches": batches.iter().map(|b| (b.batch.clone(), json!({
+                "total": b.total,
+                "states": StateWord::ALL.iter().map(|w| (w.as_str().to_owned(), json!(b.count(*w)))).collect::<serde_json::Map<_, _>>(),
             }))).collect::<serde_json::Map<_, _>>(),
-            "dead_letters": { "total": letters.len(), "undelivered": undelivered },
+            "dead_letters": { "total": letters, "undelivered": undelivered },
         });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON serializes"));
-        return Ok(exit::OK);
-    }
+        serde_json::to_string_pretty(&doc).expect("JSON serializes") + "\n"
+    } else {
+        render(&journal, &batches, letters, undelivered)
+    };
+    super::print(&text);
+    Ok(exit::OK)
+}
+
+/// The status table.
+pub fn render(journal: &str, batches: &[BatchCounts], letters: u64, undelivered: u64) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "journal: {}", loaded.config.journal.path.display());
-    let states = [
-        "pending",
-        "submitting",
-        "polling",
-        "backoff",
-        "rolling_back",
-        "completed",
-        "cancelled",
-        "dead_lettered",
-        "rolled_back",
-    ];
-    let _ = write!(out, "{:<24} {:>10}", "batch", "configured");
-    for s in states {
-        let _ = write!(out, " {:>13}", s);
+    let _ = writeln!(out, "journal: {journal}");
+    let width = batches
+        .iter()
+        .map(|b| b.batch.len())
+        .max()
+        .unwrap_or(0)
+        .max("batch".len());
+    let _ = write!(out, "{:<width$} {:>10}", "batch", "total");
+    for s in StateWord::ALL {
+        let _ = write!(out, " {:>13}", s.as_str());
     }
     out.push('\n');
-    for (name, by_state) in &batches {
-        let _ = write!(
-            out,
-            "{:<24} {:>10}",
-            name,
-            configured.get(name.as_str()).copied().unwrap_or(0)
-        );
-        for s in states {
-            let _ = write!(out, " {:>13}", by_state.get(s).copied().unwrap_or(0));
+    for b in batches {
+        let _ = write!(out, "{:<width$} {:>10}", b.batch, b.total);
+        for s in StateWord::ALL {
+            let _ = write!(out, " {:>13}", b.count(s));
         }
         out.push('\n');
     }
-    let _ = writeln!(out, "dead letters: {} ({} undelivered)", letters.len(), undelivered);
-    print!("{out}");
-    Ok(exit::OK)
+    let _ = writeln!(out, "dead letters: {letters} ({undelivered} undelivered)");
+    out
 }

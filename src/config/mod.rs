@@ -1,9 +1,11 @@
 //! Configuration: one struct per TOML table of SPEC §3, with its defaults.
 //!
-//! `load()` reads the file, deserializes it with unknown keys refused, resolves every
-//! action (inline and from `actions_file`) and runs the checks of `validate.rs`; every
-//! problem comes back at once, each with `FILE:LINE:COLUMN`, the key and what was expected.
+//! `load()` reads the file, deserializes it with unknown keys refused and runs the checks
+//! of `validate.rs`; `load_checked()` also reads every action (`actions.rs`) to check it.
+//! Every problem comes back at once, each with `FILE:LINE:COLUMN` (or `FILE:LINE` in an
+//! `actions_file`), the key and what was expected.
 
+pub mod actions;
 pub mod duration;
 mod location;
 mod optional;
@@ -17,7 +19,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::ActionSpec;
 use crate::simulator::SimulatorSettings;
 
 pub use location::Problem;
@@ -415,6 +416,10 @@ pub struct JournalConfig {
     pub path: PathBuf,
     /// Sync each group commit to disk. Default true.
     pub fsync: bool,
+    /// Keep the bodies and histories of resolved actions, and delivered or replayed dead
+    /// letters, this long; pruned at start and every hour. Default `""`: keep everything.
+    #[serde(with = "duration::optional")]
+    pub retention: Option<Duration>,
 }
 
 impl Default for JournalConfig {
@@ -422,6 +427,7 @@ impl Default for JournalConfig {
         JournalConfig {
             path: "actionwarden.journal".into(),
             fsync: true,
+            retention: None,
         }
     }
 }
@@ -524,15 +530,16 @@ pub struct BatchConfig {
     pub actions: Vec<toml::Table>,
 }
 
-/// A loaded, validated configuration with its resolved actions.
+/// A loaded configuration whose settings are valid; its actions are read on demand
+/// (`actions.rs`).
 #[derive(Debug, Clone)]
 pub struct Loaded {
     /// The file it came from.
     pub path: PathBuf,
-    /// The settings.
+    /// Its text (problems found later in inline actions are located in it).
+    pub text: String,
+    /// The settings, with the inline action tables.
     pub config: Config,
-    /// Every action of every batch, in file order.
-    pub actions: Vec<ActionSpec>,
 }
 
 /// Why a configuration could not be loaded.
@@ -573,36 +580,62 @@ pub fn table_to_json(table: &toml::Table) -> serde_json::Value {
     serde_json::Value::Object(table.iter().map(|(k, v)| (k.clone(), convert(v))).collect())
 }
 
-/// Reads, parses and validates the configuration at `path`.
+/// Reads, parses and validates the settings of the configuration at `path`; its actions
+/// are not read (`status`, `dlq` and `show` need only the settings, whatever the size of
+/// the batches).
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    parse(path, read(path)?)
+}
+
+/// Like `load`, and also reads and checks every action, reporting the problems of both
+/// at once.
+pub fn load_checked(path: &Path) -> Result<(Loaded, actions::Scan), ConfigError> {
+    check_text(path, read(path)?)
+}
+
+/// Checks configuration `text` that came from `path`: settings and every action.
+pub fn check_text(path: &Path, text: String) -> Result<(Loaded, actions::Scan), ConfigError> {
+    let (loaded, mut problems) = deserialize(path, text)?;
+    match actions::scan(&loaded) {
+        Ok(scan) if problems.is_empty() => Ok((loaded, scan)),
+        Ok(_) => Err(ConfigError::Invalid(problems)),
+        Err(more) => {
+            problems.extend(more);
+            problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    parse(path, &text)
+    })
 }
 
 /// Parses and validates configuration `text` that came from `path`.
-pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
-    let doc = location::Document::new(path, text);
-    let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid(vec![doc.locate_toml_error(&e)]))?;
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (actions, mut problems) = validate::resolve_actions(&doc, &config, &base_dir);
-    problems.extend(validate::check(&doc, &config));
-    if !problems.is_empty() {
-        problems.sort_by_key(|p| (p.file.clone(), p.line, p.column));
-        return Err(ConfigError::Invalid(problems));
+pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
+    let (loaded, problems) = deserialize(path, text)?;
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigError::Invalid(problems))
     }
-    // The inline tables now live on as `actions`; keeping both would double the memory
-    // of a large batch.
-    for batch in &mut config.batches {
-        batch.actions = Vec::new();
-    }
-    Ok(Loaded {
+}
+
+/// The settings and the problems of their checks (`Err` when they do not deserialize).
+fn deserialize(path: &Path, text: String) -> Result<(Loaded, Vec<Problem>), ConfigError> {
+    let doc = location::Document::new(path, &text);
+    let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid(vec![doc.locate_toml_error(&e)]))?;
+    let mut problems = validate::check(&doc, &config);
+    problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    let loaded = Loaded {
         path: path.to_owned(),
+        text,
         config,
-        actions,
-    })
+    };
+    Ok((loaded, problems))
 }
 
 #[cfg(test)]
@@ -612,12 +645,14 @@ mod tests {
     #[test]
     fn action_bodies_carry_datetimes_as_text_and_drop_the_key() {
         let text = "[cxone]\nbase_url = \"simulator\"\n[[batch]]\nname = \"b\"\n  [[batch.action]]\n  key = \"k\"\n  actionType = \"X\"\n  payload = { due = 2026-11-27T10:00:00Z, n = 1.5, tags = [\"a\"] }\n";
-        let loaded = parse(Path::new("c.toml"), text).unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&loaded.actions[0].body_bytes).unwrap();
+        let loaded = parse(Path::new("c.toml"), text.into()).unwrap();
+        let mut read = Vec::new();
+        actions::read_batch(&loaded, 0, actions::Parts::ALL, |a, _| read.push(a));
+        let body: serde_json::Value = serde_json::from_slice(&read[0].body).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"actionType": "X", "payload": {"due": "2026-11-27T10:00:00Z", "n": 1.5, "tags": ["a"]}})
         );
-        assert_eq!(loaded.actions[0].identity.to_string(), "b/k");
+        assert_eq!(read[0].key, "k");
     }
 }

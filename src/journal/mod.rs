@@ -1,14 +1,25 @@
-//! The journal (SPEC §6): one SQLite database in WAL mode at `journal.path`, owned by
-//! one process (an exclusive lock on `<path>.lock`), written by one thread.
+//! The journal: the durable record of every action and the daemon's work queue. One
+//! SQLite database in WAL mode at `journal.path`, owned by one process (an exclusive lock
+//! on `<path>.lock`), written by one thread (docs/journal.md describes it for operators).
 //!
-//! Every write goes through a channel to the writer thread, which takes whatever has
-//! queued up and commits it as one transaction: a group commit, so 1,000 state changes
-//! cost one fsync. Writes that must be on disk before the next step (the write-ahead
-//! rules: `submitting` before the POST, the CXone id before the first poll, an outcome
-//! before its audit record) carry an acknowledgement the caller awaits; the rest are
-//! fire-and-forget but still ordered.
+//! **Writes.** Every write goes through a channel to the writer thread, which takes
+//! whatever has queued up and applies it as one transaction: a group commit, so 1,000
+//! state changes cost one fsync. Writes that must be on disk before the next step (the
+//! write-ahead rules: `submitting` before the POST, the CXone id before the first poll,
+//! an outcome before its audit record) carry an acknowledgement the caller awaits; the
+//! rest are fire-and-forget but still ordered. A failed group is applied again one
+//! operation at a time, so one bad write cannot take the others down with it.
 //!
-//! How an outcome reaches the audit file exactly once, even across `kill -9`:
+//! **The queue.** Configured actions are loaded into the journal (`load.rs`, in chunks);
+//! admission claims due actions of its batches in chunks (`claim`). A claim sets the
+//! action's owner and increments its fencing token; every later write of that action is
+//! conditional on both, and a write that matches nothing reports `Written::Lost` (the
+//! action was taken over, e.g. replayed): its poller drops it. Only claimed actions live
+//! in memory.
+//!
+//! **History.** Every state write appends an event to the action's history (`show`).
+//!
+//! **Exactly-once audit of outcomes**, even across `kill -9`:
 //! 1. The poller commits the outcome state, the complete audit line (with its
 //!    `event_id`) and any dead letter in one transaction (`resolve`).
 //! 2. The audit actor appends the line, syncs the file, then marks the line audited.
@@ -19,25 +30,33 @@
 //! appended at the next start; between 2 and its mark the scan finds it and nothing is
 //! appended twice. A torn last line (killed mid-write) is cut at start before the scan.
 
+pub mod load;
 mod read;
 pub mod record;
+mod sqlite;
+pub mod view;
 mod writer;
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 
+use std::future::Future;
+
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::action::Identity;
+use crate::config::actions::ConfiguredAction;
 use crate::dead_letter::DeadLetter;
-pub use read::{DeadLetterView, JournalReader};
+use crate::state::Note;
+pub use read::{open_reader, JournalRead, MAX_PAGE};
 pub use record::{now_ms, ActionRow, StateWord};
+pub use sqlite::{open, Options};
+pub use view::{ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, HistoryEvent, Page};
 
-/// Why the journal cannot be used.
-#[derive(Debug, thiserror::Error)]
+/// Why the journal cannot be used or a write failed. Cheap to clone: one failed group
+/// commit answers every operation in it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
     /// Another process holds the lock.
     #[error("journal {path} is locked by {holder} (another actionwarden is running on it)")]
@@ -47,13 +66,13 @@ pub enum JournalError {
         /// Who holds it, as far as the lock file says.
         holder: String,
     },
-    /// SQLite failed.
+    /// SQLite failed (a full disk reads "database or disk is full").
     #[error("journal {path}: {source}")]
     Sqlite {
         /// The journal.
         path: PathBuf,
         /// The error.
-        source: rusqlite::Error,
+        source: Arc<rusqlite::Error>,
     },
     /// A file operation failed.
     #[error("journal {path}: {source}")]
@@ -61,9 +80,19 @@ pub enum JournalError {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
-    /// The writer thread is gone (it logged why).
+    /// The journal was written by a newer actionwarden.
+    #[error("journal {path} has schema version {found}; this actionwarden knows up to {known}: upgrade it")]
+    TooNew {
+        /// The journal.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+    /// The writer thread is gone (the daemon is shutting down).
     #[error("journal writer stopped")]
     WriterGone,
 }
@@ -73,10 +102,24 @@ impl JournalError {
     pub fn is_missing(&self) -> bool {
         matches!(self, JournalError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
+
+    pub(crate) fn sqlite(path: &std::path::Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
+        move |source| JournalError::Sqlite {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> JournalError + '_ {
+        move |source| JournalError::Io {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        }
+    }
 }
 
 /// An outcome's audit line, committed with the outcome.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutcomeLine {
     /// The record's `event_id`.
     pub event_id: String,
@@ -84,7 +127,47 @@ pub struct OutcomeLine {
     pub line: Vec<u8>,
 }
 
-/// A replay taken from the request table: the action starts again as `series`.
+/// The right to write an action: its row and the fencing token of the claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The action's row.
+    pub id: i64,
+    /// Incremented by every claim; writes under an older token match nothing.
+    pub fence: i64,
+}
+
+/// A claimed action, ready for a poller.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The claim.
+    pub claim: Claim,
+    /// Its journaled state.
+    pub row: ActionRow,
+    /// The JSON body sent to CXone.
+    pub body: Bytes,
+}
+
+/// What a conditional write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Written.
+    Done,
+    /// The claim is no longer this one's: nothing was written.
+    Lost,
+}
+
+/// What loading a chunk did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inserted {
+    /// New actions.
+    pub inserted: usize,
+    /// Already journaled with the same body.
+    pub unchanged: usize,
+    /// Already journaled with another body (the journaled one is kept).
+    pub differing: usize,
+}
+
+/// A replay carried out: the action starts again as `series`.
 #[derive(Debug, Clone)]
 pub struct Replay {
     /// Whose.
@@ -95,24 +178,73 @@ pub struct Replay {
     pub error_id: String,
 }
 
-/// What the journal held at start.
+/// What pruning removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    /// Actions whose body and history were removed (their outcome row stays).
+    pub actions: u64,
+    /// History events removed.
+    pub events: u64,
+    /// Audited outcome lines removed.
+    pub outcome_lines: u64,
+    /// Delivered, replayed or discarded dead letters removed.
+    pub dead_letters: u64,
+    /// Where the next round starts (`None`: done).
+    #[serde(skip)]
+    pub next: Option<i64>,
+}
+
+impl Pruned {
+    /// Adds another round's counts.
+    pub fn add(&mut self, round: Pruned) {
+        self.actions += round.actions;
+        self.events += round.events;
+        self.outcome_lines += round.outcome_lines;
+        self.dead_letters += round.dead_letters;
+        self.next = round.next;
+    }
+}
+
+/// What the journal held at open that the singletons need.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Every journaled action.
-    pub actions: HashMap<Identity, ActionRow>,
     /// Outcome lines not yet confirmed in the audit file.
     pub unaudited: Vec<OutcomeLine>,
     /// Dead letters not yet accepted by the webhook, with their attempts so far.
     pub undelivered: Vec<(DeadLetter, u32)>,
 }
 
+type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
+
+/// One operation for the writer thread.
 pub(crate) enum Op {
-    Save(ActionRow, Option<oneshot::Sender<Result<(), String>>>),
-    Resolve {
+    Insert {
+        batch: Arc<str>,
+        rows: Vec<ConfiguredAction>,
+        reply: Reply<Inserted>,
+    },
+    Claim {
+        batch: Arc<str>,
+        limit: usize,
+        reply: Reply<Vec<Claimed>>,
+    },
+    Save {
+        claim: Claim,
         row: Box<ActionRow>,
+        note: Note,
+        ack: Option<Reply<Written>>,
+    },
+    Resolve {
+        claim: Claim,
+        row: Box<ActionRow>,
+        note: Note,
         outcome: OutcomeLine,
         letter: Option<Box<DeadLetter>>,
-        ack: oneshot::Sender<Result<(), String>>,
+        ack: Reply<Written>,
+    },
+    Reload {
+        claim: Claim,
+        reply: Reply<Option<ActionRow>>,
     },
     MarkAudited(Vec<String>),
     Delivery {
@@ -121,90 +253,141 @@ pub(crate) enum Op {
         delivered: bool,
         error: Option<String>,
     },
-    Load(Identity, oneshot::Sender<Option<ActionRow>>),
-    TakeReplays(oneshot::Sender<Vec<Replay>>),
-    Flush(oneshot::Sender<Result<(), String>>),
+    TakeReplays(Reply<Vec<Replay>>),
+    Unresolved {
+        batches: Vec<Arc<str>>,
+        reply: Reply<u64>,
+    },
+    Counts {
+        batches: Vec<Arc<str>>,
+        reply: Reply<Vec<BatchCounts>>,
+    },
+    Prune {
+        before_ms: i64,
+        from: i64,
+        reply: Reply<Pruned>,
+    },
+    Vacuum(Reply<()>),
+    Source {
+        batch: Arc<str>,
+        path: String,
+        reply: Reply<Option<String>>,
+    },
+    RecordSource {
+        batch: Arc<str>,
+        path: String,
+        hash: String,
+        actions: u64,
+    },
+    Flush(Reply<()>),
 }
 
 /// A handle on the journal; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Op>,
-    _lock: Arc<File>,
+    /// Keeps the process's lock on the journal while any handle lives.
+    _lock: Arc<dyn Send + Sync>,
 }
 
 impl Journal {
-    /// Locks and opens (creating, mode 0600) the journal, and reads what it holds.
-    pub fn open(path: &Path, fsync: bool) -> Result<(Journal, Snapshot), JournalError> {
-        let lock = lock(path)?;
-        let mut conn = writer::connect(path, fsync)?;
-        // Replays requested while no daemon ran are applied before anything is resumed,
-        // in one transaction: a kill in the middle must not mark a letter replayed without
-        // resetting its action.
-        let sql = |source| JournalError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
-        let tx = conn.transaction().map_err(sql)?;
-        writer::apply_replays(&tx).map_err(sql)?;
-        tx.commit().map_err(sql)?;
-        let snapshot = writer::snapshot(&conn).map_err(|source| JournalError::Sqlite {
-            path: path.to_owned(),
-            source,
-        })?;
-        let (tx, rx) = mpsc::channel();
-        let thread_path = path.to_owned();
-        std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || writer::run(conn, thread_path, rx))
-            .map_err(|source| JournalError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok((
-            Journal {
-                tx,
-                _lock: Arc::new(lock),
-            },
-            snapshot,
-        ))
+    /// Sends `op` and waits for its answer on this (non-async) thread.
+    fn request_blocking<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(op(reply)).map_err(|_| JournalError::WriterGone)?;
+        answer.blocking_recv().map_err(|_| JournalError::WriterGone)?
     }
 
-    /// Records a state change (ordered, not awaited).
-    pub fn save(&self, row: ActionRow) {
-        let _ = self.tx.send(Op::Save(row, None));
+    fn request<T: 'static>(
+        &self,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> impl Future<Output = Result<T, JournalError>> + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.tx.send(op(reply));
+        async move {
+            sent.map_err(|_| JournalError::WriterGone)?;
+            answer.await.map_err(|_| JournalError::WriterGone)?
+        }
     }
 
-    /// Records a state change and waits until it is committed.
-    pub async fn save_durable(&self, row: ActionRow) -> Result<(), JournalError> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Op::Save(row, Some(ack)))
-            .map_err(|_| JournalError::WriterGone)?;
-        done.await
-            .map_err(|_| JournalError::WriterGone)?
-            .map_err(|_| JournalError::WriterGone)
+    /// Loads a chunk of a batch's configured actions (at most `load::CHUNK`); identities
+    /// already journaled keep their journaled body. Blocks: for the loader's thread.
+    pub fn insert(&self, batch: Arc<str>, rows: Vec<ConfiguredAction>) -> Result<Inserted, JournalError> {
+        self.request_blocking(move |reply| Op::Insert { batch, rows, reply })
+    }
+
+    /// The content hash of the actions file last loaded for `batch` from `path`. Blocks.
+    pub fn source(&self, batch: Arc<str>, path: String) -> Result<Option<String>, JournalError> {
+        self.request_blocking(move |reply| Op::Source { batch, path, reply })
+    }
+
+    /// Remembers that `path` (with this content hash) is loaded for `batch`.
+    pub fn record_source(&self, batch: Arc<str>, path: String, hash: String, actions: u64) {
+        let _ = self.tx.send(Op::RecordSource {
+            batch,
+            path,
+            hash,
+            actions,
+        });
+    }
+
+    /// Claims up to `limit` unresolved, unclaimed actions of `batch`, in file order.
+    pub fn claim(
+        &self,
+        batch: Arc<str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Claimed>, JournalError>> + 'static {
+        self.request(move |reply| Op::Claim { batch, limit, reply })
+    }
+
+    /// Records a state change under `claim` (ordered, not awaited).
+    pub fn save(&self, claim: Claim, row: ActionRow, note: Note) {
+        let _ = self.tx.send(Op::Save {
+            claim,
+            row: Box::new(row),
+            note,
+            ack: None,
+        });
+    }
+
+    /// Records a state change under `claim` and waits until it is committed.
+    pub fn save_durable(
+        &self,
+        claim: Claim,
+        row: ActionRow,
+        note: Note,
+    ) -> impl Future<Output = Result<Written, JournalError>> + 'static {
+        self.request(move |ack| Op::Save {
+            claim,
+            row: Box::new(row),
+            note,
+            ack: Some(ack),
+        })
     }
 
     /// Commits an outcome with its audit line and dead letter in one transaction.
-    pub async fn resolve(
+    pub fn resolve(
         &self,
+        claim: Claim,
         row: ActionRow,
+        note: Note,
         outcome: OutcomeLine,
         letter: Option<DeadLetter>,
-    ) -> Result<(), JournalError> {
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Op::Resolve {
-                row: Box::new(row),
-                outcome,
-                letter: letter.map(Box::new),
-                ack,
-            })
-            .map_err(|_| JournalError::WriterGone)?;
-        done.await
-            .map_err(|_| JournalError::WriterGone)?
-            .map_err(|_| JournalError::WriterGone)
+    ) -> impl Future<Output = Result<Written, JournalError>> + 'static {
+        self.request(move |ack| Op::Resolve {
+            claim,
+            row: Box::new(row),
+            note,
+            outcome,
+            letter: letter.map(Box::new),
+            ack,
+        })
+    }
+
+    /// The last committed row under `claim` (after earlier writes of this handle);
+    /// `None` when the claim was lost.
+    pub fn reload(&self, claim: Claim) -> impl Future<Output = Result<Option<ActionRow>, JournalError>> + 'static {
+        self.request(move |reply| Op::Reload { claim, reply })
     }
 
     /// Marks outcome lines as present in the audit file.
@@ -224,69 +407,45 @@ impl Journal {
         });
     }
 
-    /// The last committed row of `identity` (after earlier writes of this handle).
-    pub async fn load(&self, identity: Identity) -> Option<ActionRow> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Load(identity, reply)).ok()?;
-        rx.await.ok().flatten()
+    /// Applies pending `dlq replay` requests: the actions are due again.
+    pub fn take_replays(&self) -> impl Future<Output = Result<Vec<Replay>, JournalError>> + 'static {
+        self.request(Op::TakeReplays)
     }
 
-    /// Applies pending `dlq replay` requests and returns the actions to start again.
-    pub async fn take_replays(&self) -> Vec<Replay> {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Op::TakeReplays(reply)).is_err() {
-            return Vec::new();
+    /// Actions of `batches` without an outcome (claimed or not).
+    pub fn unresolved(&self, batches: Vec<Arc<str>>) -> impl Future<Output = Result<u64, JournalError>> + 'static {
+        self.request(move |reply| Op::Unresolved { batches, reply })
+    }
+
+    /// Counts, retries, restarts and latency percentiles of `batches`.
+    pub fn counts(
+        &self,
+        batches: Vec<Arc<str>>,
+    ) -> impl Future<Output = Result<Vec<BatchCounts>, JournalError>> + 'static {
+        self.request(move |reply| Op::Counts { batches, reply })
+    }
+
+    /// Prunes the bodies and histories of actions resolved before `before_ms`, and
+    /// delivered or replayed dead letters made before it, in rounds that keep the writer
+    /// responsive; then returns the freed space to the file system.
+    pub async fn prune(&self, before_ms: i64) -> Result<Pruned, JournalError> {
+        let mut total = Pruned::default();
+        let mut from = 0;
+        loop {
+            let round = self.request(move |reply| Op::Prune { before_ms, from, reply }).await?;
+            let next = round.next;
+            total.add(round);
+            match next {
+                Some(n) => from = n,
+                None => break,
+            }
         }
-        rx.await.unwrap_or_default()
+        self.request(Op::Vacuum).await?;
+        Ok(total)
     }
 
     /// Waits until everything sent before is committed.
-    pub async fn flush(&self) -> Result<(), JournalError> {
-        let (ack, done) = oneshot::channel();
-        self.tx.send(Op::Flush(ack)).map_err(|_| JournalError::WriterGone)?;
-        done.await
-            .map_err(|_| JournalError::WriterGone)?
-            .map_err(|_| JournalError::WriterGone)
+    pub fn flush(&self) -> impl Future<Output = Result<(), JournalError>> + 'static {
+        self.request(Op::Flush)
     }
-}
-
-/// Takes the exclusive lock on `<path>.lock` and writes our pid into it.
-fn lock(path: &Path) -> Result<File, JournalError> {
-    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    let io = |source| JournalError::Io {
-        path: lock_path.clone(),
-        source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&lock_path).map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&lock_path)
-                .ok()
-                .and_then(|t| t.trim().parse::<u32>().ok())
-                .map(|pid| format!("pid {pid}"))
-                .unwrap_or_else(|| "another process".into());
-            return Err(JournalError::Locked {
-                path: path.to_owned(),
-                holder,
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-    }
-    file.set_len(0).map_err(io)?;
-    write!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(file)
 }

@@ -76,6 +76,24 @@ impl StateWord {
         }
     }
 
+    /// True for the four outcome words.
+    pub fn is_outcome(self) -> bool {
+        self.outcome().is_some()
+    }
+
+    /// Every word, in lifecycle order.
+    pub const ALL: [StateWord; 9] = [
+        StateWord::Pending,
+        StateWord::Submitting,
+        StateWord::Polling,
+        StateWord::Backoff,
+        StateWord::RollingBack,
+        StateWord::Completed,
+        StateWord::Cancelled,
+        StateWord::DeadLettered,
+        StateWord::RolledBack,
+    ];
+
     /// The word of an outcome.
     pub fn of_outcome(outcome: Outcome) -> Self {
         match outcome {
@@ -112,6 +130,8 @@ pub struct ActionRow {
     pub latency_ms: Option<i64>,
     /// The failure being compensated (rolling back only).
     pub compensating: Option<Box<ErrorPayload>>,
+    /// Poller restarts so far.
+    pub restarts: u32,
     /// Last change, Unix ms.
     pub updated_ms: i64,
 }
@@ -160,6 +180,7 @@ impl ActionRow {
             first_submit_ms: None,
             latency_ms: None,
             compensating: None,
+            restarts: 0,
             updated_ms: now_ms(),
         }
     }
@@ -194,6 +215,7 @@ impl ActionRow {
             first_submit_ms: st.first_submit.map(ms_of),
             latency_ms,
             compensating: st.compensating.clone(),
+            restarts: st.restart_total,
             updated_ms: now_ms(),
         }
     }
@@ -225,6 +247,7 @@ impl ActionRow {
             action_id: self.action_id.clone(),
             first_submit: self.first_submit_ms.map(instant_of),
             compensating: self.compensating.clone(),
+            restart_total: self.restarts,
             ..ActionState::default()
         }
     }

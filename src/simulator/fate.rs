@@ -112,7 +112,7 @@ struct Directive {
     code: Option<String>,
     message: Option<String>,
     times: Option<u32>,
-    #[serde(default, with = "super::option_duration")]
+    #[serde(default, with = "crate::config::duration::optional")]
     duration: Option<Duration>,
     header_only: Option<bool>,
     no_id: Option<bool>,

@@ -40,7 +40,7 @@ pub struct KnobUpdate {
     malformed_rate: Option<f64>,
     drop_rate: Option<f64>,
     early_expiry_rate: Option<f64>,
-    #[serde(default, with = "super::option_duration")]
+    #[serde(default, with = "crate::config::duration::optional")]
     latency: Option<Duration>,
     latency_random: Option<bool>,
     retry_after_form: Option<RetryAfterForm>,

@@ -61,7 +61,7 @@ pub struct SimulatorSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_error_rate: Option<f64>,
     /// Delay added to every API response; unset: the profile's (0, or 0–50ms in `chaos`).
-    #[serde(with = "option_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(with = "crate::config::duration::optional", skip_serializing_if = "Option::is_none")]
     pub latency: Option<Duration>,
     /// Share of polls answered 200 with a non-JSON body; unset: the profile's rate.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,25 +190,5 @@ fn read_env_secret(var: &str, setting: &str) -> std::io::Result<Option<String>> 
             std::io::ErrorKind::NotFound,
             format!("simulator.{setting}: environment variable {var} is not set"),
         )),
-    }
-}
-
-/// Serde helper for `Option<Duration>` written as an optional duration string.
-mod option_duration {
-    use std::time::Duration;
-
-    use serde::{de, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(duration) => crate::config::duration::serialize(duration, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|text| crate::config::duration::parse(&text).map_err(de::Error::custom))
-            .transpose()
     }
 }

@@ -200,3 +200,13 @@ impl AuditWritten {
         counter!(AUDIT_RECORDS, "event_type" => self.event_type).increment(1);
     }
 }
+
+/// A poller found its claim taken over and dropped its action.
+pub struct OwnershipLost;
+
+impl OwnershipLost {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(OWNERSHIP_LOST).increment(1);
+    }
+}

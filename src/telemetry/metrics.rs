@@ -26,6 +26,8 @@ pub const TOKEN_REFRESHES: &str = "actionwarden_token_refreshes_total";
 pub const DEAD_LETTERS: &str = "actionwarden_dead_letters_total";
 /// Gauge: dead letters stored but not yet accepted by the webhook.
 pub const DEAD_LETTERS_UNDELIVERED: &str = "actionwarden_dead_letters_undelivered";
+/// Counter: actions dropped because another claim took them over.
+pub const OWNERSHIP_LOST: &str = "actionwarden_ownership_lost_total";
 /// Counter: audit records written, by event type.
 pub const AUDIT_RECORDS: &str = "actionwarden_audit_records_total";
 
@@ -106,6 +108,7 @@ pub fn register_batches<'a>(batches: impl Iterator<Item = &'a str>) {
     for result in ["ok", "rejected", "error"] {
         counter!(TOKEN_REFRESHES, "result" => result).increment(0);
     }
+    metrics::counter!(OWNERSHIP_LOST).increment(0);
     for event_type in AUDIT_EVENT_TYPES {
         counter!(AUDIT_RECORDS, "event_type" => event_type).increment(0);
     }
@@ -151,4 +154,5 @@ fn describe() {
         "Dead letters not yet accepted by the webhook."
     );
     describe_counter!(AUDIT_RECORDS, "Audit records written by event type.");
+    describe_counter!(OWNERSHIP_LOST, "Actions dropped because another claim took them over.");
 }

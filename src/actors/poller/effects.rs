@@ -4,27 +4,39 @@
 
 use std::cell::RefCell;
 
+use std::time::Instant;
+
 use super::machine::{Effect, Machine, Resolution};
 use super::{ActionDone, PollerEnv, JOURNAL_RETRY, MAILBOX_RETRY};
 use crate::action::Outcome;
 use crate::actors::audit::{AppendAudit, AppendOutcome};
 use crate::actors::dead_letter::StoreDeadLetter;
-use crate::journal::{ActionRow, OutcomeLine};
+use crate::journal::{ActionRow, Claim, JournalError, OutcomeLine, Written};
+use crate::state::Note;
 use crate::telemetry::events::{ActionFinished, ActionSubmitted, RetrySpent};
 
-/// Performs `effects` in order.
-pub(super) async fn perform(env: &PollerEnv, machine: &RefCell<Machine>, effects: Vec<Effect>) {
+/// Whether the poller still holds its action's claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Held {
+    /// Go on.
+    Yes,
+    /// The journal says another claim owns the action now: drop it.
+    Lost,
+}
+
+/// Performs `effects` in order; stops at a journal write that finds the claim lost.
+pub(super) async fn perform(env: &PollerEnv, claim: Claim, machine: &RefCell<Machine>, effects: Vec<Effect>) -> Held {
     for effect in effects {
         match effect {
-            Effect::Persist { durable, note: _ } => {
+            Effect::Persist { durable, note } => {
                 let row = {
                     let m = machine.borrow();
                     ActionRow::from_state(m.identity(), m.state())
                 };
-                if durable {
-                    save_durable(env, row).await;
-                } else {
-                    env.journal.save(row);
+                if !durable {
+                    env.journal.save(claim, row, note);
+                } else if save_durable(env, claim, row, note).await == Written::Lost {
+                    return Held::Lost;
                 }
             }
             Effect::Audit(record) => env.audit.do_send(AppendAudit { record }),
@@ -57,20 +69,59 @@ pub(super) async fn perform(env: &PollerEnv, machine: &RefCell<Machine>, effects
             }
         }
     }
+    Held::Yes
 }
 
 /// Journals a state change and waits for the commit, retrying while the journal fails.
-async fn save_durable(env: &PollerEnv, row: ActionRow) {
-    while let Err(e) = env.journal.save_durable(row.clone()).await {
-        tracing::error!(error = %e, "Cannot journal the action state; retrying.");
-        actix_rt::time::sleep(JOURNAL_RETRY).await;
+async fn save_durable(env: &PollerEnv, claim: Claim, row: ActionRow, note: Note) -> Written {
+    retry_journal(|| env.journal.save_durable(claim, row.clone(), note.clone())).await
+}
+
+/// Runs a journal write until it commits: a failed commit (a full disk) is retried,
+/// never skipped, because the next step depends on it being on disk.
+async fn retry_journal<T, F>(mut write: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, JournalError>>,
+{
+    loop {
+        match write().await {
+            Ok(value) => return value,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot write the journal; retrying.");
+                actix_rt::time::sleep(JOURNAL_RETRY).await;
+            }
+        }
+    }
+}
+
+/// The journaled state under `claim` after a restart; `None` when the claim was lost.
+pub(super) async fn reload(env: &PollerEnv, claim: Claim) -> Option<ActionRow> {
+    retry_journal(|| env.journal.reload(claim)).await
+}
+
+/// The report of a poller whose claim was lost: no outcome, no record, no letter.
+pub(super) fn lost(machine: &RefCell<Machine>, claim: Claim) -> ActionDone {
+    let m = machine.borrow();
+    tracing::warn!("Action taken over by another claim; dropping it here.");
+    ActionDone {
+        identity: m.identity().clone(),
+        claim,
+        outcome: None,
+        latency: m.state().latency_at(Instant::now()),
+        retries: m.state().retry_count,
+        restarts: m.state().restart_total,
     }
 }
 
 /// Commits the outcome, its audit line and dead letter in one journal transaction, then
 /// hands the line to the audit actor and the letter to the dead-letter actor (the
 /// journal's module documentation explains why this order makes the record exactly-once).
-pub(super) async fn resolve(env: &PollerEnv, machine: &RefCell<Machine>, resolution: Resolution) -> ActionDone {
+pub(super) async fn resolve(
+    env: &PollerEnv,
+    claim: Claim,
+    machine: &RefCell<Machine>,
+    resolution: Resolution,
+) -> ActionDone {
     let Resolution {
         outcome,
         record,
@@ -96,9 +147,20 @@ pub(super) async fn resolve(env: &PollerEnv, machine: &RefCell<Machine>, resolut
         event_id: event_id.to_string(),
         line: record.to_line(event_id),
     };
-    while let Err(e) = env.journal.resolve(row.clone(), line.clone(), letter.clone()).await {
-        tracing::error!(error = %e, "Cannot journal the outcome; retrying.");
-        actix_rt::time::sleep(JOURNAL_RETRY).await;
+    let note = Note {
+        http_status: payload.as_ref().map(|p| p.status_code),
+        error_code: payload.as_ref().map(|p| p.error_code.clone()),
+        detail: payload
+            .as_ref()
+            .map(|p| p.message.chars().take(NOTE_DETAIL_CHARS).collect()),
+    };
+    let written = retry_journal(|| {
+        env.journal
+            .resolve(claim, row.clone(), note.clone(), line.clone(), letter.clone())
+    })
+    .await;
+    if written == Written::Lost {
+        return lost(machine, claim);
     }
     env.audit.do_send(AppendOutcome {
         event_type: record.event_type,
@@ -123,9 +185,13 @@ pub(super) async fn resolve(env: &PollerEnv, machine: &RefCell<Machine>, resolut
     let restarts = machine.borrow().state().restart_total;
     ActionDone {
         identity,
-        outcome,
+        claim,
+        outcome: Some(outcome),
         latency,
         retries: retry_count,
         restarts,
     }
 }
+
+/// Longest `detail` kept in a history event (the full message is in the dead letter).
+const NOTE_DETAIL_CHARS: usize = 200;

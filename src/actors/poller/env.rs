@@ -44,8 +44,8 @@ pub struct PollerEnv {
     pub retry: RetryConfig,
     /// `[supervisor]`.
     pub supervisor: SupervisorConfig,
-    /// Compensation templates by batch.
-    pub rollback_templates: RollbackTemplates,
+    /// Compensation templates by batch (replaced by a reload).
+    pub rollback_templates: RefCell<RollbackTemplates>,
     /// Chaos panic probability per step (0 unless `[chaos] enabled`).
     pub chaos_probability: f64,
     /// Jitter and chaos randomness.
@@ -181,7 +181,7 @@ impl PollerEnv {
             retry: &self.retry,
             poll: &self.poll,
             supervisor: &self.supervisor,
-            can_compensate: self.rollback_templates.contains_key(batch),
+            can_compensate: self.rollback_templates.borrow().contains_key(batch),
         }
     }
 
@@ -212,7 +212,7 @@ impl PollerEnv {
     /// and `metadata.key`.
     pub(super) fn rollback_body(&self, spec: &ActionSpec, failed_id: Option<&str>) -> Option<bytes::Bytes> {
         // `None` when the batch has no template any more (removed between two runs).
-        let mut body = self.rollback_templates.get(&spec.identity.batch)?.clone();
+        let mut body = self.rollback_templates.borrow().get(&spec.identity.batch)?.clone();
         let object = body.as_object_mut()?;
         let metadata = object.entry("metadata").or_insert_with(|| serde_json::json!({}));
         if !metadata.is_object() {

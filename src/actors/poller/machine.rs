@@ -36,7 +36,7 @@ use crate::classify::{unix_now, ErrorPayload, Failure, StackFrame, UpstreamError
 use crate::config::{duration, Directive, PollConfig, RetryConfig, SupervisorConfig};
 use crate::cxone::{CallError, PollStatus, Submitted};
 use crate::dead_letter::DeadLetter;
-use crate::state::{poll_interval, ActionState, Phase};
+use crate::state::{poll_interval, ActionState, Note, Phase};
 use crate::telemetry::metrics::Endpoint;
 
 /// The settings a decision depends on.
@@ -50,17 +50,6 @@ pub struct Policy<'a> {
     pub supervisor: &'a SupervisorConfig,
     /// The action's batch has a compensation template now.
     pub can_compensate: bool,
-}
-
-/// What the journal should remember about a transition, besides the state itself.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Note {
-    /// HTTP status of the response that caused it.
-    pub http_status: Option<u16>,
-    /// Error code that caused it.
-    pub error_code: Option<String>,
-    /// A short explanation.
-    pub detail: Option<String>,
 }
 
 /// Something to do before the next step.

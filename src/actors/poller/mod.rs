@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::action::{ActionSpec, Identity, Outcome};
 use crate::actors::audit::AppendAudit;
 use crate::cxone::PollStatus;
+use crate::journal::Claim;
 use crate::state::ActionState;
 use crate::telemetry::events::PollerRestarted;
 
@@ -28,6 +29,7 @@ mod effects;
 mod env;
 pub mod machine;
 
+use effects::Held;
 pub use env::{PollerEnv, PollerRng, RollbackTemplates};
 use machine::{Decision, Machine, Step};
 
@@ -36,14 +38,17 @@ const MAILBOX_RETRY: Duration = Duration::from_millis(20);
 /// How long to wait before retrying a failed journal write.
 const JOURNAL_RETRY: Duration = Duration::from_millis(500);
 
-/// A poller reached its action's outcome (sent to whoever started it).
+/// A poller is done with its action (sent to whoever started it): the action reached
+/// its outcome, or the claim was lost (another owner took it over).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct ActionDone {
     /// Whose.
     pub identity: Identity,
-    /// Outcome.
-    pub outcome: Outcome,
+    /// The claim the poller held.
+    pub claim: Claim,
+    /// The outcome; `None` when the claim was lost and the action dropped.
+    pub outcome: Option<Outcome>,
     /// First submission -> outcome.
     pub latency: Duration,
     /// Retries spent.
@@ -56,6 +61,7 @@ pub struct ActionDone {
 pub struct PollerActor {
     env: Rc<PollerEnv>,
     spec: ActionSpec,
+    claim: Claim,
     machine: Rc<RefCell<Machine>>,
     done: Recipient<ActionDone>,
     /// Set by `restarting`: the next run first reloads the journaled state.
@@ -67,11 +73,18 @@ pub struct PollerActor {
 impl PollerActor {
     /// A poller for `spec` starting from `state` (fresh, or resumed), reporting its
     /// outcome to `done`.
-    pub fn new(env: Rc<PollerEnv>, spec: ActionSpec, state: ActionState, done: Recipient<ActionDone>) -> Self {
+    pub fn new(
+        env: Rc<PollerEnv>,
+        spec: ActionSpec,
+        claim: Claim,
+        state: ActionState,
+        done: Recipient<ActionDone>,
+    ) -> Self {
         let machine = Machine::new(spec.identity.clone(), state);
         PollerActor {
             env,
             spec,
+            claim,
             machine: Rc::new(RefCell::new(machine)),
             done,
             reload: false,
@@ -87,12 +100,13 @@ impl PollerActor {
             action_id = tracing::field::Empty,
             attempt = tracing::field::Empty,
         );
-        let (env, spec, machine) = (self.env.clone(), self.spec.clone(), self.machine.clone());
+        let (env, spec, machine, claim) = (self.env.clone(), self.spec.clone(), self.machine.clone(), self.claim);
         let reload = std::mem::take(&mut self.reload);
         let work = async move {
             if reload {
-                if let Some(row) = env.journal.load(spec.identity.clone()).await {
-                    machine.borrow_mut().reload(row.to_state());
+                match Box::pin(effects::reload(&env, claim)).await {
+                    Some(row) => machine.borrow_mut().reload(row.to_state()),
+                    None => return effects::lost(&machine, claim),
                 }
             }
             // A resumed or restarted poller may never submit again: name its action now.
@@ -104,7 +118,7 @@ impl PollerActor {
                     span.record("action_id", id);
                 }
             }
-            drive(env, spec, machine).await
+            drive(env, spec, claim, machine).await
         }
         .instrument(span);
         let guarded = AssertUnwindSafe(work).catch_unwind();
@@ -175,12 +189,14 @@ impl Supervised for PollerActor {
 /// Every step is awaited through `Box::pin`: an async fn is as large as its largest
 /// await point, and this one lives as long as its action (100,000 of them may be in
 /// flight), so the request futures are allocated only while they run.
-async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, machine: Rc<RefCell<Machine>>) -> ActionDone {
+async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, claim: Claim, machine: Rc<RefCell<Machine>>) -> ActionDone {
     let batch = spec.identity.batch.clone();
     let mut decision = machine.borrow_mut().next(&env.policy(&batch), Instant::now());
     loop {
         let Decision { effects, step } = decision;
-        Box::pin(effects::perform(&env, &machine, effects)).await;
+        if Box::pin(effects::perform(&env, claim, &machine, effects)).await == Held::Lost {
+            return effects::lost(&machine, claim);
+        }
         // A crash loop ends here, before the chaos point that may have caused it.
         if !machine.borrow().state().crash_loop {
             env.chaos_point();
@@ -239,14 +255,15 @@ async fn drive(env: Rc<PollerEnv>, spec: ActionSpec, machine: Rc<RefCell<Machine
                     .on_classified(&policy, payload, &mut *env.rng.borrow_mut(), Instant::now())
             }
             Step::Resolve(resolution) => {
-                return Box::pin(effects::resolve(&env, &machine, *resolution)).await;
+                return Box::pin(effects::resolve(&env, claim, &machine, *resolution)).await;
             }
             Step::Report(outcome) => {
                 let m = machine.borrow();
                 let state = m.state();
                 return ActionDone {
                     identity: spec.identity.clone(),
-                    outcome,
+                    claim,
+                    outcome: Some(outcome),
                     latency: state.latency_at(Instant::now()),
                     retries: state.retry_count,
                     restarts: state.restart_total,

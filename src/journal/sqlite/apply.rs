@@ -1,0 +1,438 @@
+//! The journal's operations in SQLite: one transaction per group, statements prepared
+//! once and cached. Writes of an action are conditional on its claim (id, fencing token,
+//! owner); zero rows matched means the claim was lost.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use crate::action::Identity;
+use crate::config::actions::ConfiguredAction;
+use crate::dead_letter::DeadLetter;
+use crate::journal::record::{now_ms, ActionRow, StateWord};
+use crate::journal::view::{percentile, BatchCounts};
+use crate::journal::writer::{Backend, Done};
+use crate::journal::{Claim, Claimed, Inserted, JournalError, Op, OutcomeLine, Pruned, Replay, Written};
+use crate::state::Note;
+
+/// Actions examined per pruning round (a range of row ids).
+const PRUNE_ROUND: i64 = 10_000;
+
+/// The columns of an action row, in `read_row`'s order.
+pub(crate) const ROW_COLUMNS: &str = "id, batch, key, state, attempt, retry_count, series, action_id, poll_id, \
+     until_ms, first_submit_ms, latency_ms, compensating, restarts, updated_ms";
+
+/// The SQLite backend of the writer thread.
+pub struct Sqlite {
+    conn: Connection,
+    path: PathBuf,
+    /// Owner of this process's claims, and the `instance` of its history events.
+    instance: String,
+}
+
+impl Sqlite {
+    /// The backend over an open, migrated connection.
+    pub fn new(conn: Connection, path: PathBuf, instance: String) -> Self {
+        Sqlite { conn, path, instance }
+    }
+}
+
+impl Backend for Sqlite {
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<Done>, JournalError> {
+        let sql = JournalError::sqlite(&self.path);
+        let tx = self.conn.transaction().map_err(&sql)?;
+        let mut done = Vec::with_capacity(ops.len());
+        for op in ops {
+            done.push(apply_one(&tx, &self.instance, op).map_err(&sql)?);
+        }
+        tx.commit().map_err(&sql)?;
+        if ops.iter().any(|op| matches!(op, Op::Vacuum(_))) {
+            self.conn.execute_batch("PRAGMA incremental_vacuum").map_err(&sql)?;
+        }
+        Ok(done)
+    }
+}
+
+fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<Done> {
+    Ok(match op {
+        Op::Insert { batch, rows, .. } => Done::Inserted(insert(tx, batch, rows)?),
+        Op::Claim { batch, limit, .. } => Done::Claimed(claim(tx, instance, batch, *limit)?),
+        Op::Save { claim, row, note, .. } => Done::Written(save(tx, instance, *claim, row, note)?),
+        Op::Resolve {
+            claim,
+            row,
+            note,
+            outcome,
+            letter,
+            ..
+        } => Done::Written(resolve(tx, instance, *claim, row, note, outcome, letter.as_deref())?),
+        Op::Reload { claim, .. } => Done::Row(reload(tx, instance, *claim)?),
+        Op::MarkAudited(ids) => {
+            let mut stmt = tx.prepare_cached("UPDATE outcomes SET audited = 1 WHERE event_id = ?1")?;
+            for id in ids {
+                stmt.execute(params![id])?;
+            }
+            Done::Nothing
+        }
+        Op::Delivery {
+            error_id,
+            attempts,
+            delivered,
+            error,
+        } => {
+            tx.prepare_cached(
+                "UPDATE dead_letters SET attempts = ?2, delivered = ?3, last_error = ?4,
+                        delivered_ms = CASE WHEN ?3 = 1 THEN ?5 ELSE delivered_ms END
+                 WHERE error_id = ?1",
+            )?
+            .execute(params![error_id, attempts, *delivered as i64, error, now_ms()])?;
+            Done::Nothing
+        }
+        Op::TakeReplays(_) => Done::Replays(apply_replays(tx, instance)?),
+        Op::Unresolved { batches, .. } => Done::Count(unresolved(tx, batches)?),
+        Op::Counts { batches, .. } => Done::Counts(batches.iter().map(|b| counts(tx, b)).collect::<Result<_, _>>()?),
+        Op::Prune { before_ms, from, .. } => Done::Pruned(prune(tx, *before_ms, *from)?),
+        Op::Source { batch, path, .. } => Done::Source(
+            tx.prepare_cached("SELECT hash FROM sources WHERE batch = ?1 AND path = ?2")?
+                .query_row(params![batch.as_ref(), path], |r| r.get(0))
+                .optional()?,
+        ),
+        Op::RecordSource {
+            batch,
+            path,
+            hash,
+            actions,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO sources (batch, path, hash, actions, loaded_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (batch, path) DO UPDATE SET hash = excluded.hash, actions = excluded.actions,
+                        loaded_ms = excluded.loaded_ms",
+            )?
+            .execute(params![batch.as_ref(), path, hash, *actions as i64, now_ms()])?;
+            Done::Nothing
+        }
+        Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
+    })
+}
+
+/// Loads a chunk: new identities are inserted; an identity already journaled keeps
+/// its body (a body the journal lost, e.g. from a version 1 journal, is filled in).
+fn insert(tx: &Transaction<'_>, batch: &str, rows: &[ConfiguredAction]) -> rusqlite::Result<Inserted> {
+    let now = now_ms();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO actions (batch, key, body, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (batch, key) DO NOTHING",
+    )?;
+    let mut existing = tx.prepare_cached("SELECT id, body FROM actions WHERE batch = ?1 AND key = ?2")?;
+    let mut fill = tx.prepare_cached("UPDATE actions SET body = ?2 WHERE id = ?1")?;
+    let mut counts = Inserted::default();
+    for row in rows {
+        if insert.execute(params![batch, row.key, row.body, now])? == 1 {
+            counts.inserted += 1;
+            continue;
+        }
+        let (id, body): (i64, Option<Vec<u8>>) =
+            existing.query_row(params![batch, row.key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        match body {
+            None => {
+                fill.execute(params![id, row.body])?;
+                counts.unchanged += 1;
+            }
+            Some(body) if body == row.body => counts.unchanged += 1,
+            Some(_) => counts.differing += 1,
+        }
+    }
+    Ok(counts)
+}
+
+/// Claims up to `limit` due actions of `batch` in file order.
+fn claim(tx: &Transaction<'_>, instance: &str, batch: &str, limit: usize) -> rusqlite::Result<Vec<Claimed>> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "UPDATE actions SET owner = ?3, fence = fence + 1
+         WHERE id IN (SELECT id FROM actions WHERE batch = ?1 AND open = 1 AND owner IS NULL AND body IS NOT NULL
+                      ORDER BY id LIMIT ?2)
+         RETURNING {ROW_COLUMNS}, fence, body"
+    ))?;
+    let mut claimed = stmt
+        .query_map(params![batch, limit as i64, instance], |r| {
+            Ok(Claimed {
+                claim: Claim {
+                    id: r.get("id")?,
+                    fence: r.get("fence")?,
+                },
+                row: read_row(r)?,
+                body: Bytes::from(r.get::<_, Vec<u8>>("body")?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    claimed.sort_by_key(|c| c.claim.id);
+    Ok(claimed)
+}
+
+/// Writes a state under `claim`; appends its history event.
+fn save(tx: &Transaction<'_>, instance: &str, claim: Claim, row: &ActionRow, note: &Note) -> rusqlite::Result<Written> {
+    let compensating = row
+        .compensating
+        .as_ref()
+        .map(|c| serde_json::to_string(c).expect("a payload serializes"));
+    let resolved = row.state.is_outcome();
+    let changed = tx
+        .prepare_cached(
+            "UPDATE actions SET state = ?4, open = ?5, attempt = ?6, retry_count = ?7, series = ?8, action_id = ?9,
+                    poll_id = ?10, until_ms = ?11, first_submit_ms = ?12, latency_ms = ?13, compensating = ?14,
+                    restarts = ?15, updated_ms = ?16, resolved_ms = CASE WHEN ?5 = 0 THEN ?16 END
+             WHERE id = ?1 AND fence = ?2 AND owner = ?3",
+        )?
+        .execute(params![
+            claim.id,
+            claim.fence,
+            instance,
+            row.state.as_str(),
+            !resolved as i64,
+            row.attempt,
+            row.retry_count,
+            row.series,
+            row.action_id,
+            row.poll_id,
+            row.until_ms,
+            row.first_submit_ms,
+            row.latency_ms,
+            compensating,
+            row.restarts,
+            row.updated_ms,
+        ])?;
+    if changed == 0 {
+        return Ok(Written::Lost);
+    }
+    event(tx, claim.id, row, note, instance)?;
+    Ok(Written::Done)
+}
+
+/// Appends one history event.
+pub(crate) fn event(
+    tx: &Connection,
+    action: i64,
+    row: &ActionRow,
+    note: &Note,
+    instance: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO history (action, seq, at_ms, state, attempt, action_id, http_status, error_code, detail, instance)
+         VALUES (?1, (SELECT IFNULL(MAX(seq), 0) + 1 FROM history WHERE action = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        action,
+        row.updated_ms,
+        row.state.as_str(),
+        row.attempt,
+        row.poll_id.as_ref().or(row.action_id.as_ref()),
+        note.http_status,
+        note.error_code,
+        note.detail,
+        instance,
+    ])?;
+    Ok(())
+}
+
+/// The outcome, its audit line and its dead letter, all under `claim`.
+fn resolve(
+    tx: &Transaction<'_>,
+    instance: &str,
+    claim: Claim,
+    row: &ActionRow,
+    note: &Note,
+    outcome: &OutcomeLine,
+    letter: Option<&DeadLetter>,
+) -> rusqlite::Result<Written> {
+    if save(tx, instance, claim, row, note)? == Written::Lost {
+        return Ok(Written::Lost);
+    }
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO outcomes (event_id, batch, key, line, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        outcome.event_id,
+        row.identity.batch.as_ref(),
+        row.identity.key.as_ref(),
+        outcome.line,
+        row.updated_ms
+    ])?;
+    if let Some(letter) = letter {
+        let body = serde_json::to_string(letter).expect("a letter serializes");
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO dead_letters (error_id, batch, key, error_code, body, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            letter.error_id.to_string(),
+            letter.batch,
+            letter.key,
+            letter.error_code,
+            body,
+            row.updated_ms
+        ])?;
+    }
+    Ok(Written::Done)
+}
+
+fn reload(tx: &Transaction<'_>, instance: &str, claim: Claim) -> rusqlite::Result<Option<ActionRow>> {
+    tx.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM actions WHERE id = ?1 AND fence = ?2 AND owner = ?3"
+    ))?
+    .query_row(params![claim.id, claim.fence, instance], read_row)
+    .optional()
+}
+
+/// Reads an action row (the columns of `ROW_COLUMNS`).
+pub(crate) fn read_row(r: &Row<'_>) -> rusqlite::Result<ActionRow> {
+    let batch: String = r.get("batch")?;
+    let key: String = r.get("key")?;
+    let state: String = r.get("state")?;
+    let compensating: Option<String> = r.get("compensating")?;
+    Ok(ActionRow {
+        identity: Identity::new(batch, key),
+        state: StateWord::parse(&state).unwrap_or(StateWord::Pending),
+        attempt: r.get("attempt")?,
+        retry_count: r.get("retry_count")?,
+        series: r.get("series")?,
+        action_id: r.get("action_id")?,
+        poll_id: r.get("poll_id")?,
+        until_ms: r.get("until_ms")?,
+        first_submit_ms: r.get("first_submit_ms")?,
+        latency_ms: r.get("latency_ms")?,
+        compensating: compensating.and_then(|c| serde_json::from_str(&c).ok()),
+        restarts: r.get("restarts")?,
+        updated_ms: r.get("updated_ms")?,
+    })
+}
+
+/// Applies pending `dlq replay` requests: marks each letter replayed and makes its action
+/// due again as a new series (fresh Idempotency-Keys). The fencing token moves on, so a
+/// poller still holding the old claim can write nothing more.
+fn apply_replays(tx: &Transaction<'_>, instance: &str) -> rusqlite::Result<Vec<Replay>> {
+    let requests: Vec<(i64, String)> = tx
+        .prepare_cached("SELECT id, error_id FROM replay_requests ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut replays = Vec::new();
+    for (request, error_id) in requests {
+        tx.prepare_cached("DELETE FROM replay_requests WHERE id = ?1")?
+            .execute(params![request])?;
+        let found: Option<(i64, String, String, u32)> = tx
+            .prepare_cached(
+                "SELECT a.id, a.batch, a.key, a.series FROM dead_letters d JOIN actions a ON a.batch = d.batch AND a.key = d.key
+                 WHERE d.error_id = ?1 AND d.replayed = 0 AND a.body IS NOT NULL AND a.open = 0",
+            )?
+            .query_row(params![error_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let Some((id, batch, key, series)) = found else {
+            continue;
+        };
+        tx.prepare_cached("UPDATE dead_letters SET replayed = 1 WHERE error_id = ?1")?
+            .execute(params![error_id])?;
+        let identity = Identity::new(batch, key);
+        let mut row = ActionRow::pending(&identity, series + 1);
+        row.updated_ms = now_ms();
+        tx.prepare_cached(
+            "UPDATE actions SET state = 'pending', open = 1, attempt = 1, retry_count = 0, series = ?2, action_id = NULL,
+                    poll_id = NULL, until_ms = NULL, first_submit_ms = NULL, latency_ms = NULL, compensating = NULL,
+                    owner = NULL, fence = fence + 1, updated_ms = ?3, resolved_ms = NULL
+             WHERE id = ?1",
+        )?
+        .execute(params![id, row.series, row.updated_ms])?;
+        let note = Note {
+            detail: Some(format!("dead letter {error_id} replayed")),
+            ..Note::default()
+        };
+        event(tx, id, &row, &note, instance)?;
+        replays.push(Replay {
+            identity,
+            series: row.series,
+            error_id,
+        });
+    }
+    Ok(replays)
+}
+
+fn unresolved(tx: &Transaction<'_>, batches: &[Arc<str>]) -> rusqlite::Result<u64> {
+    let mut stmt =
+        tx.prepare_cached("SELECT COUNT(*) FROM actions WHERE batch = ?1 AND open = 1 AND body IS NOT NULL")?;
+    let mut total = 0u64;
+    for batch in batches {
+        total += stmt.query_row(params![batch.as_ref()], |r| r.get::<_, i64>(0))? as u64;
+    }
+    Ok(total)
+}
+
+/// One batch's numbers.
+pub(crate) fn counts(conn: &Connection, batch: &str) -> rusqlite::Result<BatchCounts> {
+    let mut counts = BatchCounts {
+        batch: batch.to_owned(),
+        ..BatchCounts::default()
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, COUNT(*), SUM(CASE WHEN open = 0 THEN retry_count ELSE 0 END), SUM(restarts)
+         FROM actions WHERE batch = ?1 GROUP BY state",
+    )?;
+    let rows = stmt.query_map(params![batch], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (state, n, retries, restarts) = row?;
+        if let Some(i) = StateWord::parse(&state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
+            counts.states[i] += n as u64;
+        }
+        counts.total += n as u64;
+        counts.retries += retries as u64;
+        counts.restarts += restarts as u64;
+    }
+    let mut latencies: Vec<i64> = conn
+        .prepare_cached("SELECT latency_ms FROM actions WHERE batch = ?1 AND open = 0 AND latency_ms IS NOT NULL")?
+        .query_map(params![batch], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    counts.p50 = percentile(&mut latencies, 0.50);
+    counts.p95 = percentile(&mut latencies, 0.95);
+    counts.p99 = percentile(&mut latencies, 0.99);
+    Ok(counts)
+}
+
+/// One round of pruning over the row ids `[from, from + PRUNE_ROUND)`.
+pub(crate) fn prune(tx: &Connection, before_ms: i64, from: i64) -> rusqlite::Result<Pruned> {
+    let to = from + PRUNE_ROUND;
+    let old = "id >= ?1 AND id < ?2 AND open = 0 AND resolved_ms < ?3";
+    let events = tx.execute(
+        &format!("DELETE FROM history WHERE action IN (SELECT id FROM actions WHERE {old})"),
+        params![from, to, before_ms],
+    )? as u64;
+    let mut pruned = Pruned {
+        events,
+        ..Pruned::default()
+    };
+    pruned.outcome_lines = tx.execute(
+        &format!(
+            "DELETE FROM outcomes WHERE audited = 1 AND (batch, key) IN (SELECT batch, key FROM actions WHERE {old} AND body IS NOT NULL)"
+        ),
+        params![from, to, before_ms],
+    )? as u64;
+    pruned.actions = tx.execute(
+        &format!("UPDATE actions SET body = NULL, compensating = NULL WHERE {old} AND body IS NOT NULL"),
+        params![from, to, before_ms],
+    )? as u64;
+    let max: i64 = tx.query_row("SELECT IFNULL(MAX(id), 0) FROM actions", [], |r| r.get(0))?;
+    if to <= max {
+        pruned.next = Some(to);
+    } else {
+        pruned.dead_letters = tx.execute(
+            "DELETE FROM dead_letters WHERE created_ms < ?1 AND (delivered = 1 OR replayed = 1 OR discarded = 1)",
+            params![before_ms],
+        )? as u64;
+    }
+    Ok(pruned)
+}

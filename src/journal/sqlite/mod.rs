@@ -1,0 +1,157 @@
+//! The SQLite journal: opening (lock, schema, migration from older versions), what the
+//! singletons need at start, and the writer thread. The operations live in `apply.rs`,
+//! the reads of `status`, `show` and the admin API in `read.rs`.
+
+mod apply;
+pub(crate) mod read;
+mod schema;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use rusqlite::Connection;
+
+use super::{Journal, JournalError, OutcomeLine, Snapshot};
+use crate::dead_letter::DeadLetter;
+
+/// How to open the journal.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The database file.
+    pub path: PathBuf,
+    /// Sync every group commit (`journal.fsync`).
+    pub fsync: bool,
+    /// This daemon's name, written into every history event.
+    pub instance: String,
+    /// The embedded simulator restarted with this process: ids polled before exist
+    /// nowhere any more, so those actions repeat their POST (same key) instead.
+    pub forget_poll_ids: bool,
+}
+
+/// Locks and opens (creating, mode 0600) the journal, migrates it, and starts the
+/// writer thread.
+pub fn open(options: &Options) -> Result<(Journal, Snapshot), JournalError> {
+    let path = &options.path;
+    let lock = lock(path)?;
+    let mut conn = connect(path, options.fsync)?;
+    schema::migrate(&mut conn, path)?;
+    let sql = JournalError::sqlite(path);
+    // Claims die with the process that made them: every unresolved action is due again.
+    conn.execute("UPDATE actions SET owner = NULL WHERE owner IS NOT NULL", [])
+        .map_err(&sql)?;
+    if options.forget_poll_ids {
+        forget_poll_ids(&conn).map_err(&sql)?;
+    }
+    let snapshot = snapshot(&conn).map_err(&sql)?;
+    let (tx, rx) = mpsc::channel();
+    let backend = apply::Sqlite::new(conn, path.clone(), options.instance.clone());
+    std::thread::Builder::new()
+        .name("journal-writer".into())
+        .spawn(move || super::writer::run(backend, rx))
+        .map_err(JournalError::io(path))?;
+    Ok((
+        Journal {
+            tx,
+            _lock: Arc::new(lock),
+        },
+        snapshot,
+    ))
+}
+
+/// Opens the database (mode 0600), sets WAL and the sync level.
+pub(crate) fn connect(path: &Path, fsync: bool) -> Result<Connection, JournalError> {
+    let sql = JournalError::sqlite(path);
+    if !path.exists() {
+        // Create the file ourselves so that it is private from the first byte.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options.open(path).map_err(JournalError::io(path))?;
+    }
+    let conn = Connection::open(path).map_err(&sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(&sql)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(&sql)?;
+    // FULL syncs the WAL at each commit (one fsync per group); OFF leaves it to the OS,
+    // which still survives a killed process but not a power cut.
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "OFF" })
+        .map_err(&sql)?;
+    Ok(conn)
+}
+
+/// Actions that were being polled repeat their POST with the same Idempotency-Key; a
+/// compensation being polled is submitted again the same way.
+fn forget_poll_ids(conn: &Connection) -> rusqlite::Result<()> {
+    let resubmitted = conn.execute(
+        "UPDATE actions SET state = CASE state WHEN 'polling' THEN 'submitting' ELSE state END, poll_id = NULL
+         WHERE open = 1 AND poll_id IS NOT NULL",
+        [],
+    )?;
+    if resubmitted > 0 {
+        tracing::info!(resubmitted, "The embedded simulator restarted with this process; polled actions are submitted again with their Idempotency-Keys.");
+    }
+    Ok(())
+}
+
+/// What the audit and dead-letter actors need at start.
+fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    let mut stmt = conn.prepare("SELECT event_id, line FROM outcomes WHERE audited = 0")?;
+    for row in stmt.query_map([], |r| {
+        Ok(OutcomeLine {
+            event_id: r.get(0)?,
+            line: r.get(1)?,
+        })
+    })? {
+        snapshot.unaudited.push(row?);
+    }
+    let mut stmt = conn
+        .prepare("SELECT body, attempts FROM dead_letters WHERE delivered = 0 AND discarded = 0 ORDER BY created_ms")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))? {
+        let (body, attempts) = row?;
+        if let Ok(letter) = serde_json::from_str::<DeadLetter>(&body) {
+            snapshot.undelivered.push((letter, attempts));
+        }
+    }
+    Ok(snapshot)
+}
+
+/// Takes the exclusive lock on `<path>.lock` and writes our pid into it.
+fn lock(path: &Path) -> Result<File, JournalError> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(JournalError::io(dir))?;
+    }
+    let io = JournalError::io(&lock_path);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&lock_path).map_err(&io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&lock_path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .map(|pid| format!("pid {pid}"))
+                .unwrap_or_else(|| "another process".into());
+            return Err(JournalError::Locked {
+                path: path.to_owned(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(&io)?;
+    write!(file, "{}", std::process::id()).map_err(&io)?;
+    Ok(file)
+}

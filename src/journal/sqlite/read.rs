@@ -1,0 +1,355 @@
+//! The SQLite reader: its own connection (WAL lets it read while a daemon writes), every
+//! answer a page or an aggregate.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::apply::{read_row, ROW_COLUMNS};
+use crate::action::Identity;
+use crate::journal::read::{JournalRead, MAX_PAGE};
+use crate::journal::record::{now_ms, StateWord};
+use crate::journal::view::{rfc3339_ms, DeadLetterFilter};
+use crate::journal::{
+    ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, HistoryEvent, JournalError, Page,
+    Pruned,
+};
+
+/// The highest code point: `prefix || MAX_CHAR` bounds every key starting with `prefix`.
+const MAX_CHAR: char = '\u{10FFFF}';
+
+/// A read connection on an existing journal.
+pub struct Reader {
+    conn: Connection,
+    path: PathBuf,
+    has_webhook: bool,
+}
+
+impl Reader {
+    /// Opens an existing journal; `has_webhook` tells pending letters from stored ones.
+    pub fn open(path: &Path, has_webhook: bool) -> Result<Self, JournalError> {
+        if !path.exists() {
+            let missing = std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no journal here yet (has `run` been started?)",
+            );
+            return Err(JournalError::io(path)(missing));
+        }
+        let sql = JournalError::sqlite(path);
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(&sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(&sql)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(&sql)?;
+        if version != super::schema::VERSION {
+            let message = format!(
+                "journal schema version {version}, this actionwarden reads version {}; run the daemon once to migrate it",
+                super::schema::VERSION
+            );
+            return Err(JournalError::io(path)(std::io::Error::other(message)));
+        }
+        Ok(Reader {
+            conn,
+            path: path.to_owned(),
+            has_webhook,
+        })
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
+        JournalError::sqlite(&self.path)
+    }
+
+    fn letter(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<DeadLetterView>> {
+        let body: String = r.get("body")?;
+        let (delivered, discarded): (bool, bool) = (r.get("delivered")?, r.get("discarded")?);
+        Ok(serde_json::from_str(&body).ok().map(|letter| DeadLetterView {
+            letter,
+            delivered,
+            delivery: DeadLetterView::delivery_word(delivered, discarded, self.has_webhook),
+            attempts: r.get("attempts").unwrap_or(0),
+            last_error: r.get("last_error").unwrap_or(None),
+            replayed: r.get("replayed").unwrap_or(false),
+            discarded,
+        }))
+    }
+
+    fn history(&self, id: i64) -> rusqlite::Result<Vec<HistoryEvent>> {
+        self.conn
+            .prepare_cached(
+                "SELECT at_ms, state, attempt, action_id, http_status, error_code, detail, instance
+                 FROM history WHERE action = ?1 ORDER BY seq",
+            )?
+            .query_map(params![id], |r| {
+                Ok(HistoryEvent {
+                    at: rfc3339_ms(r.get(0)?),
+                    state: r.get(1)?,
+                    attempt: r.get(2)?,
+                    action_id: r.get(3)?,
+                    http_status: r.get(4)?,
+                    error_code: r.get(5)?,
+                    detail: r.get(6)?,
+                    instance: r.get(7)?,
+                })
+            })?
+            .collect()
+    }
+}
+
+/// `Some(text)` for a filter that is set and not blank.
+fn set(text: &Option<String>) -> Option<&str> {
+    text.as_deref().filter(|t| !t.is_empty())
+}
+
+impl JournalRead for Reader {
+    fn status(&self) -> Result<Vec<BatchCounts>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT batch, state, COUNT(*) FROM actions GROUP BY batch, state ORDER BY batch")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(self.sql())?;
+        let mut out: Vec<BatchCounts> = Vec::new();
+        for row in rows {
+            let (batch, state, n) = row.map_err(self.sql())?;
+            if out.last().is_none_or(|c| c.batch != batch) {
+                out.push(BatchCounts {
+                    batch,
+                    ..BatchCounts::default()
+                });
+            }
+            let counts = out.last_mut().expect("just pushed");
+            if let Some(i) = StateWord::parse(&state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
+                counts.states[i] += n as u64;
+            }
+            counts.total += n as u64;
+        }
+        Ok(out)
+    }
+
+    fn dead_letter_totals(&self) -> Result<(u64, u64), JournalError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), IFNULL(SUM(CASE WHEN delivered = 0 AND discarded = 0 THEN 1 ELSE 0 END), 0) FROM dead_letters",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(self.sql())
+    }
+
+    fn actions(
+        &self,
+        filter: &ActionFilter,
+        limit: usize,
+        after: Option<&Cursor>,
+    ) -> Result<Page<ActionSummary>, JournalError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let prefix = set(&filter.key_prefix);
+        let upper = prefix.map(|p| format!("{p}{MAX_CHAR}"));
+        let (after_batch, after_key) = match after {
+            Some(Cursor(parts)) => (Some(parts[0].as_str()), Some(parts[1].as_str())),
+            None => (None, None),
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT batch, key, state, attempt, retry_count, action_id, updated_ms FROM actions
+                 WHERE (?1 IS NULL OR batch = ?1) AND (?2 IS NULL OR state = ?2)
+                   AND (?3 IS NULL OR (key >= ?3 AND key < ?4))
+                   AND (?5 IS NULL OR (batch, key) > (?5, ?6))
+                 ORDER BY batch, key LIMIT ?7",
+            )
+            .map_err(self.sql())?;
+        let mut items = stmt
+            .query_map(
+                params![
+                    set(&filter.batch),
+                    filter.state.map(StateWord::as_str),
+                    prefix,
+                    upper,
+                    after_batch,
+                    after_key,
+                    limit as i64 + 1
+                ],
+                |r| {
+                    let state: String = r.get(2)?;
+                    let outcome = StateWord::parse(&state)
+                        .filter(|w| w.is_outcome())
+                        .map(|w| w.as_str().to_owned());
+                    Ok(ActionSummary {
+                        batch: r.get(0)?,
+                        key: r.get(1)?,
+                        state,
+                        outcome,
+                        attempt: r.get(3)?,
+                        retry_count: r.get(4)?,
+                        action_id: r.get(5)?,
+                        updated_at: rfc3339_ms(r.get(6)?),
+                    })
+                },
+            )
+            .map_err(self.sql())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.sql())?;
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            let last = items.last().expect("a full page");
+            Cursor(vec![last.batch.clone(), last.key.clone()]).encode()
+        });
+        Ok(Page { items, next })
+    }
+
+    fn action(&self, identity: &Identity) -> Result<Option<ActionView>, JournalError> {
+        let found = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS}, body FROM actions WHERE batch = ?1 AND key = ?2"
+            ))
+            .map_err(self.sql())?
+            .query_row(params![identity.batch.as_ref(), identity.key.as_ref()], |r| {
+                Ok((
+                    r.get::<_, i64>("id")?,
+                    read_row(r)?,
+                    r.get::<_, Option<Vec<u8>>>("body")?,
+                ))
+            })
+            .optional()
+            .map_err(self.sql())?;
+        let Some((id, row, body)) = found else { return Ok(None) };
+        let dead_letter = self
+            .conn
+            .prepare_cached("SELECT * FROM dead_letters WHERE batch = ?1 AND key = ?2 ORDER BY created_ms DESC LIMIT 1")
+            .map_err(self.sql())?
+            .query_row(params![identity.batch.as_ref(), identity.key.as_ref()], |r| {
+                self.letter(r)
+            })
+            .optional()
+            .map_err(self.sql())?
+            .flatten();
+        Ok(Some(ActionView {
+            batch: identity.batch.to_string(),
+            key: identity.key.to_string(),
+            state: row.state.as_str().to_owned(),
+            outcome: row.state.outcome().map(|o| o.as_str().to_owned()),
+            attempt: row.attempt,
+            retry_count: row.retry_count,
+            action_id: row.action_id.clone(),
+            body: body.and_then(|b| serde_json::from_slice(&b).ok()),
+            dead_letter,
+            history: self.history(id).map_err(self.sql())?,
+        }))
+    }
+
+    fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: usize,
+        after: Option<&Cursor>,
+    ) -> Result<Page<DeadLetterView>, JournalError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (after_ms, after_id) = match after {
+            Some(Cursor(parts)) => (parts[0].parse::<i64>().ok(), Some(parts[1].as_str())),
+            None => (None, None),
+        };
+        let delivery = set(&filter.delivery);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT * FROM dead_letters
+                 WHERE (?1 IS NULL OR batch = ?1) AND (?2 IS NULL OR error_code = ?2)
+                   AND (?3 IS NULL OR (?3 = 'delivered' AND delivered = 1)
+                        OR (?3 = 'discarded' AND delivered = 0 AND discarded = 1)
+                        OR (?3 = ?4 AND delivered = 0 AND discarded = 0))
+                   AND (?5 IS NULL OR (created_ms, error_id) > (?5, ?6))
+                 ORDER BY created_ms, error_id LIMIT ?7",
+            )
+            .map_err(self.sql())?;
+        let unsent = if self.has_webhook { "pending" } else { "stored" };
+        let rows = stmt
+            .query_map(
+                params![
+                    set(&filter.batch),
+                    set(&filter.error_code),
+                    delivery,
+                    unsent,
+                    after_ms,
+                    after_id,
+                    limit as i64 + 1
+                ],
+                |r| Ok((r.get::<_, i64>("created_ms")?, self.letter(r)?)),
+            )
+            .map_err(self.sql())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.sql())?;
+        let more = rows.len() > limit;
+        let last = rows.get(limit.saturating_sub(1)).map(|(ms, view)| (*ms, view.clone()));
+        let items: Vec<DeadLetterView> = rows.into_iter().take(limit).filter_map(|(_, v)| v).collect();
+        let next = match (more, last) {
+            (true, Some((ms, Some(view)))) => {
+                Some(Cursor(vec![ms.to_string(), view.letter.error_id.to_string()]).encode())
+            }
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    fn request_replay(&self, error_ids: Option<&[String]>) -> Result<Vec<String>, JournalError> {
+        let replayable = "SELECT d.error_id FROM dead_letters d JOIN actions a ON a.batch = d.batch AND a.key = d.key
+                          WHERE d.replayed = 0 AND a.open = 0 AND a.body IS NOT NULL";
+        let candidates: Vec<String> = match error_ids {
+            Some(ids) => ids.to_vec(),
+            None => self
+                .conn
+                .prepare(&format!("{replayable} ORDER BY d.created_ms"))
+                .map_err(self.sql())?
+                .query_map([], |r| r.get(0))
+                .map_err(self.sql())?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(self.sql())?,
+        };
+        let mut accepted = Vec::new();
+        for id in candidates {
+            let known: Option<String> = self
+                .conn
+                .query_row(&format!("{replayable} AND d.error_id = ?1"), params![id], |r| r.get(0))
+                .optional()
+                .map_err(self.sql())?;
+            if known.is_some() {
+                self.conn
+                    .execute(
+                        "INSERT INTO replay_requests (error_id, requested_ms) VALUES (?1, ?2)",
+                        params![id, now_ms()],
+                    )
+                    .map_err(self.sql())?;
+                accepted.push(id);
+            }
+        }
+        Ok(accepted)
+    }
+
+    fn prune(&self, before_ms: i64) -> Result<Pruned, JournalError> {
+        let mut total = Pruned::default();
+        let mut from = 0;
+        loop {
+            let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
+            let round = super::apply::prune(&tx, before_ms, from).map_err(self.sql())?;
+            tx.commit().map_err(self.sql())?;
+            let next = round.next;
+            total.add(round);
+            match next {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+        self.conn
+            .execute_batch("PRAGMA incremental_vacuum")
+            .map_err(self.sql())?;
+        Ok(total)
+    }
+}

@@ -1,0 +1,172 @@
+//! The SQLite schema and its migrations, versioned with `PRAGMA user_version`.
+//!
+//! Version 1 (the first releases) kept one row per action keyed by identity and held
+//! the configured actions in memory; version 2 makes the journal the work queue: rows
+//! carry their body, an owner and a fencing token, every transition is kept in
+//! `history`, and `sources` remembers which action files were loaded.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::journal::JournalError;
+
+/// The version this binary writes.
+pub const VERSION: i64 = 2;
+
+const TABLES: &str = "
+CREATE TABLE actions (
+    id INTEGER PRIMARY KEY,
+    batch TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body BLOB,
+    state TEXT NOT NULL DEFAULT 'pending',
+    open INTEGER NOT NULL DEFAULT 1,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    series INTEGER NOT NULL DEFAULT 0,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    action_id TEXT,
+    poll_id TEXT,
+    until_ms INTEGER,
+    first_submit_ms INTEGER,
+    latency_ms INTEGER,
+    compensating TEXT,
+    owner TEXT,
+    fence INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    resolved_ms INTEGER
+);
+CREATE UNIQUE INDEX actions_identity ON actions (batch, key);
+CREATE INDEX actions_open ON actions (batch, id) WHERE open = 1;
+CREATE TABLE history (
+    action INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    action_id TEXT,
+    http_status INTEGER,
+    error_code TEXT,
+    detail TEXT,
+    instance TEXT NOT NULL,
+    PRIMARY KEY (action, seq)
+) WITHOUT ROWID;
+CREATE TABLE outcomes (
+    event_id TEXT PRIMARY KEY,
+    batch TEXT NOT NULL,
+    key TEXT NOT NULL,
+    line BLOB NOT NULL,
+    audited INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX outcomes_unaudited ON outcomes (audited) WHERE audited = 0;
+CREATE INDEX outcomes_identity ON outcomes (batch, key);
+CREATE TABLE dead_letters (
+    error_id TEXT PRIMARY KEY,
+    batch TEXT NOT NULL,
+    key TEXT NOT NULL,
+    error_code TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    replayed INTEGER NOT NULL DEFAULT 0,
+    discarded INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    delivered_ms INTEGER
+);
+CREATE INDEX dead_letters_created ON dead_letters (created_ms, error_id);
+CREATE INDEX dead_letters_identity ON dead_letters (batch, key);
+CREATE TABLE IF NOT EXISTS replay_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    error_id TEXT NOT NULL,
+    requested_ms INTEGER NOT NULL
+);
+CREATE TABLE sources (
+    batch TEXT NOT NULL,
+    path TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    actions INTEGER NOT NULL,
+    loaded_ms INTEGER NOT NULL,
+    PRIMARY KEY (batch, path)
+);
+";
+
+/// Brings the database to `VERSION`; refuses a newer one.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
+    let sql = JournalError::sqlite(path);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(&sql)?;
+    if version > VERSION {
+        return Err(JournalError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known: VERSION,
+        });
+    }
+    if version == VERSION {
+        return Ok(());
+    }
+    let has_v1: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'actions'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(&sql)?
+        > 0;
+    if !has_v1 {
+        // Free pages go back to the file system after pruning (`incremental_vacuum`);
+        // the mode must be chosen before the first table exists.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(&sql)?;
+    }
+    let tx = conn.transaction().map_err(&sql)?;
+    if has_v1 {
+        tx.execute_batch(
+            "ALTER TABLE actions RENAME TO actions_v1;
+             ALTER TABLE outcomes RENAME TO outcomes_v1;
+             ALTER TABLE dead_letters RENAME TO dead_letters_v1;
+             DROP INDEX IF EXISTS outcomes_unaudited;",
+        )
+        .map_err(&sql)?;
+    }
+    tx.execute_batch(TABLES).map_err(&sql)?;
+    if has_v1 {
+        tx.execute_batch(FROM_V1).map_err(&sql)?;
+        tracing::info!(journal = %path.display(), "Journal migrated to version 2 (the journal is now the work queue).");
+    }
+    tx.pragma_update(None, "user_version", VERSION).map_err(&sql)?;
+    tx.commit().map_err(&sql)?;
+    if has_v1 {
+        // Once, so that pruning can return space from now on.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(&sql)?;
+        conn.execute_batch("VACUUM").map_err(&sql)?;
+    }
+    Ok(())
+}
+
+/// Version 1 rows into version 2: states, counters and ids are kept; bodies come from
+/// the configuration at the next load (a version 1 journal did not keep them).
+const FROM_V1: &str = "
+INSERT INTO actions (batch, key, body, state, open, attempt, retry_count, series, action_id, poll_id,
+                     until_ms, first_submit_ms, latency_ms, compensating, created_ms, updated_ms, resolved_ms)
+SELECT batch, key, NULL, state,
+       CASE WHEN state IN ('completed', 'cancelled', 'dead_lettered', 'rolled_back') THEN 0 ELSE 1 END,
+       attempt, retry_count, series, action_id, poll_id, until_ms, first_submit_ms, latency_ms, compensating,
+       updated_ms, updated_ms,
+       CASE WHEN state IN ('completed', 'cancelled', 'dead_lettered', 'rolled_back') THEN updated_ms END
+FROM actions_v1 ORDER BY batch, key;
+INSERT INTO outcomes (event_id, batch, key, line, audited, created_ms)
+SELECT event_id, batch, key, line, audited, 0 FROM outcomes_v1;
+INSERT INTO dead_letters (error_id, batch, key, error_code, body, delivered, attempts, last_error, replayed,
+                          created_ms, delivered_ms)
+SELECT error_id, batch, key, COALESCE(json_extract(body, '$.error_code'), ''), body, delivered, attempts,
+       last_error, replayed, created_ms, delivered_ms
+FROM dead_letters_v1;
+DROP TABLE actions_v1;
+DROP TABLE outcomes_v1;
+DROP TABLE dead_letters_v1;
+";

@@ -1,0 +1,246 @@
+//! What readers of the journal see: an action with its history (`show`, the admin API,
+//! the console), pages of actions and dead letters with opaque cursors, and per-batch
+//! aggregates (`status`, the run summary). Plain data, the same for every backend.
+
+use serde::Serialize;
+
+use super::StateWord;
+use crate::dead_letter::DeadLetter;
+
+/// One journaled transition of an action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEvent {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// The state it entered.
+    pub state: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// The CXone id known then.
+    pub action_id: Option<String>,
+    /// HTTP status that caused it, if any.
+    pub http_status: Option<u16>,
+    /// Error code that caused it, if any.
+    pub error_code: Option<String>,
+    /// A short explanation.
+    pub detail: Option<String>,
+    /// The daemon instance that wrote it.
+    pub instance: String,
+}
+
+/// A dead letter with its delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetterView {
+    /// The letter as sent to the webhook.
+    pub letter: DeadLetter,
+    /// Accepted by the webhook.
+    pub delivered: bool,
+    /// `delivered`, `pending` (the webhook has not accepted it yet), `stored` (no webhook
+    /// is configured: stored and listed only) or `discarded` (an operator gave it up).
+    pub delivery: &'static str,
+    /// Delivery attempts.
+    pub attempts: u32,
+    /// Last delivery error.
+    pub last_error: Option<String>,
+    /// Replayed with `dlq replay`.
+    pub replayed: bool,
+    /// Discarded by an operator (kept, never delivered again).
+    pub discarded: bool,
+}
+
+impl DeadLetterView {
+    /// The delivery word of a letter in these states.
+    pub fn delivery_word(delivered: bool, discarded: bool, has_webhook: bool) -> &'static str {
+        match (delivered, discarded, has_webhook) {
+            (true, _, _) => "delivered",
+            (false, true, _) => "discarded",
+            (false, false, true) => "pending",
+            (false, false, false) => "stored",
+        }
+    }
+}
+
+/// One action with everything the journal knows about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionView {
+    /// Batch name.
+    pub batch: String,
+    /// Key.
+    pub key: String,
+    /// State word.
+    pub state: String,
+    /// Outcome word, when it has one.
+    pub outcome: Option<String>,
+    /// Attempt.
+    pub attempt: u32,
+    /// Retries spent.
+    pub retry_count: u32,
+    /// The CXone id.
+    pub action_id: Option<String>,
+    /// The JSON body (`null` once pruned).
+    pub body: Option<serde_json::Value>,
+    /// Its latest dead letter.
+    pub dead_letter: Option<DeadLetterView>,
+    /// Its transitions, oldest first.
+    pub history: Vec<HistoryEvent>,
+}
+
+/// One action in a list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionSummary {
+    /// Batch name.
+    pub batch: String,
+    /// Key.
+    pub key: String,
+    /// State word.
+    pub state: String,
+    /// Outcome word, when it has one.
+    pub outcome: Option<String>,
+    /// Attempt.
+    pub attempt: u32,
+    /// Retries spent.
+    pub retry_count: u32,
+    /// The CXone id.
+    pub action_id: Option<String>,
+    /// Last change (RFC 3339, UTC).
+    pub updated_at: String,
+}
+
+/// A page of a list and the cursor of the next one (`None` on the last page).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `after` for the next page.
+    pub next: Option<String>,
+}
+
+/// Which actions a list shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionFilter {
+    /// Only this batch.
+    pub batch: Option<String>,
+    /// Only this state.
+    pub state: Option<StateWord>,
+    /// Only keys starting so.
+    pub key_prefix: Option<String>,
+}
+
+/// Which dead letters a list shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// Only this batch.
+    pub batch: Option<String>,
+    /// Only this error code.
+    pub error_code: Option<String>,
+    /// Only this delivery word (`delivered`, `pending`, `stored`, `discarded`).
+    pub delivery: Option<String>,
+}
+
+/// An opaque position in a list: the sort key of the last item shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor(pub Vec<String>);
+
+impl Cursor {
+    /// The text handed to clients: hex, so it survives any URL unescaped.
+    pub fn encode(&self) -> String {
+        hex::encode(self.0.join("\u{0}"))
+    }
+
+    /// Reads a cursor of `parts` parts; `None` for anything this list did not hand out.
+    pub fn decode(text: &str, parts: usize) -> Option<Cursor> {
+        let bytes = hex::decode(text).ok()?;
+        let joined = String::from_utf8(bytes).ok()?;
+        let fields: Vec<String> = joined.split('\u{0}').map(str::to_owned).collect();
+        (fields.len() == parts).then_some(Cursor(fields))
+    }
+}
+
+/// The numbers of one batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BatchCounts {
+    /// Batch name.
+    pub batch: String,
+    /// Journaled actions.
+    pub total: u64,
+    /// Actions per state word, in `StateWord::ALL` order.
+    pub states: [u64; 9],
+    /// Retries spent by resolved actions.
+    pub retries: u64,
+    /// Poller restarts.
+    pub restarts: u64,
+    /// Median first-submission-to-outcome time of resolved actions, seconds.
+    pub p50: Option<f64>,
+    /// 95th percentile, seconds.
+    pub p95: Option<f64>,
+    /// 99th percentile, seconds.
+    pub p99: Option<f64>,
+}
+
+impl BatchCounts {
+    /// Actions in `state`.
+    pub fn count(&self, state: StateWord) -> u64 {
+        let i = StateWord::ALL
+            .iter()
+            .position(|s| *s == state)
+            .expect("every word is listed");
+        self.states[i]
+    }
+
+    /// Actions with an outcome.
+    pub fn finished(&self) -> u64 {
+        StateWord::ALL
+            .iter()
+            .filter(|s| s.is_outcome())
+            .map(|s| self.count(*s))
+            .sum()
+    }
+}
+
+/// RFC 3339 UTC text of a Unix-ms time.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The `p`-th percentile (0..=1) of `values` (reordered in place), nearest rank.
+pub fn percentile(values: &mut [i64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
+    let (_, value, _) = values.select_nth_unstable(rank);
+    Some(*value as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_foreign_text() {
+        let c = Cursor(vec!["b".into(), "k/1".into()]);
+        assert_eq!(Cursor::decode(&c.encode(), 2), Some(c.clone()));
+        assert_eq!(Cursor::decode(&c.encode(), 1), None);
+        assert_eq!(Cursor::decode("zz", 2), None);
+        assert_eq!(Cursor::decode("", 2), None);
+    }
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let mut v: Vec<i64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile(&mut v, 0.5), Some(50.0));
+        assert_eq!(percentile(&mut v, 0.99), Some(99.0));
+        assert_eq!(percentile(&mut [], 0.5), None);
+        assert_eq!(percentile(&mut [7000], 0.99), Some(7.0));
+    }
+
+    #[test]
+    fn timestamps_are_utc_rfc3339() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_ms(1_500), "1970-01-01T00:00:01.5Z");
+    }
+}
