@@ -20,6 +20,7 @@ use crate::actors::dead_letter::{DeadLetterActor, DrainDeadLetters, Webhook};
 use crate::actors::poller::PollerEnv;
 use crate::actors::token::{SecretSource, TokenActor, TokenCache, TokenHealth};
 use crate::admin::Readiness;
+use crate::batch_settings;
 use crate::classify::Rules;
 use crate::config::{self, Loaded, Secret, SIMULATOR};
 use crate::cxone::{CxoneClient, Gate};
@@ -173,15 +174,6 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     let undelivered = snapshot.undelivered;
     let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal, undelivered));
 
-    let rollback_templates = cfg
-        .batches
-        .iter()
-        .filter(|b| !b.rollback_action.is_empty())
-        .map(|b| {
-            let value = config::table_to_json(&b.rollback_action);
-            (Arc::<str>::from(b.name.as_str()), value)
-        })
-        .collect();
     let chaos_probability = if cfg.chaos.enabled {
         cfg.chaos.poller_panic_probability
     } else {
@@ -197,7 +189,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         poll: cfg.poll.clone(),
         retry: cfg.retry.clone(),
         supervisor: cfg.supervisor.clone(),
-        rollback_templates,
+        rollback_templates: Default::default(),
         chaos_probability,
         rng: std::cell::RefCell::new(SmallRng::from_os_rng()),
         journal: journal.clone(),
@@ -205,16 +197,10 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         requests_in_flight: std::cell::Cell::new(0),
         request_slots: tokio::sync::Semaphore::new(cfg.cxone.max_connections),
     });
-    let batch_limits: HashMap<Arc<str>, usize> = cfg
-        .batches
-        .iter()
-        .map(|b| (Arc::<str>::from(b.name.as_str()), b.max_in_flight))
-        .collect();
     let (idle_tx, mut idle_rx) = watch::channel(Idle(false));
     let admission = AdmissionActor::new(
         env.clone(),
         cfg.limits.max_in_flight,
-        batch_limits,
         snapshot.actions,
         idle_tx,
         Progress::new(),
@@ -223,6 +209,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     let admitted = admission
         .send(Admit {
             actions: std::mem::take(&mut loaded.actions),
+            batches: batch_settings::from_config(&cfg),
         })
         .await
         .map_err(|e| Error::CannotRun(format!("admission failed: {e}")))?;
@@ -372,6 +359,7 @@ async fn reload(path: &std::path::Path, admission: &Addr<AdmissionActor>) {
     match config::load(path) {
         Ok(loaded) => match admission
             .send(Admit {
+                batches: batch_settings::from_config(&loaded.config),
                 actions: loaded.actions,
             })
             .await

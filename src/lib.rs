@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! - `config/`: the TOML file, its defaults, secrets and located errors.
-//! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`: pure logic, unit-tested.
+//! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`: pure logic, unit-tested;
+//!   `batch_settings.rs`: each batch's limit and rollback template, as last read.
 //! - `cxone/`: the HTTP client for token, submit and poll, response parsing, and the
 //!   shared 429 gate with the request-rate budget.
 //! - `actors/`: `TokenActor`, `PollerActor` (in `poller/`: the state machine, failures,
@@ -23,6 +24,7 @@ pub mod actors;
 pub mod admin;
 pub mod app;
 pub mod backoff;
+pub mod batch_settings;
 pub mod classify;
 pub mod cli;
 pub mod commands;

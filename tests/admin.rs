@@ -11,27 +11,6 @@ use serde_json::Value;
 const ADMIN_TOKEN_ENV: &str = "AW_TEST_ADMIN_TOKEN";
 const ADMIN_TOKEN: &str = "admin-token-5d1f0c";
 
-/// Waits for the admin address in the daemon's log (it listens on port 0).
-fn admin_url(daemon: &Daemon) -> String {
-    let mut url = String::new();
-    wait_until(Duration::from_secs(20), "the admin server", || {
-        let log = daemon.log_text();
-        let Some(pos) = log.find("Admin server listening.") else {
-            return false;
-        };
-        let line = log[pos..].lines().next().unwrap_or_default();
-        let Some(addr) = line.split("addr=").nth(1) else {
-            return false;
-        };
-        url = format!(
-            "http://{}",
-            addr.split_whitespace().next().unwrap_or_default().trim_matches('"')
-        );
-        true
-    });
-    url
-}
-
 fn admin_overrides(extra_token: bool) -> String {
     if extra_token {
         format!("listen = \"127.0.0.1:0\"\ntoken_env = \"{ADMIN_TOKEN_ENV}\"")
@@ -74,7 +53,7 @@ fn metrics_match_the_audit_file_and_parse_as_prometheus_text() {
     let classifier = "retry = [\"TIMEOUT\"]\nrollback = [\"PARTIAL_WRITE\"]\ndefault = \"DEAD_LETTER\"";
     let config = h.write_config(&[("admin", &admin), ("classifier", classifier)], &every_outcome_kind());
     let mut daemon = h.spawn(&["run"], &config);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     wait_until(Duration::from_secs(30), "every outcome", || h.outcomes().len() == 6);
     wait_until(Duration::from_secs(10), "dead letter delivered", || {
         h.count("DEAD_LETTER_DELIVERED") == 1
@@ -233,7 +212,7 @@ fn health_and_readiness() {
         &(batch("b", "") + &action("x", "")),
     );
     let daemon = h.spawn(&["run"], &config);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     assert_eq!(status_of(&format!("{url}/healthz")).0, 200);
     let (code, body) = status_of(&format!("{url}/readyz"));
     assert_eq!(code, 503, "{body}");
@@ -243,7 +222,7 @@ fn health_and_readiness() {
     // Rejected credentials.
     let config = h.write_config(&[("admin", &admin)], &(batch("b", "") + &action("x", "")));
     let daemon = h.spawn_with(&["run"], &config, &[(SECRET_ENV, "wrong")]);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     wait_until(Duration::from_secs(10), "readiness to report the rejection", || {
         let (code, body) = status_of(&format!("{url}/readyz"));
         code == 503
@@ -256,7 +235,7 @@ fn health_and_readiness() {
 
     // Running.
     let mut daemon = h.spawn(&["run"], &config);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     wait_until(Duration::from_secs(10), "ready", || {
         status_of(&format!("{url}/readyz")).0 == 200
     });
@@ -273,7 +252,7 @@ fn journal_views_and_replay_endpoint() {
         + &action("bad", "outcome = \"FAILED\", code = \"INVALID_CONTACT\", times = 1");
     let config = h.write_config(&[("admin", &admin)], &batches);
     let mut daemon = h.spawn_with(&["run"], &config, &[(ADMIN_TOKEN_ENV, ADMIN_TOKEN)]);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     wait_until(Duration::from_secs(20), "both outcomes", || h.outcomes().len() == 2);
 
     let (code, all) = status_of(&format!("{url}/v1/actions"));
@@ -307,7 +286,7 @@ fn replay_is_refused_without_a_configured_token() {
     let admin = admin_overrides(false);
     let config = h.write_config(&[("admin", &admin)], &(batch("b", "") + &action("x", "")));
     let daemon = h.spawn(&["run"], &config);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     assert_eq!(
         post_status(&format!("{url}/v1/dead-letters/abc/replay"), Some("anything")),
         403

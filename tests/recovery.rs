@@ -330,3 +330,64 @@ fn sigterm_with_requests_in_flight_waits_only_shutdown_timeout() {
         "repeats of the same keys created nothing new"
     );
 }
+
+#[test]
+fn a_reload_applies_each_batchs_limit_and_rollback_template() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let overrides = [
+        ("classifier", "retry = [\"TIMEOUT\"]\nrollback = [\"PARTIAL_WRITE\"]"),
+        ("admin", "listen = \"127.0.0.1:0\""),
+    ];
+    let steady = |limit: usize| {
+        let mut text = batch("steady", &format!("max_in_flight = {limit}"));
+        for i in 0..10 {
+            text.push_str(&action(&format!("s{i}"), "duration = \"400ms\""));
+        }
+        text
+    };
+    let config = h.write_config(&overrides, &steady(1));
+    let mut daemon = h.spawn(&["run"], &config);
+    let url = daemon.admin_url();
+    wait_until(Duration::from_secs(20), "a first outcome", || !h.outcomes().is_empty());
+
+    // The reload raises the existing batch's limit and adds a batch with its own limit
+    // and a compensation template.
+    let mut late = batch(
+        "late",
+        "max_in_flight = 1\nrollback_action = { actionType = \"UNDO\", payload = { op = \"undo\" } }",
+    );
+    for i in 0..4 {
+        late.push_str(&action(&format!("l{i}"), "duration = \"300ms\""));
+    }
+    late.push_str(&action(
+        "undo-me",
+        "outcome = \"FAILED\", code = \"PARTIAL_WRITE\", duration = \"300ms\"",
+    ));
+    std::fs::write(&config, h.config_text(&overrides, &(steady(3) + &late))).unwrap();
+    daemon.signal("HUP");
+    wait_until(Duration::from_secs(30), "every outcome", || h.outcomes().len() == 15);
+
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0), "{}", daemon.log_text());
+    assert_exactly_once(&h, 15);
+
+    assert_eq!(max_in_flight_seen(&h, "late"), 1, "the new batch's own limit holds");
+    assert_eq!(
+        max_in_flight_seen(&h, "steady"),
+        3,
+        "the raised limit is used after the reload, and never exceeded"
+    );
+    let undone = h.outcome("late", "undo-me");
+    assert_eq!(undone["resolution"], "ROLLED_BACK", "{undone}");
+    assert!(h.sim.webhooks().is_empty(), "nothing was dead-lettered");
+    assert!(
+        metrics.contains("actionwarden_poller_restarts_total{batch=\"late\"} 0"),
+        "the new batch's series are registered:\n{metrics}"
+    );
+}

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::poller::PollerActor;
 use super::poller::PollerEnv;
 use crate::action::{ActionSpec, Identity, Outcome};
+use crate::batch_settings::BatchSettings;
 use crate::journal::{ActionRow, Replay};
 use crate::report::{BatchSummary, Progress, Summary};
 use crate::state::ActionState;
@@ -29,6 +30,9 @@ use crate::telemetry::events::InFlight;
 pub struct Admit {
     /// The actions.
     pub actions: Vec<ActionSpec>,
+    /// The settings of every batch the file names, applied before the actions (a reload
+    /// changes them exactly as a start would).
+    pub batches: HashMap<Arc<str>, BatchSettings>,
 }
 
 /// A poller reached its outcome.
@@ -82,6 +86,7 @@ pub struct AdmissionActor {
     global_limit: usize,
     in_flight: usize,
     batches: BTreeMap<Arc<str>, BatchSlot>,
+    /// Each configured batch's own limit (0 = none), as the file last stated it.
     batch_limits: HashMap<Arc<str>, usize>,
     known: HashSet<Identity>,
     specs: HashMap<Identity, ActionSpec>,
@@ -96,12 +101,11 @@ pub struct AdmissionActor {
 }
 
 impl AdmissionActor {
-    /// Admission with the global limit, per-batch limits (0 = none) and the journal's
-    /// rows to reconcile with.
+    /// Admission with the global limit and the journal's rows to reconcile with; each
+    /// batch's own settings come with every `Admit`.
     pub fn new(
         env: Rc<PollerEnv>,
         global_limit: usize,
-        batch_limits: HashMap<Arc<str>, usize>,
         journaled: HashMap<Identity, ActionRow>,
         idle: watch::Sender<Idle>,
         progress: Progress,
@@ -111,7 +115,7 @@ impl AdmissionActor {
             global_limit,
             in_flight: 0,
             batches: BTreeMap::new(),
-            batch_limits,
+            batch_limits: HashMap::new(),
             known: HashSet::new(),
             specs: HashMap::new(),
             journaled,
@@ -173,6 +177,22 @@ impl AdmissionActor {
         })
     }
 
+    /// Applies the settings of each batch the file names: its limit (also for its actions
+    /// already queued) and its rollback template; a batch seen for the first time gets
+    /// its metric series. Batches the file no longer names keep what they had, since
+    /// their admitted actions run on.
+    fn configure(&mut self, batches: HashMap<Arc<str>, BatchSettings>) {
+        for (name, settings) in batches {
+            if self.batch_limits.insert(name.clone(), settings.max_in_flight).is_none() {
+                crate::telemetry::metrics::register_batch(&name);
+            }
+            if let Some(slot) = self.batches.get_mut(&name) {
+                slot.limit = settings.max_in_flight;
+            }
+            self.env.rollback_templates.set(&name, settings.rollback);
+        }
+    }
+
     fn publish_idle(&self) {
         let idle = self.running.is_empty() && self.batches.values().all(|b| b.queue.is_empty());
         self.idle.send_replace(Idle(idle));
@@ -191,6 +211,7 @@ impl Handler<Admit> for AdmissionActor {
     type Result = usize;
 
     fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> usize {
+        self.configure(msg.batches);
         let mut added = 0;
         for spec in msg.actions {
             if !self.known.insert(spec.identity.clone()) {

@@ -29,18 +29,23 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// Starts the simulator with extra arguments and waits for its `listening on` line.
+    /// Starts the simulator with extra arguments and waits for its `listening on` line;
+    /// its webhook checks signatures made with `WEBHOOK_KEY`.
     pub fn start(args: &[&str]) -> Sim {
-        let mut child = Command::new(BIN)
-            .args([
-                "simulate",
-                "--listen",
-                "127.0.0.1:0",
-                "--webhook-secret-env",
-                WEBHOOK_KEY_ENV,
-            ])
+        Sim::start_with(args, true)
+    }
+
+    /// Like `start`; `signed = false` gives a webhook that checks no signature.
+    pub fn start_with(args: &[&str], signed: bool) -> Sim {
+        let mut command = Command::new(BIN);
+        command.args(["simulate", "--listen", "127.0.0.1:0"]);
+        if signed {
+            command
+                .args(["--webhook-secret-env", WEBHOOK_KEY_ENV])
+                .env(WEBHOOK_KEY_ENV, WEBHOOK_KEY);
+        }
+        let mut child = command
             .args(args)
-            .env(WEBHOOK_KEY_ENV, WEBHOOK_KEY)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -110,14 +115,36 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     /// The simulator.
     pub sim: Sim,
+    /// True: journal and audit keep their shipped `fsync = true`; false (the default,
+    /// for speed): the test configs turn disk syncs off.
+    pub durable: bool,
 }
 
 impl Harness {
-    /// A harness whose simulator gets `sim_args`.
+    /// A harness whose simulator gets `sim_args`; its configs turn disk syncs off.
     pub fn new(sim_args: &[&str]) -> Harness {
         Harness {
             dir: tempfile::tempdir().expect("temp dir"),
             sim: Sim::start(sim_args),
+            durable: false,
+        }
+    }
+
+    /// A harness whose configs keep the shipped durability: every journal commit and
+    /// audit write is synced to disk (`fsync = true`), as an operator runs it.
+    pub fn durable(sim_args: &[&str]) -> Harness {
+        Harness {
+            durable: true,
+            ..Harness::new(sim_args)
+        }
+    }
+
+    /// A harness whose simulator checks no webhook signature (for unsigned delivery).
+    pub fn unsigned(sim_args: &[&str]) -> Harness {
+        Harness {
+            dir: tempfile::tempdir().expect("temp dir"),
+            sim: Sim::start_with(sim_args, false),
+            durable: false,
         }
     }
 
@@ -131,14 +158,15 @@ impl Harness {
     pub fn config_text(&self, overrides: &[(&str, &str)], batches: &str) -> String {
         let dir = self.dir.path().display();
         let url = &self.sim.url;
+        let fsync = if self.durable { "" } else { "\nfsync = false" };
         let defaults = [
             ("cxone", format!("base_url = \"{url}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\nrequest_timeout = \"2s\"\ntoken_refresh_skew = \"100ms\"")),
             ("limits", "max_in_flight = 500".to_string()),
             ("poll", "initial_delay = \"20ms\"\ninterval = \"30ms\"\ntimeout = \"30s\"".to_string()),
             ("retry", "max_retries = 3\nbase_delay = \"10ms\"\nmax_delay = \"50ms\"\njitter = \"none\"".to_string()),
             ("dead_letter", format!("webhook_url = \"{url}/sim/webhook\"\nsigning_secret_env = \"{WEBHOOK_KEY_ENV}\"\ndrain_timeout = \"20s\"")),
-            ("audit", format!("path = \"{dir}/audit.jsonl\"\nfsync = false")),
-            ("journal", format!("path = \"{dir}/actionwarden.journal\"\nfsync = false")),
+            ("audit", format!("path = \"{dir}/audit.jsonl\"{fsync}")),
+            ("journal", format!("path = \"{dir}/actionwarden.journal\"{fsync}")),
             ("admin", "listen = \"\"".to_string()),
         ];
         let mut text = String::new();
@@ -244,12 +272,18 @@ pub fn run_to_end(command: &mut Command, deadline: Duration) -> Output {
     }
 }
 
-/// Reads a JSON Lines file (missing file: empty).
+/// Reads a JSON Lines file (missing file: empty). A last line without its newline is
+/// one the daemon is still writing and is left out; every complete line must parse.
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete
+        .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
         .collect()
 }
 
@@ -330,6 +364,27 @@ impl Daemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// `http://ADDR` of its admin server, read from its log (it listens on port 0).
+    pub fn admin_url(&self) -> String {
+        let mut url = String::new();
+        wait_until(Duration::from_secs(20), "the admin server", || {
+            let log = self.log_text();
+            let Some(pos) = log.find("Admin server listening.") else {
+                return false;
+            };
+            let line = log[pos..].lines().next().unwrap_or_default();
+            let Some(addr) = line.split("addr=").nth(1) else {
+                return false;
+            };
+            url = format!(
+                "http://{}",
+                addr.split_whitespace().next().unwrap_or_default().trim_matches('"')
+            );
+            true
+        });
+        url
+    }
 }
 
 impl Drop for Daemon {
@@ -388,4 +443,72 @@ pub fn assert_exactly_once(h: &Harness, expected: usize) {
     assert_eq!(by_identity.len(), expected, "every action has an outcome");
     let ids: std::collections::HashSet<String> = h.audit().iter().map(|r| r["event_id"].to_string()).collect();
     assert_eq!(ids.len(), h.audit().len(), "duplicate event_id in the audit file");
+}
+
+/// One batch's row of the closing summary table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryRow {
+    pub total: u64,
+    pub completed: u64,
+    pub cancelled: u64,
+    pub dead_lettered: u64,
+    pub rolled_back: u64,
+    pub retries: u64,
+    pub restarts: u64,
+}
+
+/// The numbers of `batch`'s row in the summary printed on stdout. Cells are split on
+/// whitespace and on table rules (`|`, `│`, `┃`), so plain and boxed table styles read
+/// the same; the first seven numbers after the name are total, completed, cancelled,
+/// dead-lettered, rolled back, retries and restarts.
+pub fn summary_row(stdout: &str, batch: &str) -> SummaryRow {
+    let is_rule = |c: char| c.is_whitespace() || matches!(c, '|' | '│' | '┃' | '║');
+    let row = stdout
+        .lines()
+        .map(|line| line.split(is_rule).filter(|cell| !cell.is_empty()).collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&batch))
+        .unwrap_or_else(|| panic!("no summary row for {batch} in:\n{stdout}"));
+    let numbers: Vec<u64> = row[1..].iter().map_while(|cell| cell.parse().ok()).collect();
+    assert!(
+        numbers.len() >= 7,
+        "summary row of {batch} has too few numbers: {row:?}"
+    );
+    SummaryRow {
+        total: numbers[0],
+        completed: numbers[1],
+        cancelled: numbers[2],
+        dead_lettered: numbers[3],
+        rolled_back: numbers[4],
+        retries: numbers[5],
+        restarts: numbers[6],
+    }
+}
+
+/// Most actions of `batch` in flight at once, from the audit file: an action counts from
+/// its first submission (a compensation's submission is the same action still in flight)
+/// to its outcome record.
+pub fn max_in_flight_seen(h: &Harness, batch: &str) -> usize {
+    use time::format_description::well_known::Rfc3339;
+    let at = |r: &Value| {
+        time::OffsetDateTime::parse(r["timestamp"].as_str().expect("timestamp"), &Rfc3339)
+            .expect("RFC 3339 timestamp")
+            .unix_timestamp_nanos()
+    };
+    let mut started = std::collections::HashSet::new();
+    let mut events: Vec<(i128, i32)> = Vec::new();
+    for r in h.audit().iter().filter(|r| r["batch"] == batch) {
+        match r["event_type"].as_str().unwrap_or_default() {
+            "ACTION_SUBMITTED" if started.insert(r["key"].to_string()) => events.push((at(r), 1)),
+            "ACTION_COMPLETED" | "ACTION_CANCELLED" | "ASYNC_ERROR_HANDLED" => events.push((at(r), -1)),
+            _ => {}
+        }
+    }
+    // At equal times the end sorts first: a slot freed and reused in the same instant.
+    events.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, delta) in events {
+        now += delta;
+        max = max.max(now);
+    }
+    usize::try_from(max).unwrap_or(0)
 }

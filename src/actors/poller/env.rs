@@ -2,9 +2,7 @@
 //! the calls made through it: tokens with the 401 repeat, request slots, chaos.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -143,7 +141,7 @@ impl PollerEnv {
     /// and `metadata.key`.
     pub(super) fn rollback_body(&self, spec: &ActionSpec, failed_id: Option<&str>) -> Option<bytes::Bytes> {
         // `None` when the batch has no template any more (removed between two runs).
-        let mut body = self.rollback_templates.get(&spec.identity.batch)?.clone();
+        let mut body = self.rollback_templates.get(&spec.identity.batch)?;
         let object = body.as_object_mut()?;
         let metadata = object.entry("metadata").or_insert_with(|| serde_json::json!({}));
         if !metadata.is_object() {
@@ -156,8 +154,8 @@ impl PollerEnv {
     }
 }
 
-/// Rollback templates by batch name.
-pub type RollbackTemplates = HashMap<Arc<str>, serde_json::Value>;
+/// Rollback templates by batch name, updated when a reload states them again.
+pub use crate::batch_settings::RollbackTemplates;
 
 /// The random source of pollers (jitter, chaos).
 pub type PollerRng = RefCell<SmallRng>;
