@@ -109,6 +109,15 @@ pub fn get_json(url: &str) -> Value {
         .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
 }
 
+/// GET `url`: the status and the body as JSON (`Null` when it is not JSON); any status
+/// is an answer, only a failed connection panics.
+pub fn get_status(url: &str) -> (u16, Value) {
+    match ureq::get(url).config().http_status_as_error(false).build().call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
 /// A simulator, a temp dir and helpers to run the daemon against them.
 pub struct Harness {
     /// Holds config, audit and journal files.
