@@ -111,6 +111,10 @@ fn permanent_failure_is_dead_lettered_with_signature_and_upstream_frames() {
     assert_eq!(hooks.len(), 1, "{hooks:#?}");
     let hook = &hooks[0];
     assert_eq!(hook["signature_valid"], true);
+    assert!(
+        hook["signature"].as_str().is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")),
+        "{hook}"
+    );
     let body = &hook["body"];
     assert_eq!(hook["idempotency_key"], body["error_id"]);
     assert_eq!(body["error_id"], outcome["error_id"]);
