@@ -446,3 +446,56 @@ fn promtool_check(text: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn readyz_answers_503_once_shutdown_begins() {
+    // Every submit hangs 10s: the daemon has requests in flight when it is told to stop.
+    let h = Harness::new(&["--profile", "clean", "--latency", "10s"]);
+    let cxone = format!(
+        "base_url = \"{}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\nrequest_timeout = \"30s\"",
+        h.sim.url
+    );
+    let admin = admin_overrides(false);
+    let overrides = [
+        ("admin", admin.as_str()),
+        ("cxone", cxone.as_str()),
+        ("shutdown", "timeout = \"3s\""),
+    ];
+    let batches = batch("b", "") + "  [[batch.action]]\n  key = \"slow\"\n  actionType = \"X\"\n  payload = { n = 1 }\n\n";
+    let mut daemon = h.spawn(&["run"], &h.write_config(&overrides, &batches));
+    let url = daemon.admin_url();
+    wait_until(Duration::from_secs(20), "ready with a submit in flight", || {
+        status_of(&format!("{url}/readyz")).0 == 200 && h.sim.stats()["submits"] == 1
+    });
+    daemon.signal("TERM");
+    let mut answer = None;
+    wait_until(Duration::from_secs(3), "readiness to turn 503", || {
+        let (code, body) = status_of(&format!("{url}/readyz"));
+        answer = Some((code, body));
+        code == 503
+    });
+    let (_, body) = answer.unwrap();
+    assert!(body["reason"].as_str().unwrap().contains("shutdown"), "{body}");
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "still draining the request in flight while it answers 503"
+    );
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0), "{}", daemon.log_text());
+}
+
+#[test]
+fn an_admin_address_in_use_exits_3() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let admin = format!("listen = \"{addr}\"");
+    let config = h.write_config(&[("admin", &admin)], &(batch("b", "") + &action("x", "")));
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&addr.to_string()) && stderr.to_lowercase().contains("in use"),
+        "{stderr}"
+    );
+    assert_eq!(h.sim.stats()["submits"], 0, "nothing ran");
+}
