@@ -467,11 +467,11 @@ pub struct SummaryRow {
 }
 
 /// The numbers of `batch`'s row in the summary printed on stdout. Cells are split on
-/// whitespace and on table rules (`|`, `│`, `┃`), so plain and boxed table styles read
-/// the same; the first seven numbers after the name are total, completed, cancelled,
-/// dead-lettered, rolled back, retries and restarts.
+/// whitespace, `|` and any box-drawing character (`│`, `┆`, ...), so plain, ASCII and
+/// boxed table styles read the same; the first seven numbers after the name are total,
+/// completed, cancelled, dead-lettered, rolled back, retries and restarts.
 pub fn summary_row(stdout: &str, batch: &str) -> SummaryRow {
-    let is_rule = |c: char| c.is_whitespace() || matches!(c, '|' | '│' | '┃' | '║');
+    let is_rule = |c: char| c.is_whitespace() || c == '|' || ('\u{2500}'..='\u{257F}').contains(&c);
     let row = stdout
         .lines()
         .map(|line| line.split(is_rule).filter(|cell| !cell.is_empty()).collect::<Vec<_>>())
