@@ -179,6 +179,8 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     } else {
         0.0
     };
+    let chaos_seed = cfg.chaos.rng_seed();
+    tracing::info!(chaos_seed, "Pollers' random draws (chaos, jitter) seeded.");
     let env = Rc::new(PollerEnv {
         client,
         token,
@@ -191,7 +193,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         supervisor: cfg.supervisor.clone(),
         rollback_templates: Default::default(),
         chaos_probability,
-        rng: std::cell::RefCell::new(SmallRng::from_os_rng()),
+        rng: std::cell::RefCell::new(SmallRng::seed_from_u64(chaos_seed)),
         journal: journal.clone(),
         stopping: std::cell::Cell::new(false),
         requests_in_flight: std::cell::Cell::new(0),

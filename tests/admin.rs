@@ -461,7 +461,8 @@ fn readyz_answers_503_once_shutdown_begins() {
         ("cxone", cxone.as_str()),
         ("shutdown", "timeout = \"3s\""),
     ];
-    let batches = batch("b", "") + "  [[batch.action]]\n  key = \"slow\"\n  actionType = \"X\"\n  payload = { n = 1 }\n\n";
+    let batches =
+        batch("b", "") + "  [[batch.action]]\n  key = \"slow\"\n  actionType = \"X\"\n  payload = { n = 1 }\n\n";
     let mut daemon = h.spawn(&["run"], &h.write_config(&overrides, &batches));
     let url = daemon.admin_url();
     wait_until(Duration::from_secs(20), "ready with a submit in flight", || {

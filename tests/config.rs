@@ -147,7 +147,9 @@ fn the_shipped_config_is_valid() {
 
 /// A minimal valid file whose one batch is called `name`.
 fn named_config(name: &str) -> String {
-    format!("[cxone]\nbase_url = \"simulator\"\n\n[[batch]]\nname = \"{name}\"\n  [[batch.action]]\n  actionType = \"X\"\n")
+    format!(
+        "[cxone]\nbase_url = \"simulator\"\n\n[[batch]]\nname = \"{name}\"\n  [[batch.action]]\n  actionType = \"X\"\n"
+    )
 }
 
 #[test]
@@ -162,7 +164,10 @@ fn the_config_file_defaults_to_the_env_var_then_to_the_working_directory() {
 
     let check = |env: Option<&Path>, flag: Option<&Path>| {
         let mut command = std::process::Command::new(BIN);
-        command.arg("check").current_dir(cwd.path()).env_remove("ACTIONWARDEN_CONFIG");
+        command
+            .arg("check")
+            .current_dir(cwd.path())
+            .env_remove("ACTIONWARDEN_CONFIG");
         if let Some(path) = env {
             command.env("ACTIONWARDEN_CONFIG", path);
         }
@@ -220,7 +225,8 @@ fn a_rotated_client_secret_file_is_used_by_the_next_token_fetch() {
     // Rotate: the file first, then the upstream (well before the refresh is due).
     let rotated = "rotated-secret-0c41";
     std::fs::write(&secret_file, format!("{rotated}\n")).unwrap();
-    h.sim.post("/sim/control", serde_json::json!({ "client_secret": rotated }));
+    h.sim
+        .post("/sim/control", serde_json::json!({ "client_secret": rotated }));
 
     assert_eq!(daemon.wait(Duration::from_secs(30)), Some(0), "{}", daemon.log_text());
     let stats = h.sim.stats();
@@ -228,7 +234,10 @@ fn a_rotated_client_secret_file_is_used_by_the_next_token_fetch() {
         stats["tokens_issued"].as_u64().unwrap() >= 2,
         "a token was fetched after the rotation: {stats}"
     );
-    assert_eq!(stats["token_rejections"], 0, "the old secret was never sent again: {stats}");
+    assert_eq!(
+        stats["token_rejections"], 0,
+        "the old secret was never sent again: {stats}"
+    );
     assert!(!daemon.log_text().contains(rotated), "the secret stays out of the log");
     assert_exactly_once(&h, 3);
 }
@@ -273,12 +282,7 @@ fn the_shipped_demo_ends_every_action_once_with_exit_2() {
         "ASYNC_ERROR_HANDLED" => r["resolution"].as_str().unwrap().to_owned(),
         other => other.to_owned(),
     };
-    let count = |batch: &str, k: &str| {
-        outcomes
-            .iter()
-            .filter(|r| r["batch"] == batch && kind(r) == k)
-            .count() as u64
-    };
+    let count = |batch: &str, k: &str| outcomes.iter().filter(|r| r["batch"] == batch && kind(r) == k).count() as u64;
     let summary = String::from_utf8_lossy(&output.stdout).into_owned();
     for batch in ["priority-updates", "dispositions"] {
         let row = summary_row(&summary, batch);
@@ -303,7 +307,12 @@ fn the_shipped_demo_ends_every_action_once_with_exit_2() {
     // could exhaust its budget: completed and exhausted are checked together.
     let dispositions = summary_row(&summary, "dispositions");
     assert_eq!(
-        (dispositions.total, dispositions.completed, dispositions.cancelled, dispositions.rolled_back),
+        (
+            dispositions.total,
+            dispositions.completed,
+            dispositions.cancelled,
+            dispositions.rolled_back
+        ),
         (3, 1, 1, 1),
         "{dispositions:?}"
     );
@@ -314,13 +323,14 @@ fn the_shipped_demo_ends_every_action_once_with_exit_2() {
         186
     );
     assert_eq!(summary_row(&summary, "priority-updates").total, 203);
-    let codes: std::collections::BTreeMap<String, usize> = outcomes
-        .iter()
-        .filter(|r| kind(r) == "DEAD_LETTERED")
-        .fold(Default::default(), |mut m, r| {
-            *m.entry(r["error_code"].as_str().unwrap().to_owned()).or_default() += 1;
-            m
-        });
+    let codes: std::collections::BTreeMap<String, usize> =
+        outcomes
+            .iter()
+            .filter(|r| kind(r) == "DEAD_LETTERED")
+            .fold(Default::default(), |mut m, r| {
+                *m.entry(r["error_code"].as_str().unwrap().to_owned()).or_default() += 1;
+                m
+            });
     let expected = [("INVALID_CONTACT", 4), ("INVALID_VALUE", 1), ("VALIDATION_FAILED", 4)];
     assert_eq!(
         codes,

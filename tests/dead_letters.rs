@@ -153,10 +153,7 @@ fn without_a_webhook_dead_letters_are_stored_not_pending() {
 fn unsigned_mode_sends_no_signature_header() {
     let h = Harness::unsigned(&["--profile", "clean"]);
     let dead_letter = format!("webhook_url = \"{}/sim/webhook\"\ndrain_timeout = \"20s\"", h.sim.url);
-    let config = h.write_config(
-        &[("dead_letter", &dead_letter)],
-        &(batch("b", "") + &permanent("u1")),
-    );
+    let config = h.write_config(&[("dead_letter", &dead_letter)], &(batch("b", "") + &permanent("u1")));
     let output = run_to_end(
         daemon_cmd(&["run", "--once"], &config).env_remove(WEBHOOK_KEY_ENV),
         Duration::from_secs(60),

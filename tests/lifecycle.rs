@@ -112,7 +112,9 @@ fn permanent_failure_is_dead_lettered_with_signature_and_upstream_frames() {
     let hook = &hooks[0];
     assert_eq!(hook["signature_valid"], true);
     assert!(
-        hook["signature"].as_str().is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")),
+        hook["signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")),
         "{hook}"
     );
     let body = &hook["body"];
@@ -500,7 +502,8 @@ fn summary_rows_read_the_same_in_plain_and_boxed_styles() {
         retries: 2,
         restarts: 0,
     };
-    let plain = "batch total completed cancelled dead-lettered rolled back retries restarts p50\nmixed 6 3 1 1 1 2 0 12ms\n";
+    let plain =
+        "batch total completed cancelled dead-lettered rolled back retries restarts p50\nmixed 6 3 1 1 1 2 0 12ms\n";
     let boxed = "┌───────┬───────┐\n│ batch ┆ total │\n╞═══════╪═══════╡\n│ mixed ┆ 6 ┆ 3 ┆ 1 ┆ 1 ┆ 1 ┆ 2 ┆ 0 ┆ 12ms │\n└───────┴───────┘\n";
     let ascii = "+-------+\n| mixed | 6 | 3 | 1 | 1 | 1 | 2 | 0 | - |\n";
     for table in [plain, boxed, ascii] {

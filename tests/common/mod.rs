@@ -440,6 +440,11 @@ fn rand_suffix() -> u128 {
 
 /// Asserts exactly one outcome record per identity of `expected` and no duplicate event_id.
 pub fn assert_exactly_once(h: &Harness, expected: usize) {
+    assert_exactly_once_or(h, expected, "");
+}
+
+/// `assert_exactly_once` whose failure messages end with `context` (e.g. a chaos seed).
+pub fn assert_exactly_once_or(h: &Harness, expected: usize, context: &str) {
     let outcomes = h.outcomes();
     let mut by_identity = std::collections::HashMap::new();
     for r in &outcomes {
@@ -448,10 +453,11 @@ pub fn assert_exactly_once(h: &Harness, expected: usize) {
             .or_insert(0) += 1;
     }
     let duplicated: Vec<_> = by_identity.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicated.is_empty(), "duplicated outcomes: {duplicated:?}");
-    assert_eq!(by_identity.len(), expected, "every action has an outcome");
-    let ids: std::collections::HashSet<String> = h.audit().iter().map(|r| r["event_id"].to_string()).collect();
-    assert_eq!(ids.len(), h.audit().len(), "duplicate event_id in the audit file");
+    assert!(duplicated.is_empty(), "duplicated outcomes: {duplicated:?} {context}");
+    assert_eq!(by_identity.len(), expected, "every action has an outcome {context}");
+    let audit = h.audit();
+    let ids: std::collections::HashSet<String> = audit.iter().map(|r| r["event_id"].to_string()).collect();
+    assert_eq!(ids.len(), audit.len(), "duplicate event_id in the audit file {context}");
 }
 
 /// One batch's row of the closing summary table.
@@ -520,4 +526,26 @@ pub fn max_in_flight_seen(h: &Harness, batch: &str) -> usize {
         max = max.max(now);
     }
     usize::try_from(max).unwrap_or(0)
+}
+
+/// Env var that replays a chaos test with the seed its failure message printed.
+pub const CHAOS_SEED_ENV: &str = "AW_TEST_CHAOS_SEED";
+
+/// The `[chaos] seed` for a chaos test: `$AW_TEST_CHAOS_SEED` when set (a replay), else
+/// a fresh one per run, so runs cover different draws; assertion messages print it.
+pub fn chaos_seed() -> u64 {
+    match std::env::var(CHAOS_SEED_ENV) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{CHAOS_SEED_ENV} is not a u64: {text:?}")),
+        Err(_) => {
+            let nanos = rand_suffix();
+            (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+        }
+    }
+}
+
+/// How to replay a chaos test, for its assertion messages.
+pub fn replay_hint(seed: u64) -> String {
+    format!("chaos seed {seed} (replay with {CHAOS_SEED_ENV}={seed})")
 }
