@@ -275,6 +275,9 @@ pub fn run_to_end(command: &mut Command, deadline: Duration) -> Output {
     match rx.recv_timeout(deadline) {
         Ok(output) => output.expect("waiting for the command"),
         Err(_) => {
+            // Its process group first, for a command started as a group leader (a script
+            // and what it spawned); a plain child's group does not exist and that fails.
+            let _ = Command::new("kill").args(["-9", "--", &format!("-{pid}")]).status();
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             panic!("command did not finish within {deadline:?}");
         }
