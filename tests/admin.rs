@@ -423,19 +423,24 @@ fn is_sample_line(line: &str) -> bool {
     labels_ok && name_ok && value_ok
 }
 
-/// `promtool check metrics` when promtool is installed (`.ci/run` installs Debian's
-/// `prometheus` package when it can); the parser check above runs either way.
+/// `promtool check metrics` when promtool is installed; the parser check above runs
+/// either way. Under CI (`ACTIONWARDEN_CI`, set by `.ci/run`, which installs Debian's
+/// `prometheus` package) a missing promtool fails the test instead.
 fn promtool_check(text: &str) {
     use std::io::Write;
-    let Ok(mut child) = std::process::Command::new("promtool")
+    let spawned = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("promtool not installed: exposition format checked by the parser only");
-        return;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if under_ci() => panic!("promtool is required under CI and cannot run: {e}"),
+        Err(_) => {
+            eprintln!("promtool not installed: exposition format checked by the parser only");
+            return;
+        }
     };
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();

@@ -246,6 +246,12 @@ impl Harness {
     }
 }
 
+/// True under CI (`.ci/run` sets `ACTIONWARDEN_CI=1`): a tool a test promises to use
+/// must be there, and the test fails rather than fall back.
+pub fn under_ci() -> bool {
+    std::env::var("ACTIONWARDEN_CI").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 /// `actionwarden ARGS -c CONFIG` with the test secrets in its environment.
 pub fn daemon_cmd(args: &[&str], config: &Path) -> Command {
     let mut command = Command::new(BIN);
