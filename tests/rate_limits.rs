@@ -31,8 +31,9 @@ fn limited_batch(directive: &str, others: usize) -> String {
     text
 }
 
-/// The arrival of the 429 and the submits that arrived inside `window` milliseconds
-/// after it, leaving out the first `grace` ms (requests already on the wire).
+/// The arrival of the 429 and the submits that arrived up to `window` milliseconds after
+/// it, leaving out the first `grace` ms (requests that passed the pause before the 429
+/// came back).
 fn submits_inside(h: &Harness, grace: f64, window: f64) -> (f64, Vec<f64>) {
     let submits = arrivals(h, "submit");
     let (at, _) = *submits.iter().find(|(_, status)| *status == 429).expect("the 429");
@@ -53,7 +54,7 @@ fn a_429_on_submit_pauses_every_submit_for_its_retry_after() {
     );
     let output = h.run_once(&config);
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let (at, inside) = submits_inside(&h, 100.0, 950.0);
+    let (at, inside) = submits_inside(&h, 300.0, 950.0);
     assert!(
         inside.is_empty(),
         "submits inside the 1s pause after {at}ms: {inside:?}"
@@ -70,8 +71,8 @@ fn a_429_on_submit_pauses_every_submit_for_its_retry_after() {
 #[test]
 fn a_429_without_retry_after_waits_the_backoff_delay() {
     let h = Harness::new(&["--profile", "clean", "--retry-after-form", "none"]);
-    // Backoff of the first retry: min(400ms * 2, 2s) = 800ms, without jitter.
-    let retry = "max_retries = 3\nbase_delay = \"400ms\"\nbackoff_factor = 2.0\nmax_delay = \"2s\"\njitter = \"none\"";
+    // Backoff of the first retry: min(600ms * 2, 2s) = 1.2s, without jitter.
+    let retry = "max_retries = 3\nbase_delay = \"600ms\"\nbackoff_factor = 2.0\nmax_delay = \"2s\"\njitter = \"none\"";
     let config = h.write_config(
         &[("limits", "max_in_flight = 2"), ("retry", retry)],
         &limited_batch("", 30),
@@ -85,13 +86,13 @@ fn a_429_without_retry_after_waits_the_backoff_delay() {
     let scheduled = h.records("RETRY_SCHEDULED", "limited");
     assert_eq!(scheduled.len(), 1, "{scheduled:#?}");
     assert_eq!(scheduled[0]["reason"], "rate_limited");
-    assert_eq!(scheduled[0]["delay_seconds"].as_f64(), Some(0.8), "{scheduled:#?}");
+    assert_eq!(scheduled[0]["delay_seconds"].as_f64(), Some(1.2), "{scheduled:#?}");
     assert!(
-        limited["latency_seconds"].as_f64().unwrap() >= 0.8,
+        limited["latency_seconds"].as_f64().unwrap() >= 1.2,
         "the action waited its backoff delay: {limited}"
     );
-    // Every other submit pauses too, at least for the base delay.
-    let (at, inside) = submits_inside(&h, 100.0, 380.0);
+    // Every other submit pauses too, at least for the base delay (600ms).
+    let (at, inside) = submits_inside(&h, 250.0, 580.0);
     assert!(inside.is_empty(), "submits inside the pause after {at}ms: {inside:?}");
     assert_exactly_once(&h, 31);
 }

@@ -399,7 +399,7 @@ fn the_retry_budget_stays_exact_across_kill_9() {
     let overrides = [
         (
             "retry",
-            "max_retries = 3\nbase_delay = \"1500ms\"\nbackoff_factor = 1.0\nmax_delay = \"1500ms\"\njitter = \"none\"",
+            "max_retries = 3\nbase_delay = \"2500ms\"\nbackoff_factor = 1.0\nmax_delay = \"2500ms\"\njitter = \"none\"",
         ),
         ("admin", "listen = \"127.0.0.1:0\""),
     ];
