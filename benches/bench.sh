@@ -2,7 +2,7 @@
 # actionwarden benchmark (SPEC §16). See README "Performance" and BENCHMARKS.md.
 #
 #   benches/bench.sh [--mode throughput|inflight|loopback|all] [--n N] [--in-flight K]
-#                    [--fsync on|off] [--bin PATH] [--duration SECS]
+#                    [--fsync on|off] [--bin PATH] [--duration SECS] [--timeout SECS]
 #
 # throughput: N actions through `run --once` against `simulate --profile clean` (a
 #             separate process); reports actions/s, CXone requests/s, peak RSS, p50/p99
@@ -11,9 +11,15 @@
 #             reports RSS and bytes per in-flight action once all are submitted.
 # loopback:   the simulator's own capacity under wrk (needs wrk), to put the daemon's
 #             requests/s in proportion.
+#
+# Every wait has a deadline: a run or a wait that takes longer than --timeout seconds
+# (default 1800) fails the script instead of hanging it. Each mode ends with one JSON line.
 set -euo pipefail
 
-mode=throughput n=10000 in_flight=1000 fsync=off bin="" wrk_secs=5
+mode=throughput n=10000 in_flight=1000 fsync=off bin="" wrk_secs=5 limit=1800
+# Seconds the simulator gets to print its address, each HTTP call to answer, and a
+# timed-out command to stop after SIGTERM before it is killed.
+sim_start_secs=20 http_secs=10 kill_grace=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --mode) mode=$2; shift 2 ;;
@@ -22,6 +28,7 @@ while [ $# -gt 0 ]; do
     --fsync) fsync=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --duration) wrk_secs=$2; shift 2 ;;
+    --timeout) limit=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 1 ;;
   esac
 done
@@ -33,22 +40,35 @@ if [ -z "$bin" ]; then
   bin="$root/target/release/actionwarden"
 fi
 work=$(mktemp -d)
-sim_pid=""
-cleanup() { [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"; }
+sim_pid="" daemon_pid=""
+cleanup() {
+  [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null
+  [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
+
+# wait_for SECS WHAT COMMAND...: runs COMMAND every 0.1s until it succeeds; past SECS
+# seconds the script fails, naming WHAT.
+wait_for() {
+  local secs=$1 what=$2
+  shift 2
+  local end=$((SECONDS + secs))
+  until "$@"; do
+    [ "$SECONDS" -lt "$end" ] || { echo "timed out after ${secs}s waiting for $what" >&2; exit 1; }
+    sleep 0.1
+  done
+}
 
 start_sim() {
   "$bin" simulate --listen 127.0.0.1:0 --profile clean >"$work/sim.out" 2>/dev/null &
   sim_pid=$!
-  for _ in $(seq 1 500); do
-    grep -q "listening on" "$work/sim.out" 2>/dev/null && break
-    sleep 0.01
-  done
+  wait_for "$sim_start_secs" "the simulator's address" grep -q "listening on" "$work/sim.out"
   sim_url=$(sed -n 's/^listening on //p' "$work/sim.out")
   [ -n "$sim_url" ] || { echo "simulator did not start" >&2; exit 1; }
 }
 
-stat() { curl -fsS "$sim_url/sim/stats" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
+stat() { curl -fsS -m "$http_secs" "$sim_url/sim/stats" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
 
 write_config() { # $1 = poll table, $2 = in-flight limit, $3 = actions file
   cat >"$work/config.toml" <<TOML
@@ -97,10 +117,11 @@ throughput() {
   gen_actions "$n" ""
   write_config $'initial_delay = "5ms"\ninterval = "20ms"' "$in_flight" "$work/actions.jsonl"
   set +e
-  AW_BENCH_SECRET=simulator-secret /usr/bin/time -f '%e %U %S %M' -o "$work/time" \
+  AW_BENCH_SECRET=simulator-secret timeout -k "$kill_grace" "$limit" /usr/bin/time -f '%e %U %S %M' -o "$work/time" \
     "$bin" run --once -c "$work/config.toml" >"$work/summary.txt" 2>"$work/daemon.log"
   code=$?
   set -e
+  [ "$code" != 124 ] && [ "$code" != 137 ] || { echo "run --once did not finish within ${limit}s" >&2; exit 1; }
   [ "$code" = 0 ] || { echo "run --once exited $code" >&2; tail -20 "$work/daemon.log" >&2; exit 1; }
   read -r elapsed user sys maxrss <"$work/time"
   requests=$(stat "['requests_by_endpoint']['submit']+d['requests_by_endpoint']['poll']+d['requests_by_endpoint']['token']")
@@ -118,7 +139,7 @@ print(f"  wall seconds       {elapsed:10.2f}")
 print(f"  peak RSS MB        {int(maxrss) / 1024:10.1f}")
 print(f"  p50 / p99 ms       {pct(0.50) * 1000:10.1f} / {pct(0.99) * 1000:.1f}")
 print(f"  CPU s per 1k       {cpu / n * 1000:10.3f}")
-print(json.dumps({"mode": "throughput", "n": n, "in_flight": int(in_flight), "fsync": fsync, "actions_per_s": n / elapsed,
+print(json.dumps({"mode": "throughput", "n": n, "completed": len(lat), "in_flight": int(in_flight), "fsync": fsync, "actions_per_s": n / elapsed,
                   "requests_per_s": int(requests) / elapsed, "peak_rss_mb": int(maxrss) / 1024, "p50_ms": pct(0.5) * 1000,
                   "p99_ms": pct(0.99) * 1000, "cpu_s_per_1k": cpu / n * 1000}))
 PY
@@ -129,39 +150,49 @@ inflight() {
   gen_actions "$n" ', "sim": {"duration": "10m"}'
   write_config $'initial_delay = "5m"\ninterval = "5m"\nmax_interval = "5m"\ntimeout = "2h"' "$n" "$work/actions.jsonl"
   AW_BENCH_SECRET=simulator-secret "$bin" run --once -c "$work/config.toml" >/dev/null 2>"$work/daemon.log" &
-  daemon=$!
+  daemon_pid=$!
   sleep 0.3
-  base_kb=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
+  base_kb=$(awk '/VmRSS/ {print $2}' "/proc/$daemon_pid/status")
   started=$(date +%s.%N)
-  until [ "$(stat "['actions_created']")" -ge "$n" ]; do
-    kill -0 "$daemon" 2>/dev/null || { echo "daemon died" >&2; tail "$work/daemon.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  wait_for "$limit" "$n actions submitted" all_submitted
   sleep 1 # let the last polling states be journaled and settle
-  rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
-  hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
+  rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$daemon_pid/status")
+  hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$daemon_pid/status")
+  created=$(stat "['actions_created']")
   took=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
-  kill -TERM "$daemon"; wait "$daemon" || true
-  python3 - "$n" "$base_kb" "$rss_kb" "$hwm_kb" "$took" <<'PY'
+  kill -TERM "$daemon_pid"
+  wait_for "$limit" "the daemon to stop after SIGTERM" daemon_gone
+  wait "$daemon_pid" || true
+  daemon_pid=""
+  python3 - "$n" "$base_kb" "$rss_kb" "$hwm_kb" "$took" "$created" <<'PY'
 import json, sys
-n, base, rss, hwm, took = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+n, base, rss, hwm, took, created = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 print(f"mode=inflight n={n}")
 print(f"  all submitted in   {took} s")
 print(f"  RSS MB             {rss / 1024:10.1f}  (peak {hwm / 1024:.1f}, at start {base / 1024:.1f})")
 print(f"  bytes per action   {(rss - base) * 1024 / n:10.0f}")
-print(json.dumps({"mode": "inflight", "n": n, "rss_mb": rss / 1024, "peak_rss_mb": hwm / 1024, "bytes_per_action": (rss - base) * 1024 / n}))
+print(json.dumps({"mode": "inflight", "n": n, "submitted": created, "rss_mb": rss / 1024, "peak_rss_mb": hwm / 1024,
+                  "bytes_per_action": (rss - base) * 1024 / n}))
 PY
 }
+
+# True once the simulator created every action; fails the script if the daemon died.
+all_submitted() {
+  kill -0 "$daemon_pid" 2>/dev/null || { echo "daemon died" >&2; tail "$work/daemon.log" >&2; exit 1; }
+  [ "$(stat "['actions_created']")" -ge "$n" ]
+}
+
+daemon_gone() { ! kill -0 "$daemon_pid" 2>/dev/null; }
 
 loopback() {
   command -v wrk >/dev/null || { echo "loopback mode needs wrk (apt-get install wrk)" >&2; exit 1; }
   start_sim
-  token=$(curl -fsS -d grant_type=client_credentials -d client_id=simulator -d client_secret=simulator-secret "$sim_url/oauth/token" \
+  token=$(curl -fsS -m "$http_secs" -d grant_type=client_credentials -d client_id=simulator -d client_secret=simulator-secret "$sim_url/oauth/token" \
     | python3 -c "import json,sys; print(json.load(sys.stdin)['access_token'])")
-  id=$(curl -fsS -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+  id=$(curl -fsS -m "$http_secs" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     -d '{"actionType":"X","payload":{"n":1}}' "$sim_url/api/v2/data/actions" | python3 -c "import json,sys; print(json.load(sys.stdin)['id'])")
   echo "mode=loopback (wrk, 2 threads, 64 connections, ${wrk_secs}s, GET poll)"
-  wrk -t2 -c64 -d"${wrk_secs}s" -H "Authorization: Bearer $token" "$sim_url/api/v2/data/actions/$id" | sed 's/^/  /'
+  timeout -k "$kill_grace" "$((wrk_secs + 30))" wrk -t2 -c64 -d"${wrk_secs}s" -H "Authorization: Bearer $token" "$sim_url/api/v2/data/actions/$id" | sed 's/^/  /'
 }
 
 case "$mode" in

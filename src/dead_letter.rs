@@ -85,3 +85,37 @@ pub fn signature_at(key: &Secret, t: u64, body: &[u8]) -> String {
     mac.update(body);
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_a_known_answer() {
+        // Computed once outside this code: python3 hmac.new(key, b"1700000000." + body,
+        // hashlib.sha256).hexdigest(), confirmed with `openssl dgst -sha256 -hmac`.
+        let key = Secret::new("whsec-known-answer-2024");
+        let body = br#"{"error_id":"3f2b8c1e-0000-4000-8000-000000000001","error_code":"INVALID_CONTACT"}"#;
+        assert_eq!(
+            signature_at(&key, 1_700_000_000, body),
+            "t=1700000000,v1=6c9bc6dd5f186595ab82a47db934f70e88c938ac3fd9f8fb4c3d1d843d27efb3"
+        );
+    }
+
+    #[test]
+    fn signature_is_stamped_with_the_current_second() {
+        let key = Secret::new("k");
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = signature(&key, b"{}");
+        let t: u64 = header
+            .strip_prefix("t=")
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap();
+        assert!(t >= before && t <= before + 1, "{header}");
+        assert_eq!(header, signature_at(&key, t, b"{}"));
+    }
+}

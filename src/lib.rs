@@ -1,20 +1,28 @@
 //! actionwarden runs batches of NICE CXone Data Actions to a final outcome and never
-//! loses one. The contract is SPEC.md; this crate is the daemon, its CLI and the CXone
-//! simulator it is tested against.
+//! loses one. This crate is the daemon, its CLI and the CXone simulator it is tested
+//! against; `docs/` describes what it promises.
 //!
 //! # Layout
 //!
-//! - `config/`: the TOML file, its defaults, secrets and located errors.
-//! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`: pure logic, unit-tested.
-//! - `cxone/`: the HTTP client for token, submit and poll, response parsing, and the
-//!   shared 429 gate with the request-rate budget.
-//! - `actors/`: `TokenActor`, `PollerActor` (in `poller/`: the state machine, failures,
-//!   outcomes, shared environment), `ClassifierActor`, `DeadLetterActor`, `AuditActor`,
-//!   and admission (in-flight limits, resume, replays).
-//! - `journal/`: the SQLite journal (group-commit writer, records, read-only views) and
-//!   the exactly-once hand-off of outcome records to the audit file.
-//! - `app.rs`: boot, signals, shutdown; `commands/`: one file per subcommand;
-//!   `admin.rs`: health, readiness, metrics and journal views over HTTP.
+//! Dependencies point down this list: `app` and `commands` wire everything; `actors`
+//! use the plain modules; `journal`, `cxone`, `telemetry` and `config` never import
+//! `actors`.
+//!
+//! - `main.rs`, `cli.rs`, `error.rs`: the command line, its errors and exit codes.
+//! - `commands/`: one file per subcommand; `app/`: the daemon (credentials, wiring,
+//!   stop and reload requests, the exit-code table of `shutdown.rs`).
+//! - `admin.rs`: health, readiness, metrics and paginated journal views over HTTP.
+//! - `actors/`: `TokenActor`, `PollerActor` (`poller/`: the pure decisions of
+//!   `machine.rs`, their interpreter, what pollers share), `ClassifierActor`,
+//!   `DeadLetterActor`, `AuditActor`, and admission (claims within the limits).
+//! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`, `audit.rs`, `dead_letter.rs`:
+//!   plain data and pure rules, unit-tested.
+//! - `journal/`: the store and work queue (SQLite: group-commit writer, claims with
+//!   fencing, history, pages and aggregates for readers, streamed loading, pruning).
+//! - `cxone/`: the HTTP client for token, submit and poll, response parsing, the shared
+//!   429 gate and request-rate budget.
+//! - `config/`: the TOML file, its defaults, secrets, located errors, and the actions
+//!   read on demand.
 //! - `telemetry/`: logs, metric names, events; `report.rs`: progress and summary.
 //! - `simulator/`: a faithful CXone on loopback for demos, tests and benchmarks.
 

@@ -11,27 +11,6 @@ use serde_json::Value;
 const ADMIN_TOKEN_ENV: &str = "AW_TEST_ADMIN_TOKEN";
 const ADMIN_TOKEN: &str = "admin-token-5d1f0c";
 
-/// Waits for the admin address in the daemon's log (it listens on port 0).
-fn admin_url(daemon: &Daemon) -> String {
-    let mut url = String::new();
-    wait_until(Duration::from_secs(20), "the admin server", || {
-        let log = daemon.log_text();
-        let Some(pos) = log.find("Admin server listening.") else {
-            return false;
-        };
-        let line = log[pos..].lines().next().unwrap_or_default();
-        let Some(addr) = line.split("addr=").nth(1) else {
-            return false;
-        };
-        url = format!(
-            "http://{}",
-            addr.split_whitespace().next().unwrap_or_default().trim_matches('"')
-        );
-        true
-    });
-    url
-}
-
 fn admin_overrides(extra_token: bool) -> String {
     if extra_token {
         format!("listen = \"127.0.0.1:0\"\ntoken_env = \"{ADMIN_TOKEN_ENV}\"")
@@ -74,7 +53,7 @@ fn metrics_match_the_audit_file_and_parse_as_prometheus_text() {
     let classifier = "retry = [\"TIMEOUT\"]\nrollback = [\"PARTIAL_WRITE\"]\ndefault = \"DEAD_LETTER\"";
     let config = h.write_config(&[("admin", &admin), ("classifier", classifier)], &every_outcome_kind());
     let mut daemon = h.spawn(&["run"], &config);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     wait_until(Duration::from_secs(30), "every outcome", || h.outcomes().len() == 6);
     wait_until(Duration::from_secs(10), "dead letter delivered", || {
         h.count("DEAD_LETTER_DELIVERED") == 1
@@ -233,7 +212,7 @@ fn health_and_readiness() {
         &(batch("b", "") + &action("x", "")),
     );
     let daemon = h.spawn(&["run"], &config);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     assert_eq!(status_of(&format!("{url}/healthz")).0, 200);
     let (code, body) = status_of(&format!("{url}/readyz"));
     assert_eq!(code, 503, "{body}");
@@ -243,7 +222,7 @@ fn health_and_readiness() {
     // Rejected credentials.
     let config = h.write_config(&[("admin", &admin)], &(batch("b", "") + &action("x", "")));
     let daemon = h.spawn_with(&["run"], &config, &[(SECRET_ENV, "wrong")]);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     wait_until(Duration::from_secs(10), "readiness to report the rejection", || {
         let (code, body) = status_of(&format!("{url}/readyz"));
         code == 503
@@ -256,7 +235,7 @@ fn health_and_readiness() {
 
     // Running.
     let mut daemon = h.spawn(&["run"], &config);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     wait_until(Duration::from_secs(10), "ready", || {
         status_of(&format!("{url}/readyz")).0 == 200
     });
@@ -273,7 +252,7 @@ fn journal_views_and_replay_endpoint() {
         + &action("bad", "outcome = \"FAILED\", code = \"INVALID_CONTACT\", times = 1");
     let config = h.write_config(&[("admin", &admin)], &batches);
     let mut daemon = h.spawn_with(&["run"], &config, &[(ADMIN_TOKEN_ENV, ADMIN_TOKEN)]);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     wait_until(Duration::from_secs(20), "both outcomes", || h.outcomes().len() == 2);
 
     let (code, all) = status_of(&format!("{url}/v1/actions"));
@@ -315,7 +294,7 @@ fn replay_is_refused_without_a_configured_token() {
     let admin = admin_overrides(false);
     let config = h.write_config(&[("admin", &admin)], &(batch("b", "") + &action("x", "")));
     let daemon = h.spawn(&["run"], &config);
-    let url = admin_url(&daemon);
+    let url = daemon.admin_url();
     assert_eq!(
         post_status(&format!("{url}/v1/dead-letters/abc/replay"), Some("anything")),
         403
@@ -452,19 +431,24 @@ fn is_sample_line(line: &str) -> bool {
     labels_ok && name_ok && value_ok
 }
 
-/// `promtool check metrics` when promtool is installed (`.ci/run` installs Debian's
-/// `prometheus` package when it can); the parser check above runs either way.
+/// `promtool check metrics` when promtool is installed; the parser check above runs
+/// either way. Under CI (`ACTIONWARDEN_CI`, set by `.ci/run`, which installs Debian's
+/// `prometheus` package) a missing promtool fails the test instead.
 fn promtool_check(text: &str) {
     use std::io::Write;
-    let Ok(mut child) = std::process::Command::new("promtool")
+    let spawned = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("promtool not installed: exposition format checked by the parser only");
-        return;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if under_ci() => panic!("promtool is required under CI and cannot run: {e}"),
+        Err(_) => {
+            eprintln!("promtool not installed: exposition format checked by the parser only");
+            return;
+        }
     };
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
@@ -474,4 +458,58 @@ fn promtool_check(text: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn readyz_answers_503_once_shutdown_begins() {
+    // Every submit hangs 10s: the daemon has requests in flight when it is told to stop.
+    let h = Harness::new(&["--profile", "clean", "--latency", "10s"]);
+    let cxone = format!(
+        "base_url = \"{}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\nrequest_timeout = \"30s\"",
+        h.sim.url
+    );
+    let admin = admin_overrides(false);
+    let overrides = [
+        ("admin", admin.as_str()),
+        ("cxone", cxone.as_str()),
+        ("shutdown", "timeout = \"3s\""),
+    ];
+    let batches =
+        batch("b", "") + "  [[batch.action]]\n  key = \"slow\"\n  actionType = \"X\"\n  payload = { n = 1 }\n\n";
+    let mut daemon = h.spawn(&["run"], &h.write_config(&overrides, &batches));
+    let url = daemon.admin_url();
+    wait_until(Duration::from_secs(20), "ready with a submit in flight", || {
+        status_of(&format!("{url}/readyz")).0 == 200 && h.sim.stats()["submits"] == 1
+    });
+    daemon.signal("TERM");
+    let mut answer = None;
+    wait_until(Duration::from_secs(3), "readiness to turn 503", || {
+        let (code, body) = status_of(&format!("{url}/readyz"));
+        answer = Some((code, body));
+        code == 503
+    });
+    let (_, body) = answer.unwrap();
+    assert!(body["reason"].as_str().unwrap().contains("shutdown"), "{body}");
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "still draining the request in flight while it answers 503"
+    );
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0), "{}", daemon.log_text());
+}
+
+#[test]
+fn an_admin_address_in_use_exits_3() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let admin = format!("listen = \"{addr}\"");
+    let config = h.write_config(&[("admin", &admin)], &(batch("b", "") + &action("x", "")));
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&addr.to_string()) && stderr.to_lowercase().contains("in use"),
+        "{stderr}"
+    );
+    assert_eq!(h.sim.stats()["submits"], 0, "nothing ran");
 }

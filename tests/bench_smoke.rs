@@ -1,29 +1,56 @@
 //! The benchmark script stays runnable: a tiny N through each of its daemon modes, with
-//! the test build's binary (no release build, nothing timed).
+//! the test build's binary (no release build, nothing timed), and its figures are sane.
 
+mod common;
+
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-fn bench(args: &[&str]) -> String {
+use common::{run_to_end, show};
+use serde_json::Value;
+
+/// The script's own deadline for each run and wait (`--timeout`), in seconds.
+const SCRIPT_TIMEOUT_SECS: &str = "60";
+/// The test's deadline for the whole script: past the script's own, as a last resort.
+const TEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `benches/bench.sh ARGS` and returns its closing JSON line.
+fn bench(args: &[&str]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/bench.sh");
-    let output = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg(script)
         .args(args)
-        .args(["--bin", env!("CARGO_BIN_EXE_actionwarden")])
-        .output()
-        .expect("running benches/bench.sh");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+        .args([
+            "--bin",
+            env!("CARGO_BIN_EXE_actionwarden"),
+            "--timeout",
+            SCRIPT_TIMEOUT_SECS,
+        ])
+        // Its own process group: a kill at the deadline takes the simulator and the
+        // daemon the script started along with it.
+        .process_group(0);
+    let output = run_to_end(&mut command, TEST_DEADLINE);
+    assert!(output.status.success(), "bench failed:\n{}", show(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}):\n{stdout}"))
+}
+
+/// A figure of the report that must be a finite number greater than zero.
+fn positive(report: &Value, name: &str) -> f64 {
+    let value = report[name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{name} missing: {report}"));
+    assert!(value.is_finite() && value > 0.0, "{name} = {value}: {report}");
+    value
 }
 
 #[test]
 fn throughput_mode_reports_every_figure() {
-    let out = bench(&[
+    let report = bench(&[
         "--mode",
         "throughput",
         "--n",
@@ -33,22 +60,31 @@ fn throughput_mode_reports_every_figure() {
         "--fsync",
         "on",
     ]);
-    for figure in [
-        "actions/s",
-        "CXone requests/s",
-        "peak RSS MB",
-        "p50 / p99 ms",
-        "CPU s per 1k",
-    ] {
-        assert!(out.contains(figure), "{figure} missing:\n{out}");
-    }
-    let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(json["n"], 30);
-    assert!(json["actions_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["n"], 30, "{report}");
+    assert_eq!(report["completed"], 30, "every action completed: {report}");
+    positive(&report, "actions_per_s");
+    // Each action needs a submit and a poll at least.
+    assert!(
+        positive(&report, "requests_per_s") >= positive(&report, "actions_per_s"),
+        "{report}"
+    );
+    positive(&report, "peak_rss_mb");
+    let (p50, p99) = (positive(&report, "p50_ms"), positive(&report, "p99_ms"));
+    assert!(p50 <= p99, "{report}");
+    let cpu = report["cpu_s_per_1k"].as_f64().unwrap();
+    assert!(cpu.is_finite() && cpu >= 0.0, "{report}");
 }
 
 #[test]
 fn inflight_mode_reports_bytes_per_action() {
-    let out = bench(&["--mode", "inflight", "--n", "40"]);
-    assert!(out.contains("bytes per action"), "{out}");
+    let report = bench(&["--mode", "inflight", "--n", "40"]);
+    assert_eq!(report["n"], 40, "{report}");
+    assert_eq!(report["submitted"], 40, "every action is in flight: {report}");
+    positive(&report, "rss_mb");
+    assert!(
+        positive(&report, "peak_rss_mb") >= positive(&report, "rss_mb"),
+        "{report}"
+    );
+    let per_action = report["bytes_per_action"].as_f64().unwrap();
+    assert!(per_action.is_finite(), "{report}");
 }

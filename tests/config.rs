@@ -1,4 +1,5 @@
-//! Configuration errors with locations, refused secrets and `check` output.
+//! The configuration: errors with locations, refused and rotated secrets, where the file
+//! is found, `check` output, and the shipped demo run as-is.
 
 mod common;
 
@@ -142,4 +143,202 @@ fn the_shipped_config_is_valid() {
         Duration::from_secs(20),
     );
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+}
+
+/// A minimal valid file whose one batch is called `name`.
+fn named_config(name: &str) -> String {
+    format!(
+        "[cxone]\nbase_url = \"simulator\"\n\n[[batch]]\nname = \"{name}\"\n  [[batch.action]]\n  actionType = \"X\"\n"
+    )
+}
+
+#[test]
+fn the_config_file_defaults_to_the_env_var_then_to_the_working_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("config.toml"), named_config("from-cwd")).unwrap();
+    let env_file = elsewhere.path().join("other.toml");
+    std::fs::write(&env_file, named_config("from-env")).unwrap();
+    let flag_file = elsewhere.path().join("flag.toml");
+    std::fs::write(&flag_file, named_config("from-flag")).unwrap();
+
+    let check = |env: Option<&Path>, flag: Option<&Path>| {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .arg("check")
+            .current_dir(cwd.path())
+            .env_remove("ACTIONWARDEN_CONFIG");
+        if let Some(path) = env {
+            command.env("ACTIONWARDEN_CONFIG", path);
+        }
+        if let Some(path) = flag {
+            command.arg("-c").arg(path);
+        }
+        let output = run_to_end(&mut command, Duration::from_secs(20));
+        assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let out = check(None, None);
+    assert!(out.contains("from-cwd"), "./config.toml is the default: {out}");
+    let out = check(Some(&env_file), None);
+    assert!(
+        out.contains("from-env") && !out.contains("from-cwd"),
+        "$ACTIONWARDEN_CONFIG wins over ./config.toml: {out}"
+    );
+    let out = check(Some(&env_file), Some(&flag_file));
+    assert!(
+        out.contains("from-flag") && !out.contains("from-env"),
+        "-c wins over $ACTIONWARDEN_CONFIG: {out}"
+    );
+}
+
+#[test]
+fn a_rotated_client_secret_file_is_used_by_the_next_token_fetch() {
+    // Tokens live 2s: actions of 3s need a second one, fetched after the rotation.
+    let h = Harness::new(&["--profile", "clean", "--token-ttl", "2s"]);
+    let secret_file = h.dir.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{SIM_SECRET}\n")).unwrap();
+    let cxone = format!(
+        "base_url = \"{}\"\nclient_id = \"simulator\"\nclient_secret_file = \"{}\"\ntoken_refresh_skew = \"100ms\"",
+        h.sim.url,
+        secret_file.display()
+    );
+    let mut batches = batch("b", "");
+    for i in 0..3 {
+        batches.push_str(&action(&format!("r{i}"), "duration = \"3s\""));
+    }
+    let config = h.write_config(&[("cxone", &cxone)], &batches);
+    let mut command = daemon_cmd(&["run", "--once"], &config);
+    command.env_remove(SECRET_ENV);
+    let log = h.dir.path().join("daemon.log");
+    let mut daemon = Daemon {
+        child: command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    wait_until(Duration::from_secs(20), "the first token", || {
+        h.sim.stats()["tokens_issued"] == 1
+    });
+    // Rotate: the file first, then the upstream (well before the refresh is due).
+    let rotated = "rotated-secret-0c41";
+    std::fs::write(&secret_file, format!("{rotated}\n")).unwrap();
+    h.sim
+        .post("/sim/control", serde_json::json!({ "client_secret": rotated }));
+
+    assert_eq!(daemon.wait(Duration::from_secs(30)), Some(0), "{}", daemon.log_text());
+    let stats = h.sim.stats();
+    assert!(
+        stats["tokens_issued"].as_u64().unwrap() >= 2,
+        "a token was fetched after the rotation: {stats}"
+    );
+    assert_eq!(
+        stats["token_rejections"], 0,
+        "the old secret was never sent again: {stats}"
+    );
+    assert!(!daemon.log_text().contains(rotated), "the secret stays out of the log");
+    assert_exactly_once(&h, 3);
+}
+
+#[test]
+fn the_shipped_demo_ends_every_action_once_with_exit_2() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(manifest.join("config.toml"), dir.path().join("config.toml")).unwrap();
+    std::fs::create_dir(dir.path().join("examples")).unwrap();
+    for entry in std::fs::read_dir(manifest.join("examples")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join("examples").join(entry.file_name())).unwrap();
+    }
+    // As the README runs it: `run --once` in the directory, the file found by default.
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args(["run", "--once"])
+        .current_dir(dir.path())
+        .env_remove("ACTIONWARDEN_CONFIG")
+        .env_remove("RUST_LOG");
+    let output = run_to_end(&mut command, Duration::from_secs(90));
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+
+    let outcomes: Vec<serde_json::Value> = read_jsonl(&dir.path().join("audit.jsonl"))
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r["event_type"].as_str(),
+                Some("ACTION_COMPLETED" | "ACTION_CANCELLED" | "ASYNC_ERROR_HANDLED")
+            )
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 206, "200 from the actions file and 6 inline");
+    let identities: std::collections::HashSet<(String, String)> = outcomes
+        .iter()
+        .map(|r| (r["batch"].to_string(), r["key"].to_string()))
+        .collect();
+    assert_eq!(identities.len(), 206, "exactly one outcome per identity");
+
+    let kind = |r: &serde_json::Value| match r["event_type"].as_str().unwrap() {
+        "ASYNC_ERROR_HANDLED" => r["resolution"].as_str().unwrap().to_owned(),
+        other => other.to_owned(),
+    };
+    let count = |batch: &str, k: &str| outcomes.iter().filter(|r| r["batch"] == batch && kind(r) == k).count() as u64;
+    let summary = String::from_utf8_lossy(&output.stdout).into_owned();
+    for batch in ["priority-updates", "dispositions"] {
+        let row = summary_row(&summary, batch);
+        let retries: u64 = outcomes
+            .iter()
+            .filter(|r| r["batch"] == batch)
+            .map(|r| r["retry_count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(row.completed, count(batch, "ACTION_COMPLETED"), "{batch}: {row:?}");
+        assert_eq!(row.cancelled, count(batch, "ACTION_CANCELLED"), "{batch}: {row:?}");
+        assert_eq!(
+            row.dead_lettered,
+            count(batch, "DEAD_LETTERED") + count(batch, "EXHAUSTED"),
+            "{batch}: {row:?}"
+        );
+        assert_eq!(row.rolled_back, count(batch, "ROLLED_BACK"), "{batch}: {row:?}");
+        assert_eq!(row.retries, retries, "{batch}: {row:?}");
+    }
+
+    // The fates the demo fixes, inline or by its seeded draws. Only 429s are drawn in
+    // request order (3% of requests); each costs a retry, so an action that met several
+    // could exhaust its budget: completed and exhausted are checked together.
+    let dispositions = summary_row(&summary, "dispositions");
+    assert_eq!(
+        (
+            dispositions.total,
+            dispositions.completed,
+            dispositions.cancelled,
+            dispositions.rolled_back
+        ),
+        (3, 1, 1, 1),
+        "{dispositions:?}"
+    );
+    assert_eq!(count("priority-updates", "ACTION_CANCELLED"), 8);
+    assert_eq!(count("priority-updates", "DEAD_LETTERED"), 9);
+    assert_eq!(
+        count("priority-updates", "ACTION_COMPLETED") + count("priority-updates", "EXHAUSTED"),
+        186
+    );
+    assert_eq!(summary_row(&summary, "priority-updates").total, 203);
+    let codes: std::collections::BTreeMap<String, usize> =
+        outcomes
+            .iter()
+            .filter(|r| kind(r) == "DEAD_LETTERED")
+            .fold(Default::default(), |mut m, r| {
+                *m.entry(r["error_code"].as_str().unwrap().to_owned()).or_default() += 1;
+                m
+            });
+    let expected = [("INVALID_CONTACT", 4), ("INVALID_VALUE", 1), ("VALIDATION_FAILED", 4)];
+    assert_eq!(
+        codes,
+        expected.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+        "the permanent failures"
+    );
+    assert_eq!(
+        outcomes.iter().find(|r| r["key"] == "call-1002").unwrap()["resolution"],
+        "ROLLED_BACK"
+    );
 }

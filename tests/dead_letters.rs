@@ -148,3 +148,24 @@ fn without_a_webhook_dead_letters_are_stored_not_pending() {
     assert_eq!(status["dead_letters"]["total"], 1);
     assert_eq!(status["dead_letters"]["undelivered"], 0, "{status}");
 }
+
+#[test]
+fn unsigned_mode_sends_no_signature_header() {
+    let h = Harness::unsigned(&["--profile", "clean"]);
+    let dead_letter = format!("webhook_url = \"{}/sim/webhook\"\ndrain_timeout = \"20s\"", h.sim.url);
+    let config = h.write_config(&[("dead_letter", &dead_letter)], &(batch("b", "") + &permanent("u1")));
+    let output = run_to_end(
+        daemon_cmd(&["run", "--once"], &config).env_remove(WEBHOOK_KEY_ENV),
+        Duration::from_secs(60),
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let hooks = h.sim.webhooks();
+    assert_eq!(hooks.len(), 1, "{hooks:#?}");
+    assert_eq!(hooks[0]["body"]["key"], "u1");
+    assert_eq!(hooks[0]["signature_checked"], false);
+    assert_eq!(
+        hooks[0]["signature"],
+        Value::Null,
+        "no X-Actionwarden-Signature header: {hooks:#?}"
+    );
+}

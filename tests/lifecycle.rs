@@ -111,6 +111,12 @@ fn permanent_failure_is_dead_lettered_with_signature_and_upstream_frames() {
     assert_eq!(hooks.len(), 1, "{hooks:#?}");
     let hook = &hooks[0];
     assert_eq!(hook["signature_valid"], true);
+    assert!(
+        hook["signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")),
+        "{hook}"
+    );
     let body = &hook["body"];
     assert_eq!(hook["idempotency_key"], body["error_id"]);
     assert_eq!(body["error_id"], outcome["error_id"]);
@@ -437,4 +443,70 @@ fn usage_errors_exit_1() {
         std::time::Duration::from_secs(10),
     );
     assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn the_summary_table_counts_each_batchs_fates() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let mixed = batch(
+        "mixed",
+        "rollback_action = { actionType = \"UNDO\", payload = { op = \"undo\" } }",
+    ) + &action("ok", "")
+        + &action("flaky", "outcome = \"FAILED\", code = \"TIMEOUT\", times = 1")
+        + &action("limited", "submit_status = [429], retry_after = \"0\"")
+        + &action("cancel", "outcome = \"CANCELLED\"")
+        + &action("dead", "outcome = \"FAILED\", code = \"INVALID_CONTACT\"")
+        + &action("undo", "outcome = \"FAILED\", code = \"PARTIAL_WRITE\"");
+    let plain = batch("plain", "") + &action("p1", "") + &action("p2", "");
+    let classifier = "retry = [\"TIMEOUT\"]\nrollback = [\"PARTIAL_WRITE\"]";
+    let config = h.write_config(&[("classifier", classifier)], &(mixed + &plain));
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        summary_row(&stdout, "mixed"),
+        SummaryRow {
+            total: 6,
+            completed: 3,
+            cancelled: 1,
+            dead_lettered: 1,
+            rolled_back: 1,
+            retries: 2,
+            restarts: 0,
+        },
+        "{stdout}"
+    );
+    assert_eq!(
+        summary_row(&stdout, "plain"),
+        SummaryRow {
+            total: 2,
+            completed: 2,
+            cancelled: 0,
+            dead_lettered: 0,
+            rolled_back: 0,
+            retries: 0,
+            restarts: 0,
+        },
+        "{stdout}"
+    );
+}
+
+#[test]
+fn summary_rows_read_the_same_in_plain_and_boxed_styles() {
+    let expected = SummaryRow {
+        total: 6,
+        completed: 3,
+        cancelled: 1,
+        dead_lettered: 1,
+        rolled_back: 1,
+        retries: 2,
+        restarts: 0,
+    };
+    let plain =
+        "batch total completed cancelled dead-lettered rolled back retries restarts p50\nmixed 6 3 1 1 1 2 0 12ms\n";
+    let boxed = "┌───────┬───────┐\n│ batch ┆ total │\n╞═══════╪═══════╡\n│ mixed ┆ 6 ┆ 3 ┆ 1 ┆ 1 ┆ 1 ┆ 2 ┆ 0 ┆ 12ms │\n└───────┴───────┘\n";
+    let ascii = "+-------+\n| mixed | 6 | 3 | 1 | 1 | 1 | 2 | 0 | - |\n";
+    for table in [plain, boxed, ascii] {
+        assert_eq!(summary_row(table, "mixed"), expected, "{table}");
+    }
 }

@@ -19,7 +19,8 @@ fn slow_batch(n: usize, duration: &str) -> String {
 
 #[test]
 fn kill_9_loop_loses_and_duplicates_nothing() {
-    let h = Harness::new(&["--profile", "clean"]);
+    // The shipped durability (fsync on): what an operator's kill -9 meets.
+    let h = Harness::durable(&["--profile", "clean"]);
     let n = 300;
     let overrides = [("limits", "max_in_flight = 60"), ("poll", SLOW_POLL)];
     let config = h.write_config(&overrides, &slow_batch(n, "700ms"));
@@ -102,7 +103,7 @@ fn second_daemon_on_the_same_journal_exits_3() {
 
 #[test]
 fn sigterm_mid_run_exits_4_and_the_next_start_resumes_without_resubmitting() {
-    let h = Harness::new(&["--profile", "clean"]);
+    let h = Harness::durable(&["--profile", "clean"]);
     let n = 40;
     let overrides = [("shutdown", "timeout = \"3s\""), ("poll", SLOW_POLL)];
     let config = h.write_config(&overrides, &slow_batch(n, "1500ms"));
@@ -329,4 +330,135 @@ fn sigterm_with_requests_in_flight_waits_only_shutdown_timeout() {
         n as u64,
         "repeats of the same keys created nothing new"
     );
+}
+
+#[test]
+fn a_reload_applies_each_batchs_limit_and_rollback_template() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let overrides = [
+        ("classifier", "retry = [\"TIMEOUT\"]\nrollback = [\"PARTIAL_WRITE\"]"),
+        ("admin", "listen = \"127.0.0.1:0\""),
+    ];
+    let steady = |limit: usize| {
+        let mut text = batch("steady", &format!("max_in_flight = {limit}"));
+        for i in 0..10 {
+            text.push_str(&action(&format!("s{i}"), "duration = \"400ms\""));
+        }
+        text
+    };
+    let config = h.write_config(&overrides, &steady(1));
+    let mut daemon = h.spawn(&["run"], &config);
+    let url = daemon.admin_url();
+    wait_until(Duration::from_secs(20), "a first outcome", || !h.outcomes().is_empty());
+
+    // The reload raises the existing batch's limit and adds a batch with its own limit
+    // and a compensation template.
+    let mut late = batch(
+        "late",
+        "max_in_flight = 1\nrollback_action = { actionType = \"UNDO\", payload = { op = \"undo\" } }",
+    );
+    for i in 0..4 {
+        late.push_str(&action(&format!("l{i}"), "duration = \"300ms\""));
+    }
+    late.push_str(&action(
+        "undo-me",
+        "outcome = \"FAILED\", code = \"PARTIAL_WRITE\", duration = \"300ms\"",
+    ));
+    std::fs::write(&config, h.config_text(&overrides, &(steady(3) + &late))).unwrap();
+    daemon.signal("HUP");
+    wait_until(Duration::from_secs(30), "every outcome", || h.outcomes().len() == 15);
+
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(15)), Some(0), "{}", daemon.log_text());
+    assert_exactly_once(&h, 15);
+
+    assert_eq!(max_in_flight_seen(&h, "late"), 1, "the new batch's own limit holds");
+    assert_eq!(
+        max_in_flight_seen(&h, "steady"),
+        3,
+        "the raised limit is used after the reload, and never exceeded"
+    );
+    let undone = h.outcome("late", "undo-me");
+    assert_eq!(undone["resolution"], "ROLLED_BACK", "{undone}");
+    assert!(h.sim.webhooks().is_empty(), "nothing was dead-lettered");
+    assert!(
+        metrics.contains("actionwarden_poller_restarts_total{batch=\"late\"} 0"),
+        "the new batch's series are registered:\n{metrics}"
+    );
+}
+
+#[test]
+fn the_retry_budget_stays_exact_across_kill_9() {
+    let h = Harness::durable(&["--profile", "clean"]);
+    let overrides = [
+        (
+            "retry",
+            "max_retries = 3\nbase_delay = \"2500ms\"\nbackoff_factor = 1.0\nmax_delay = \"2500ms\"\njitter = \"none\"",
+        ),
+        ("admin", "listen = \"127.0.0.1:0\""),
+    ];
+    let batches = batch("b", "") + &action("unlucky", "submit_status = [503, 503, 503, 503, 503, 503, 503, 503]");
+    let config = h.write_config(&overrides, &batches);
+    for spent in 1..=2u64 {
+        let mut daemon = h.spawn(&["run", "--once"], &config);
+        let row_url = format!("{}/v1/actions/b/unlucky", daemon.admin_url());
+        // Killed while it waits out its backoff, once the spent retry is journaled.
+        wait_until(Duration::from_secs(20), "the spent retry in the journal", || {
+            let (code, row) = get_status(&row_url);
+            code == 200 && row["retry_count"] == spent
+        });
+        daemon.signal("KILL");
+        daemon.wait(Duration::from_secs(10));
+        assert_eq!(h.sim.stats()["submits"], spent, "one submit per spent retry so far");
+    }
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let outcome = h.outcome("b", "unlucky");
+    assert_eq!(outcome["resolution"], "EXHAUSTED", "{outcome}");
+    assert_eq!(outcome["error_code"], "HTTP_503", "{outcome}");
+    assert_eq!(outcome["retry_count"], 3, "{outcome}");
+    assert_eq!(
+        h.sim.stats()["submits"],
+        4,
+        "the first submit and three retries, whatever the kills"
+    );
+}
+
+#[test]
+fn a_torn_last_audit_line_is_cut_on_restart() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let n = 20;
+    let config = h.write_config(&[("poll", SLOW_POLL)], &slow_batch(n, "1s"));
+    let mut daemon = h.spawn(&["run", "--once"], &config);
+    wait_until(Duration::from_secs(20), "every action submitted", || {
+        h.count("ACTION_SUBMITTED") >= n
+    });
+    daemon.signal("KILL");
+    daemon.wait(Duration::from_secs(10));
+    assert!(h.outcomes().len() < n, "killed mid-run");
+
+    // What a crash in the middle of a write leaves: half a record, no newline.
+    let torn = r#"{"event_id":"0b6c7f52-torn","event_type":"ACTION_COMPLETED","batch":"bulk","key":"a00"#;
+    let mut file = std::fs::OpenOptions::new().append(true).open(h.audit_path()).unwrap();
+    std::io::Write::write_all(&mut file, torn.as_bytes()).unwrap();
+    drop(file);
+
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let text = std::fs::read_to_string(h.audit_path()).unwrap();
+    assert!(text.ends_with('\n'), "the file ends with a complete line");
+    assert!(!text.contains("0b6c7f52-torn"), "the torn line is gone");
+    for line in text.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "every line parses: {line}"
+        );
+    }
+    assert_exactly_once(&h, n);
 }

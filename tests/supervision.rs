@@ -4,11 +4,11 @@ mod common;
 
 use common::*;
 
-fn chaos(probability: &str, max_restarts: u32) -> [(&'static str, String); 3] {
+fn chaos(probability: &str, max_restarts: u32, seed: u64) -> [(&'static str, String); 3] {
     [
         (
             "chaos",
-            format!("enabled = true\npoller_panic_probability = {probability}"),
+            format!("enabled = true\npoller_panic_probability = {probability}\nseed = {seed}"),
         ),
         (
             "supervisor",
@@ -28,33 +28,49 @@ fn overrides<'a>(c: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)
 #[test]
 fn a_poller_panic_mid_poll_resumes_the_same_cxone_id() {
     let h = Harness::new(&["--profile", "clean"]);
-    let c = chaos("0.3", 1000);
+    let seed = chaos_seed();
+    let replay = replay_hint(seed);
+    let c = chaos("0.3", 1000, seed);
     let mut batches = batch("b", "");
     for i in 0..10 {
         batches.push_str(&action(&format!("p{i}"), "duration = \"600ms\""));
     }
     let output = h.run_once(&h.write_config(&overrides(&c), &batches));
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    assert_exactly_once(&h, 10);
-    assert!(h.outcomes().iter().all(|r| r["event_type"] == "ACTION_COMPLETED"));
+    assert_eq!(output.status.code(), Some(0), "{replay}\n{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&format!("chaos_seed={seed}")),
+        "the seed is logged at start: {}",
+        show(&output)
+    );
+    assert_exactly_once_or(&h, 10, &replay);
+    assert!(
+        h.outcomes().iter().all(|r| r["event_type"] == "ACTION_COMPLETED"),
+        "{replay}"
+    );
     let restarts = h.count("POLLER_RESTARTED");
     assert!(
         restarts >= 5,
-        "chaos at 0.3 per step should crash pollers often ({restarts})"
+        "chaos at 0.3 per step should crash pollers often ({restarts}); {replay}"
     );
     let stats = h.sim.stats();
-    assert_eq!(stats["actions_created"], 10, "a restart never submits anew: {stats}");
-    assert_eq!(stats["submits"], 10, "the simulator saw no second submit: {stats}");
-    assert_eq!(stats["duplicate_submits"], 0, "{stats}");
+    assert_eq!(
+        stats["actions_created"], 10,
+        "a restart never submits anew: {stats}; {replay}"
+    );
+    assert_eq!(
+        stats["submits"], 10,
+        "the simulator saw no second submit: {stats}; {replay}"
+    );
+    assert_eq!(stats["duplicate_submits"], 0, "{stats}; {replay}");
     for r in h.outcomes() {
-        assert_eq!(r["attempts"], 1, "{r}");
+        assert_eq!(r["attempts"], 1, "{r}; {replay}");
     }
 }
 
 #[test]
 fn a_crash_loop_ends_in_poller_crash_loop() {
     let h = Harness::new(&["--profile", "clean"]);
-    let c = chaos("1.0", 3);
+    let c = chaos("1.0", 3, chaos_seed());
     let batches = batch("b", "") + &action("doomed", "");
     let output = h.run_once(&h.write_config(&overrides(&c), &batches));
     assert_eq!(output.status.code(), Some(2), "{}", show(&output));
@@ -80,14 +96,16 @@ fn a_crash_loop_ends_in_poller_crash_loop() {
 #[test]
 fn chaos_run_resolves_every_action_exactly_once() {
     let h = Harness::new(&["--profile", "clean"]);
-    let c = chaos("0.05", 1000);
+    let seed = chaos_seed();
+    let replay = replay_hint(seed);
+    let c = chaos("0.05", 1000, seed);
     let mut batches = batch("chaos", "");
     for i in 0..120 {
         batches.push_str(&action(&format!("c{i:03}"), "duration = \"100ms\""));
     }
     let output = h.run_once(&h.write_config(&overrides(&c), &batches));
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    assert_exactly_once(&h, 120);
-    assert!(h.count("POLLER_RESTARTED") > 0);
-    assert_eq!(h.sim.stats()["actions_created"], 120);
+    assert_eq!(output.status.code(), Some(0), "{replay}\n{}", show(&output));
+    assert_exactly_once_or(&h, 120, &replay);
+    assert!(h.count("POLLER_RESTARTED") > 0, "{replay}");
+    assert_eq!(h.sim.stats()["actions_created"], 120, "{replay}");
 }

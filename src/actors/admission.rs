@@ -290,12 +290,14 @@ impl Handler<Configure> for AdmissionActor {
             slot.configured = false;
         }
         for settings in msg.batches {
+            if !self.batches.contains_key(&settings.name) {
+                crate::telemetry::metrics::register_batch(&settings.name);
+            }
             let slot = self.batches.entry(settings.name.clone()).or_default();
             slot.limit = settings.max_in_flight;
             slot.drained = false;
             slot.configured = true;
             self.progress.set(&settings.name, settings.total, settings.finished);
-            crate::telemetry::metrics::register_batches(std::iter::once(settings.name.as_ref()));
         }
         self.batches.retain(|_, b| b.configured || b.in_flight + b.reserved > 0);
         self.idle.send_replace(Idle(false));

@@ -132,6 +132,11 @@ impl TokenActor {
         }
     }
 
+    /// Someone waits for a token, or none is held: a failed fetch must be tried again.
+    fn needs_token(&self) -> bool {
+        !self.waiters.is_empty() || self.cache.0.borrow().is_none()
+    }
+
     /// Starts one fetch unless one is running.
     fn fetch(&mut self, ctx: &mut Context<Self>) {
         if self.fetching {
@@ -207,8 +212,14 @@ impl TokenActor {
                     tracing::error!(reason = %reason, retry_in = ?delay, "Cannot obtain a token.");
                 }
                 self.health.send_replace(health);
-                if !self.waiters.is_empty() || self.cache.0.borrow().is_none() {
-                    ctx.run_later(delay, |act, ctx| act.fetch(ctx));
+                if self.needs_token() {
+                    // A caller may start a fetch before the timer fires (it waits out a
+                    // 429 pause at the gate); the timer then finds the token and stops.
+                    ctx.run_later(delay, |act, ctx| {
+                        if act.needs_token() {
+                            act.fetch(ctx);
+                        }
+                    });
                 }
             }
         }

@@ -57,7 +57,7 @@ pub struct Daemon {
 /// Starts every part; `snapshot` is what the journal held at open.
 pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snapshot) -> Result<Daemon, Error> {
     let metrics = crate::telemetry::metrics::install();
-    crate::telemetry::metrics::register_batches(cfg.batches.iter().map(|b| b.name.as_str()));
+    crate::telemetry::metrics::register_globals();
     let gate = Rc::new(Gate::new(cfg.retry.base_delay, cfg.limits.requests_per_second));
     let client = Rc::new(CxoneClient::new(&cfg.cxone, &creds.base_url, gate));
 
@@ -107,6 +107,8 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
     let (dl_audit, dl_journal, undelivered) = (audit.clone(), journal.clone(), snapshot.undelivered);
     let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal, undelivered));
 
+    let chaos_seed = cfg.chaos.rng_seed();
+    tracing::info!(chaos_seed, "Pollers' random draws (chaos, jitter) seeded.");
     let env = Rc::new(PollerEnv {
         client,
         token,
@@ -123,7 +125,7 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
         } else {
             0.0
         },
-        rng: RefCell::new(SmallRng::from_os_rng()),
+        rng: RefCell::new(SmallRng::seed_from_u64(chaos_seed)),
         journal: journal.clone(),
         stopping: Cell::new(false),
         request_slots: tokio::sync::Semaphore::new(cfg.cxone.max_connections),

@@ -511,6 +511,17 @@ pub struct ChaosConfig {
     pub enabled: bool,
     /// Probability that a poller panics on a message it handles. Default 0.0.
     pub poller_panic_probability: f64,
+    /// Seed of the pollers' random draws (chaos panics and backoff jitter), so a failing
+    /// drill can be replayed. Default: drawn from the OS at start and logged as `chaos_seed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl ChaosConfig {
+    /// The seed of this run: the configured one, else a fresh draw from the OS.
+    pub fn rng_seed(&self) -> u64 {
+        self.seed.unwrap_or_else(rand::random)
+    }
 }
 
 /// `[[batch]]`.
@@ -654,5 +665,19 @@ mod tests {
             serde_json::json!({"actionType": "X", "payload": {"due": "2026-11-27T10:00:00Z", "n": 1.5, "tags": ["a"]}})
         );
         assert_eq!(read[0].key, "k");
+    }
+
+    #[test]
+    fn a_configured_chaos_seed_is_used_and_an_absent_one_is_drawn() {
+        let seeded: Config = toml::from_str("[chaos]\nseed = 7\n").unwrap();
+        assert_eq!(seeded.chaos.rng_seed(), 7);
+        let unseeded = Config::default();
+        assert!(unseeded.chaos.seed.is_none());
+        let draws: std::collections::HashSet<u64> = (0..4).map(|_| unseeded.chaos.rng_seed()).collect();
+        assert!(draws.len() > 1, "fresh seeds differ: {draws:?}");
+        assert!(
+            !toml::to_string(&unseeded.chaos).unwrap().contains("seed"),
+            "an absent seed is not printed"
+        );
     }
 }

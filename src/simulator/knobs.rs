@@ -1,6 +1,7 @@
 //! The simulator's live fault knobs (profile rates plus overrides, changed through
 //! `POST /sim/control`) and the counters `GET /sim/stats` returns.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ pub struct Knobs {
     pub retry_after_secs: u64,
     pub webhook_fail_first: u32,
     pub webhook_down: bool,
+    /// Statuses answered, in order, to the next token requests (429 with the live
+    /// `Retry-After` form); each is used once.
+    pub token_status: VecDeque<u16>,
 }
 
 /// A `POST /sim/control` body: every field optional.
@@ -47,6 +51,17 @@ pub struct KnobUpdate {
     retry_after_secs: Option<u64>,
     webhook_fail_first: Option<u32>,
     webhook_down: Option<bool>,
+    /// Replaces the queue of forced token statuses.
+    token_status: Option<Vec<u16>>,
+    /// A new client secret for the token endpoint (a rotation).
+    client_secret: Option<String>,
+}
+
+impl KnobUpdate {
+    /// Takes the rotated client secret out of the update; it is state, not a knob.
+    pub fn take_client_secret(&mut self) -> Option<String> {
+        self.client_secret.take()
+    }
 }
 
 impl Knobs {
@@ -71,6 +86,7 @@ impl Knobs {
             retry_after_secs: s.retry_after_secs,
             webhook_fail_first: s.webhook_fail_first,
             webhook_down: false,
+            token_status: VecDeque::new(),
         }
     }
 
@@ -98,6 +114,9 @@ impl Knobs {
         self.retry_after_secs = u.retry_after_secs.unwrap_or(self.retry_after_secs);
         self.webhook_fail_first = u.webhook_fail_first.unwrap_or(self.webhook_fail_first);
         self.webhook_down = u.webhook_down.unwrap_or(self.webhook_down);
+        if let Some(statuses) = u.token_status {
+            self.token_status = statuses.into();
+        }
     }
 }
 

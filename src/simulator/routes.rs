@@ -104,8 +104,11 @@ async fn list_webhooks(sim: web::Data<Shared>) -> HttpResponse {
 
 async fn control(sim: web::Data<Shared>, body: Bytes) -> HttpResponse {
     match serde_json::from_slice::<KnobUpdate>(&body) {
-        Ok(update) => {
+        Ok(mut update) => {
             let mut inner = sim.lock();
+            if let Some(secret) = update.take_client_secret() {
+                inner.client_secret = secret;
+            }
             inner.knobs.apply(update);
             HttpResponse::Ok().json(&inner.knobs)
         }

@@ -33,7 +33,6 @@ const REQUEST_RNG_SALT: u64 = 0x5EED_0F0F_C0DE;
 pub struct Config {
     pub started: Instant,
     client_id: String,
-    client_secret: String,
     webhook_key: Option<Vec<u8>>,
     pub(super) profile: Profile,
     pub(super) seed: u64,
@@ -51,13 +50,13 @@ impl Shared {
         let config = Config {
             started: Instant::now(),
             client_id: settings.client_id.clone(),
-            client_secret,
             webhook_key,
             profile: settings.profile,
             seed: settings.seed,
             token_ttl: settings.token_ttl,
         };
         let inner = Inner {
+            client_secret,
             knobs: Knobs::new(settings),
             rng: SmallRng::seed_from_u64(settings.seed ^ REQUEST_RNG_SALT),
             tokens: HashMap::new(),
@@ -104,6 +103,8 @@ pub struct LogEntry {
 #[derive(Debug, Clone, Serialize)]
 pub struct Webhook {
     idempotency_key: Option<String>,
+    /// The `X-Actionwarden-Signature` header as received, if any.
+    signature: Option<String>,
     signature_checked: bool,
     signature_valid: bool,
     body: Value,
@@ -111,6 +112,8 @@ pub struct Webhook {
 
 /// The mutable state behind the lock.
 pub struct Inner {
+    /// The client secret the token endpoint accepts (rotated through `/sim/control`).
+    pub client_secret: String,
     pub knobs: Knobs,
     rng: SmallRng,
     /// Token -> the instant from which the API rejects it.
@@ -139,10 +142,12 @@ impl Inner {
         client_secret: Option<&str>,
         now: Instant,
     ) -> Reply {
-        let reply = if grant_type != Some("client_credentials") {
+        let reply = if let Some(status) = self.knobs.token_status.pop_front() {
+            self.forced(status, None)
+        } else if grant_type != Some("client_credentials") {
             self.stats.token_rejections += 1;
             json_reply(400, json!({"error": "unsupported_grant_type"}))
-        } else if client_id != Some(cfg.client_id.as_str()) || client_secret != Some(cfg.client_secret.as_str()) {
+        } else if client_id != Some(cfg.client_id.as_str()) || client_secret != Some(self.client_secret.as_str()) {
             self.stats.token_rejections += 1;
             json_reply(401, json!({"error": "invalid_client"}))
         } else {
@@ -177,6 +182,7 @@ impl Inner {
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
                 self.webhooks.push(Webhook {
                     idempotency_key: idempotency_key.map(str::to_string),
+                    signature: signature.map(str::to_string),
                     signature_checked: cfg.webhook_key.is_some(),
                     signature_valid: valid,
                     body,

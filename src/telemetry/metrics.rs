@@ -86,22 +86,11 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Registers the per-batch series at zero, so every metric of SPEC §11 shows from the
-/// first scrape (a counter that never moved is still worth a line).
-pub fn register_batches<'a>(batches: impl Iterator<Item = &'a str>) {
+/// Registers the series that have no batch label at zero, so every metric shows from
+/// the first scrape (a counter that never moved is still worth a line); the batches'
+/// own series are registered by `register_batch` as admission learns of them.
+pub fn register_globals() {
     use metrics::{counter, gauge};
-    for batch in batches {
-        let batch = batch.to_owned();
-        counter!(ACTIONS_SUBMITTED, "batch" => batch.clone()).increment(0);
-        for outcome in crate::action::Outcome::ALL {
-            counter!(ACTIONS_FINISHED, "batch" => batch.clone(), "outcome" => outcome.as_str()).increment(0);
-        }
-        counter!(POLLER_RESTARTS, "batch" => batch.clone()).increment(0);
-        for reason in RETRY_REASONS {
-            counter!(ACTION_RETRIES, "batch" => batch.clone(), "reason" => reason).increment(0);
-        }
-        gauge!(ACTIONS_IN_FLIGHT, "batch" => batch).set(0.0);
-    }
     for endpoint in ["token", "submit", "poll", "webhook"] {
         counter!(RATE_LIMITED, "endpoint" => endpoint).increment(0);
     }
@@ -113,6 +102,22 @@ pub fn register_batches<'a>(batches: impl Iterator<Item = &'a str>) {
         counter!(AUDIT_RECORDS, "event_type" => event_type).increment(0);
     }
     gauge!(DEAD_LETTERS_UNDELIVERED).set(0.0);
+}
+
+/// Registers one batch's series at zero (at start, and for a batch a reload adds). Call
+/// it before the batch has an action in flight: it sets the in-flight gauge to 0.
+pub fn register_batch(batch: &str) {
+    use metrics::{counter, gauge};
+    let batch = batch.to_owned();
+    counter!(ACTIONS_SUBMITTED, "batch" => batch.clone()).increment(0);
+    for outcome in crate::action::Outcome::ALL {
+        counter!(ACTIONS_FINISHED, "batch" => batch.clone(), "outcome" => outcome.as_str()).increment(0);
+    }
+    counter!(POLLER_RESTARTS, "batch" => batch.clone()).increment(0);
+    for reason in RETRY_REASONS {
+        counter!(ACTION_RETRIES, "batch" => batch.clone(), "reason" => reason).increment(0);
+    }
+    gauge!(ACTIONS_IN_FLIGHT, "batch" => batch).set(0.0);
 }
 
 /// Values of the `reason` label of `actionwarden_action_retries_total`.
