@@ -24,6 +24,7 @@ use crate::classify::Rules;
 use crate::config::{self, Loaded, Secret, SIMULATOR};
 use crate::cxone::{CxoneClient, Gate};
 use crate::error::{exit, Error};
+use crate::health::Blockers;
 use crate::journal::{Journal, JournalError};
 use crate::report::Progress;
 
@@ -40,7 +41,7 @@ enum Stop {
     Finished,
     /// SIGTERM/SIGINT.
     Signal,
-    /// Credentials rejected (`--once`).
+    /// Credentials rejected or the connection misconfigured (`--once`).
     Rejected(String),
 }
 
@@ -122,16 +123,20 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         )
     };
 
+    let egress = crate::net::Egresses::from_config(&cfg).map_err(|e| Error::Usage(e.to_string()))?;
     let gate = Rc::new(Gate::new(cfg.retry.base_delay, cfg.limits.requests_per_second));
-    let client = Rc::new(CxoneClient::new(&cfg.cxone, &base_url, gate));
+    let client = Rc::new(CxoneClient::new(&cfg.cxone, &base_url, gate, &egress.cxone));
 
     let audit_actor = AuditActor::open(&cfg.audit.path, cfg.audit.fsync, journal.clone(), snapshot.unaudited)
         .map_err(|e| Error::CannotRun(format!("cannot open audit file {}: {e}", cfg.audit.path.display())))?;
     let audit = Supervisor::start(move |_| audit_actor);
 
     let (health_tx, mut health_rx) = watch::channel(TokenHealth::Missing);
+    let blockers = Blockers::default();
+    let mut blockers_rx = blockers.subscribe();
     let readiness = Arc::new(Readiness {
         token: health_rx.clone(),
+        blockers: blockers.clone(),
         shutting_down: AtomicBool::new(false),
     });
     let admin = if cfg.admin.listen.is_empty() {
@@ -167,6 +172,8 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         signing_key,
         timeout: cfg.dead_letter.timeout,
         max_delay: cfg.dead_letter.redelivery_max_delay,
+        egress: egress.dead_letter,
+        blockers: blockers.clone(),
     };
     let dl_audit = audit.clone();
     let dl_journal = journal.clone();
@@ -259,6 +266,13 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
                     break Stop::Rejected(reason);
                 }
             }
+            changed = blockers_rx.changed(), if once => {
+                if changed.is_ok() {
+                    if let Some(reason) = blockers.first() {
+                        break Stop::Rejected(reason);
+                    }
+                }
+            }
         }
     };
 
@@ -320,7 +334,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
             }
         }
         Stop::Rejected(reason) => {
-            eprintln!("actionwarden: cannot run: {reason}; check cxone.client_id and the client secret");
+            eprintln!("actionwarden: cannot run: {reason}");
             exit::CANNOT_RUN
         }
     };

@@ -8,6 +8,9 @@
 //! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`: pure logic, unit-tested.
 //! - `cxone/`: the HTTP client for token, submit and poll, response parsing, and the
 //!   shared 429 gate with the request-rate budget.
+//! - `net/`: how requests leave the host: proxies (`CONNECT` tunnels, absolute-form
+//!   requests, `NO_PROXY`), trusted roots, failure diagnosis; builds every awc client.
+//! - `health.rs`: problems only an operator can fix, shared with `/readyz` and `run --once`.
 //! - `actors/`: `TokenActor`, `PollerActor` (in `poller/`: the state machine, failures,
 //!   outcomes, shared environment), `ClassifierActor`, `DeadLetterActor`, `AuditActor`,
 //!   and admission (in-flight limits, resume, replays).
@@ -29,7 +32,9 @@ pub mod commands;
 pub mod config;
 pub mod cxone;
 pub mod error;
+pub mod health;
 pub mod journal;
+pub mod net;
 pub mod report;
 pub mod simulator;
 pub mod state;

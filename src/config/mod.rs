@@ -6,6 +6,7 @@
 
 pub mod duration;
 mod location;
+mod network;
 pub mod secret;
 mod validate;
 
@@ -93,6 +94,15 @@ pub struct CxoneConfig {
     pub max_response_bytes: usize,
     /// Allow `http://` to a non-loopback host. Default false.
     pub allow_insecure_http: bool,
+    /// Proxy for token, submit and poll, `http://HOST:PORT`; wins over `HTTPS_PROXY` and
+    /// friends and applies to loopback targets too. Default empty: the environment decides.
+    pub proxy: String,
+    /// Env var holding `user:password` for `proxy` (sent as `Proxy-Authorization: Basic`).
+    /// Default empty: no credentials.
+    pub proxy_auth_env: String,
+    /// PEM file of extra CA certificates to trust, on top of the bundled web PKI roots and
+    /// the system store (for TLS-inspecting proxies and private CAs). Default empty.
+    pub ca_file: String,
     /// A literal secret: refused by validation, present only to say so clearly.
     #[serde(skip_serializing)]
     pub client_secret: Option<toml::Value>,
@@ -114,6 +124,9 @@ impl Default for CxoneConfig {
             max_connections: 256,
             max_response_bytes: 1_048_576,
             allow_insecure_http: false,
+            proxy: String::new(),
+            proxy_auth_env: String::new(),
+            ca_file: String::new(),
             client_secret: None,
         }
     }
@@ -313,6 +326,13 @@ pub struct DeadLetterConfig {
     /// How long `run --once` waits for undelivered dead letters. Default `30s`.
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
+    /// Proxy for the webhook, `http://HOST:PORT`; wins over `HTTPS_PROXY` and friends and
+    /// applies to loopback targets too. Default empty: the environment decides.
+    pub proxy: String,
+    /// Env var holding `user:password` for `proxy`. Default empty: no credentials.
+    pub proxy_auth_env: String,
+    /// PEM file of extra CA certificates to trust for the webhook. Default empty.
+    pub ca_file: String,
     /// A literal signing secret: refused.
     #[serde(skip_serializing)]
     pub signing_secret: Option<toml::Value>,
@@ -326,6 +346,9 @@ impl Default for DeadLetterConfig {
             timeout: Duration::from_secs(10),
             redelivery_max_delay: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
+            proxy: String::new(),
+            proxy_auth_env: String::new(),
+            ca_file: String::new(),
             signing_secret: None,
         }
     }
@@ -531,6 +554,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let (actions, mut problems) = validate::resolve_actions(&doc, &config, &base_dir);
     problems.extend(validate::check(&doc, &config));
+    problems.extend(network::check(&doc, &config));
     if !problems.is_empty() {
         problems.sort_by_key(|p| (p.file.clone(), p.line, p.column));
         return Err(ConfigError::Invalid(problems));

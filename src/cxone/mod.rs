@@ -3,7 +3,7 @@
 //!
 //! `awc::Client` is `!Send`, so a client lives on the arbiter that uses it (the main one).
 //! Every body is read with a size cap and a deadline; the shared 429 pause of SPEC §4
-//! lives in `rate_limit.rs`.
+//! lives in `rate_limit.rs`. How connections are made (proxies, trusted roots) is net/'s.
 
 mod parse;
 pub mod rate_limit;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::classify::UpstreamError;
 use crate::config::{CxoneConfig, Secret};
+use crate::net::{self, Diagnosis, Egress};
 use crate::telemetry::events::HttpRequestDone;
 pub use parse::parse_poll;
 use parse::{retry_after, status_error, submitted_id};
@@ -51,6 +52,16 @@ pub enum CallError {
     /// The action's `poll.timeout` passed before the request could be sent (no token).
     #[error("poll.timeout passed while waiting for a token")]
     PollTimeout,
+    /// A problem only an operator can fix: the server's certificate fails verification
+    /// (unknown issuer, wrong name, expired) or the proxy refuses the credentials.
+    /// Repeating cannot help, so it spends no retry budget: the caller waits.
+    #[error("{reason}")]
+    Misconfigured {
+        /// The host the problem is about (the target, or the proxy).
+        host: String,
+        /// What is wrong and what to check, naming the host.
+        reason: String,
+    },
 }
 
 impl CallError {
@@ -60,8 +71,14 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
             CallError::Network(_) | CallError::Timeout | CallError::Malformed(_) => true,
-            CallError::PollTimeout => false,
+            CallError::PollTimeout | CallError::Misconfigured { .. } => false,
         }
+    }
+
+    /// True for failures only an operator can fix (certificates, proxy credentials):
+    /// the action should wait, not spend its retry budget nor be dead-lettered.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, CallError::Misconfigured { .. })
     }
 
     /// The dead-letter code when the retry budget runs out on this error.
@@ -73,6 +90,7 @@ impl CallError {
             CallError::Timeout => "REQUEST_TIMEOUT".into(),
             CallError::Malformed(_) => "MALFORMED_RESPONSE".into(),
             CallError::PollTimeout => "POLL_TIMEOUT".into(),
+            CallError::Misconfigured { .. } => "CONNECTION_MISCONFIGURED".into(),
         }
     }
 
@@ -81,7 +99,7 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => *status,
             CallError::Malformed(_) => 200,
-            CallError::Network(_) | CallError::Timeout | CallError::PollTimeout => 0,
+            CallError::Network(_) | CallError::Timeout | CallError::PollTimeout | CallError::Misconfigured { .. } => 0,
         }
     }
 
@@ -95,6 +113,7 @@ impl CallError {
             CallError::Timeout => "timeout",
             CallError::Malformed(_) => "malformed_response",
             CallError::PollTimeout => "timeout",
+            CallError::Misconfigured { .. } => "misconfigured",
         }
     }
 }
@@ -133,8 +152,14 @@ pub struct IssuedToken {
 /// The three calls, configured once.
 pub struct CxoneClient {
     client: awc::Client,
+    /// The config table of the network settings, named in hints.
+    table: &'static str,
     base_url: String,
+    /// `host:port` of the API, named in errors.
+    api_host: String,
     token_url: String,
+    /// `host:port` of the token endpoint.
+    token_host: String,
     submit_url: String,
     poll_path: String,
     scopes: String,
@@ -144,27 +169,23 @@ pub struct CxoneClient {
 }
 
 impl CxoneClient {
-    /// Builds the client for `base_url` (the simulator's real address in embedded mode).
-    pub fn new(config: &CxoneConfig, base_url: &str, gate: Rc<Gate>) -> Self {
+    /// Builds the client for `base_url` (the simulator's real address in embedded mode),
+    /// connecting as `egress` says.
+    pub fn new(config: &CxoneConfig, base_url: &str, gate: Rc<Gate>, egress: &Egress) -> Self {
         let base_url = base_url.trim_end_matches('/').to_owned();
         let token_url = if config.token_url.is_empty() || config.uses_simulator() {
             format!("{base_url}/oauth/token")
         } else {
             config.token_url.clone()
         };
-        let connector = awc::Connector::new()
-            .limit(config.max_connections)
-            .timeout(config.request_timeout);
-        let client = awc::Client::builder()
-            .connector(connector)
-            .timeout(config.request_timeout)
-            .disable_redirects()
-            .finish();
         CxoneClient {
-            client,
+            client: net::client(egress, config.request_timeout, config.max_connections),
+            table: egress.table,
             submit_url: format!("{base_url}{}", config.submit_path),
             poll_path: config.poll_path.clone(),
+            api_host: net::host_port(&base_url),
             base_url,
+            token_host: net::host_port(&token_url),
             token_url,
             scopes: config.scopes.join(" "),
             timeout: config.request_timeout,
@@ -189,7 +210,7 @@ impl CxoneClient {
             .timeout(self.timeout)
             .send_form(&form)
             .await;
-        let (status, headers, body) = self.finish(Endpoint::Token, started, sent).await?;
+        let (status, headers, body) = self.finish(Endpoint::Token, &self.token_host, started, sent).await?;
         if !status.is_success() {
             return Err(status_error(status, &headers, &body));
         }
@@ -226,7 +247,7 @@ impl CxoneClient {
             .insert_header(("Content-Type", "application/json"))
             .send_body(body)
             .await;
-        let (status, headers, body) = self.finish(Endpoint::Submit, started, sent).await?;
+        let (status, headers, body) = self.finish(Endpoint::Submit, &self.api_host, started, sent).await?;
         if !matches!(status.as_u16(), 200..=202) {
             return Err(status_error(status, &headers, &body));
         }
@@ -252,7 +273,7 @@ impl CxoneClient {
             .insert_header(("Authorization", format!("Bearer {}", token.expose())))
             .send()
             .await;
-        let (status, headers, body) = self.finish(Endpoint::Poll, started, sent).await?;
+        let (status, headers, body) = self.finish(Endpoint::Poll, &self.api_host, started, sent).await?;
         if status != StatusCode::OK {
             return Err(status_error(status, &headers, &body));
         }
@@ -260,9 +281,11 @@ impl CxoneClient {
     }
 
     /// Reads the response (capped, with a deadline) and records the request's metrics.
+    /// `host` (`host:port`) is named when the connection is misconfigured.
     async fn finish<S>(
         &self,
         endpoint: Endpoint,
+        host: &str,
         started: Instant,
         sent: Result<awc::ClientResponse<S>, SendRequestError>,
     ) -> Result<(StatusCode, awc::http::header::HeaderMap, Bytes), CallError>
@@ -272,10 +295,7 @@ impl CxoneClient {
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
-                let error = match e {
-                    SendRequestError::Timeout => CallError::Timeout,
-                    other => CallError::Network(other.to_string()),
-                };
+                let error = call_error(net::diagnose(&e, host, self.table));
                 HttpRequestDone {
                     endpoint,
                     status: None,
@@ -302,6 +322,10 @@ impl CxoneClient {
             elapsed: started.elapsed(),
         }
         .emit();
+        if status.as_u16() == net::PROXY_AUTHENTICATION_REQUIRED {
+            // Only a proxy answers 407 (plain http through a proxy); no origin server does.
+            return Err(call_error(net::proxy_status(host, self.table)));
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             let wait = retry_after(response.headers());
             self.gate.pause(endpoint, wait);
@@ -312,6 +336,15 @@ impl CxoneClient {
             Err(_) if !status.is_success() => Ok((status, response.headers().clone(), Bytes::new())),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The `CallError` of a request that got no usable response.
+fn call_error(diagnosis: Diagnosis) -> CallError {
+    match diagnosis {
+        Diagnosis::Misconfigured { host, reason } => CallError::Misconfigured { host, reason },
+        Diagnosis::Timeout => CallError::Timeout,
+        Diagnosis::Network(message) => CallError::Network(message),
     }
 }
 
@@ -340,5 +373,33 @@ mod tests {
         assert_eq!(s(503).error_code(), "HTTP_503");
         assert_eq!(CallError::Timeout.error_code(), "REQUEST_TIMEOUT");
         assert_eq!(CallError::Network("x".into()).status_code(), 0);
+    }
+
+    #[test]
+    fn misconfiguration_is_neither_transient_nor_a_dead_letter_reason() {
+        let e = CallError::Misconfigured {
+            host: "api.example.com:443".into(),
+            reason: "the TLS certificate of api.example.com:443 is signed by an unknown issuer".into(),
+        };
+        assert!(e.is_misconfiguration() && !e.is_transient());
+        assert!(!CallError::Network("reset".into()).is_misconfiguration());
+        assert_eq!(
+            e.to_string(),
+            "the TLS certificate of api.example.com:443 is signed by an unknown issuer"
+        );
+        let tunnel = SendRequestError::Connect(awc::error::ConnectError::Io(std::io::Error::other(
+            net::TunnelError::Refused {
+                proxy: "p:3128".into(),
+                target: "api.example.com:443".into(),
+                status: 502,
+                reason: "Bad Gateway".into(),
+            },
+        )));
+        let refused = call_error(net::diagnose(&tunnel, "api.example.com:443", "cxone"));
+        assert!(
+            refused.is_transient(),
+            "a proxy that cannot reach the target is a network error"
+        );
+        assert_eq!(refused.error_code(), "NETWORK_ERROR");
     }
 }

@@ -20,6 +20,26 @@ pub const WEBHOOK_KEY_ENV: &str = "AW_TEST_WEBHOOK_KEY";
 pub const WEBHOOK_KEY: &str = "test-webhook-key-9f3c";
 /// The simulator's default client secret.
 pub const SIM_SECRET: &str = "simulator-secret";
+/// Proxy variables of the machine running the tests: removed from every child, so a
+/// developer's proxy settings never reach the daemon or the simulator.
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// Removes the proxy variables from `command`'s environment.
+pub fn without_proxies(command: &mut Command) -> &mut Command {
+    for var in PROXY_VARS {
+        command.env_remove(var);
+    }
+    command
+}
 
 /// A running `actionwarden simulate`, killed on drop.
 pub struct Sim {
@@ -31,7 +51,7 @@ pub struct Sim {
 impl Sim {
     /// Starts the simulator with extra arguments and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Sim {
-        let mut child = Command::new(BIN)
+        let mut child = without_proxies(&mut Command::new(BIN))
             .args([
                 "simulate",
                 "--listen",
@@ -220,6 +240,7 @@ pub fn daemon_cmd(args: &[&str], config: &Path) -> Command {
         .env(WEBHOOK_KEY_ENV, WEBHOOK_KEY)
         .env_remove("RUST_LOG")
         .env_remove("ACTIONWARDEN_CONFIG");
+    without_proxies(&mut command);
     command
 }
 
