@@ -4,20 +4,24 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::check_network;
 use crate::config::{self, Loaded};
 use crate::error::{exit, Error};
+use crate::net::EnvProxies;
 
-/// Validates the file at `path` and prints the plan.
+/// Validates the file at `path` (and the proxy environment variables) and prints the plan.
 pub fn check(path: &Path) -> Result<u8, Error> {
     let loaded = config::load(path)?;
-    print!("{}", plan(&loaded));
+    let env = EnvProxies::from_env().map_err(|e| Error::Usage(e.to_string()))?;
+    let network = check_network::section(&loaded.config, &env).map_err(|e| Error::Usage(e.to_string()))?;
+    print!("{}", plan(&loaded, &network));
     Ok(exit::OK)
 }
 
-/// The plan: batches with their action counts, then the effective settings. Secrets are
-/// never in the config (only env var names and file paths), and whether they are set is
-/// shown as set/unset, never their value.
-pub fn plan(loaded: &Loaded) -> String {
+/// The plan: batches with their action counts, the `network` section, then the effective
+/// settings. Secrets are never in the config (only env var names and file paths), and
+/// whether they are set is shown as set/unset, never their value.
+pub fn plan(loaded: &Loaded, network: &str) -> String {
     let c = &loaded.config;
     let mut out = String::new();
     let _ = writeln!(out, "config: {} (valid)", loaded.path.display());
@@ -85,6 +89,7 @@ pub fn plan(loaded: &Loaded) -> String {
         let set = std::env::var_os(&c.admin.token_env).is_some();
         let _ = writeln!(out, "admin token: from env {} ({})", c.admin.token_env, presence(set));
     }
+    out.push_str(network);
     let mut settings = c.clone();
     settings.batches.clear();
     let _ = writeln!(out, "\neffective settings:");
