@@ -133,7 +133,6 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
 
     let (health_tx, mut health_rx) = watch::channel(TokenHealth::Missing);
     let blockers = Blockers::default();
-    let mut blockers_rx = blockers.subscribe();
     let readiness = Arc::new(Readiness {
         token: health_rx.clone(),
         blockers: blockers.clone(),
@@ -266,13 +265,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
                     break Stop::Rejected(reason);
                 }
             }
-            changed = blockers_rx.changed(), if once => {
-                if changed.is_ok() {
-                    if let Some(reason) = blockers.first() {
-                        break Stop::Rejected(reason);
-                    }
-                }
-            }
+            reason = blockers.blocked(), if once => break Stop::Rejected(reason),
         }
     };
 
@@ -281,26 +274,36 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
     let code = match &stop {
         Stop::Finished => {
             // A signal during the drain ends it: the letters stay journaled and are
-            // delivered by the next run.
+            // delivered by the next run. So does a webhook only an operator can fix.
             let drain = dead_letter.send(DrainDeadLetters {
                 timeout: cfg.dead_letter.drain_timeout,
             });
+            let mut blocked = None;
             let left = tokio::select! {
                 left = drain => left.unwrap_or(usize::MAX),
                 _ = sigterm.recv() => usize::MAX,
                 _ = sigint.recv() => usize::MAX,
+                reason = blockers.blocked() => {
+                    blocked = Some(reason);
+                    usize::MAX
+                }
             };
-            if left > 0 {
-                tracing::warn!(
-                    undelivered = left,
-                    "Dead letters still undelivered after drain_timeout; they stay stored."
-                );
-            }
-            let summary = admission.send(GetSummary).await.unwrap_or_default();
-            if summary.all_completed() && left == 0 {
-                exit::OK
+            if let Some(reason) = blocked {
+                eprintln!("actionwarden: cannot run: {reason}");
+                exit::CANNOT_RUN
             } else {
-                exit::NOT_ALL_COMPLETED
+                if left > 0 {
+                    tracing::warn!(
+                        undelivered = left,
+                        "Dead letters still undelivered after drain_timeout; they stay stored."
+                    );
+                }
+                let summary = admission.send(GetSummary).await.unwrap_or_default();
+                if summary.all_completed() && left == 0 {
+                    exit::OK
+                } else {
+                    exit::NOT_ALL_COMPLETED
+                }
             }
         }
         Stop::Signal => {

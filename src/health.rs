@@ -47,9 +47,18 @@ impl Blockers {
             .map(|(component, reason)| format!("{component}: {reason}"))
     }
 
-    /// A receiver that is notified on every change.
-    pub fn subscribe(&self) -> watch::Receiver<BTreeMap<&'static str, String>> {
-        self.0.subscribe()
+    /// Resolves with the first blocker (`component: reason`) once there is one.
+    pub async fn blocked(&self) -> String {
+        let mut changes = self.0.subscribe();
+        loop {
+            if let Some(reason) = self.first() {
+                return reason;
+            }
+            // The sender lives in `self`, so `changed` only fails if it is gone.
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -60,7 +69,7 @@ mod tests {
     #[test]
     fn records_clears_and_notifies_only_on_change() {
         let blockers = Blockers::default();
-        let mut rx = blockers.subscribe();
+        let mut rx = blockers.0.subscribe();
         assert_eq!(blockers.first(), None);
         blockers.block(WEBHOOK, "bad certificate".into());
         assert!(rx.has_changed().unwrap());
@@ -71,5 +80,19 @@ mod tests {
         blockers.clear(WEBHOOK);
         assert!(rx.has_changed().unwrap());
         assert_eq!(blockers.first(), None);
+    }
+
+    #[test]
+    fn blocked_resolves_once_a_component_is_blocked() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let blockers = Blockers::default();
+        let waiting = blockers.clone();
+        let reason = runtime.block_on(async move {
+            let wait = tokio::spawn(async move { waiting.blocked().await });
+            tokio::task::yield_now().await;
+            blockers.block(WEBHOOK, "proxy demands credentials".into());
+            wait.await.unwrap()
+        });
+        assert_eq!(reason, "webhook: proxy demands credentials");
     }
 }

@@ -11,27 +11,6 @@ use serde_json::Value;
 const ADMIN_TOKEN_ENV: &str = "AW_TEST_ADMIN_TOKEN";
 const ADMIN_TOKEN: &str = "admin-token-5d1f0c";
 
-/// Waits for the admin address in the daemon's log (it listens on port 0).
-fn admin_url(daemon: &Daemon) -> String {
-    let mut url = String::new();
-    wait_until(Duration::from_secs(20), "the admin server", || {
-        let log = daemon.log_text();
-        let Some(pos) = log.find("Admin server listening.") else {
-            return false;
-        };
-        let line = log[pos..].lines().next().unwrap_or_default();
-        let Some(addr) = line.split("addr=").nth(1) else {
-            return false;
-        };
-        url = format!(
-            "http://{}",
-            addr.split_whitespace().next().unwrap_or_default().trim_matches('"')
-        );
-        true
-    });
-    url
-}
-
 fn admin_overrides(extra_token: bool) -> String {
     if extra_token {
         format!("listen = \"127.0.0.1:0\"\ntoken_env = \"{ADMIN_TOKEN_ENV}\"")
@@ -50,13 +29,6 @@ fn every_outcome_kind() -> String {
         + &action("dead", "outcome = \"FAILED\", code = \"INVALID_CONTACT\"")
         + &action("undo", "outcome = \"FAILED\", code = \"PARTIAL_WRITE\"")
         + &action("limited", "submit_status = [429], retry_after = \"0\"")
-}
-
-fn status_of(url: &str) -> (u16, Value) {
-    match ureq::get(url).config().http_status_as_error(false).build().call() {
-        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null)),
-        Err(e) => panic!("GET {url}: {e}"),
-    }
 }
 
 fn post_status(url: &str, token: Option<&str>) -> u16 {

@@ -17,7 +17,12 @@ pub fn section(config: &Config, env: &EnvProxies) -> Result<String, NetError> {
     let (cx_policy, dl_policy) = (cx.policy(env)?, dl.policy(env)?);
     let mut hosts: Vec<(&str, String, &ProxyPolicy, String)> = Vec::new();
     if config.cxone.uses_simulator() {
-        hosts.push(("cxone.base_url", "embedded simulator".into(), &cx_policy, EMBEDDED.into()));
+        hosts.push((
+            "cxone.base_url",
+            "embedded simulator".into(),
+            &cx_policy,
+            EMBEDDED.into(),
+        ));
     } else {
         let base = config.cxone.base_url.clone();
         hosts.push(("cxone.base_url", net::host_port(&base), &cx_policy, base.clone()));
@@ -34,7 +39,12 @@ pub fn section(config: &Config, env: &EnvProxies) -> Result<String, NetError> {
             &dl_policy,
             EMBEDDED.into(),
         )),
-        url => hosts.push(("dead_letter.webhook_url", net::host_port(url), &dl_policy, url.to_owned())),
+        url => hosts.push((
+            "dead_letter.webhook_url",
+            net::host_port(url),
+            &dl_policy,
+            url.to_owned(),
+        )),
     }
 
     let mut out = String::from("network:\n");
@@ -108,7 +118,10 @@ mod tests {
             line("cxone.base_url").ends_with("through proxy http://proxy.corp:3128 (HTTPS_PROXY)"),
             "{text}"
         );
-        assert!(line("cxone.token_url").ends_with("direct (NO_PROXY entry \".corp.example\")"), "{text}");
+        assert!(
+            line("cxone.token_url").ends_with("direct (NO_PROXY entry \".corp.example\")"),
+            "{text}"
+        );
         assert!(
             line("dead_letter.webhook_url").ends_with("through proxy http://dlproxy:3128 (dead_letter.proxy)"),
             "{text}"

@@ -410,3 +410,32 @@ pub fn assert_exactly_once(h: &Harness, expected: usize) {
     let ids: std::collections::HashSet<String> = h.audit().iter().map(|r| r["event_id"].to_string()).collect();
     assert_eq!(ids.len(), h.audit().len(), "duplicate event_id in the audit file");
 }
+
+/// Waits for the admin address in the daemon's log (it listens on port 0).
+pub fn admin_url(daemon: &Daemon) -> String {
+    let mut url = String::new();
+    wait_until(Duration::from_secs(20), "the admin server", || {
+        let log = daemon.log_text();
+        let Some(pos) = log.find("Admin server listening.") else {
+            return false;
+        };
+        let line = log[pos..].lines().next().unwrap_or_default();
+        let Some(addr) = line.split("addr=").nth(1) else {
+            return false;
+        };
+        url = format!(
+            "http://{}",
+            addr.split_whitespace().next().unwrap_or_default().trim_matches('"')
+        );
+        true
+    });
+    url
+}
+
+/// GET `url`: its status and JSON body (null when not JSON).
+pub fn status_of(url: &str) -> (u16, Value) {
+    match ureq::get(url).config().http_status_as_error(false).build().call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
