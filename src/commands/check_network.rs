@@ -82,7 +82,10 @@ fn roots(tables: &[&EgressSettings<'_>]) -> String {
     }
     for settings in tables {
         if let Some(path) = settings.ca_path() {
-            let count = net::count_ca_file(&path).map_or_else(|e| e.to_string(), |n| format!("{n} certificates"));
+            let count = net::count_ca_file(&path).map_or_else(
+                |e| e.to_string(),
+                |n| format!("{n} certificate{}", if n == 1 { "" } else { "s" }),
+            );
             parts.push(format!("{}.ca_file {} ({count})", settings.table, path.display()));
         }
     }
