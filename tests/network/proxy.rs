@@ -1,6 +1,7 @@
 //! A small forward proxy for tests, on threads: `CONNECT` tunnels and absolute-form
-//! plain-http requests, optional `Proxy-Authorization: Basic`, its own host table (so a
-//! name such as `cxone.test` exists only through it), and a record of what it carried.
+//! plain-http requests (several per client connection, as real proxies keep them alive),
+//! optional `Proxy-Authorization: Basic`, its own host table (so a name such as
+//! `cxone.test` exists only through it), and a record of what it carried.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,6 +24,8 @@ pub struct Tunnel {
 /// One absolute-form request the proxy forwarded.
 #[derive(Debug, Clone)]
 pub struct Forwarded {
+    /// Serial number of the client connection that carried it.
+    pub connection: usize,
     /// Method.
     pub method: String,
     /// The absolute URL of the request line.
@@ -75,9 +78,9 @@ impl TestProxy {
             seen: seen.clone(),
         };
         std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
+            for (serial, client) in listener.incoming().flatten().enumerate() {
                 let settings = settings.clone();
-                std::thread::spawn(move || serve(client, &settings));
+                std::thread::spawn(move || serve(client, serial, &settings));
             }
         });
         TestProxy { port, seen }
@@ -155,25 +158,28 @@ fn respond(client: &mut TcpStream, status: &str) {
     );
 }
 
-/// Serves one client connection: one `CONNECT`, or one plain-http request.
-fn serve(client: TcpStream, settings: &Settings) {
+/// Serves one client connection: one `CONNECT`, or plain-http requests until the client
+/// closes it.
+fn serve(client: TcpStream, serial: usize, settings: &Settings) {
     let mut reader = BufReader::new(client.try_clone().expect("clone"));
     let mut client = client;
-    let Some(head) = read_head(&mut reader) else { return };
-    if let Some(expected) = &settings.authorization {
-        if head.header("proxy-authorization") != *expected {
-            settings.seen.lock().unwrap().refused += 1;
-            let _ = write!(
-                client,
-                "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
+    while let Some(head) = read_head(&mut reader) {
+        if let Some(expected) = &settings.authorization {
+            if head.header("proxy-authorization") != *expected {
+                settings.seen.lock().unwrap().refused += 1;
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                return;
+            }
+        }
+        if head.method == "CONNECT" {
+            return tunnel(client, reader, &head, settings);
+        }
+        if !forward(&mut client, &mut reader, &head, serial, settings) {
             return;
         }
-    }
-    if head.method == "CONNECT" {
-        tunnel(client, reader, &head, settings);
-    } else {
-        forward(client, reader, &head, settings);
     }
 }
 
@@ -203,17 +209,26 @@ fn tunnel(mut client: TcpStream, reader: BufReader<TcpStream>, head: &Head, sett
     let _ = pump.join();
 }
 
-fn forward(mut client: TcpStream, mut reader: BufReader<TcpStream>, head: &Head, settings: &Settings) {
+/// Forwards one absolute-form request over a fresh upstream connection and relays the
+/// response with the connection kept alive; false when the client connection is done.
+fn forward(
+    client: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    head: &Head,
+    serial: usize,
+    settings: &Settings,
+) -> bool {
     let Some(rest) = head.target.strip_prefix("http://") else {
-        respond(&mut client, "400 Bad Request");
-        return;
+        respond(client, "400 Bad Request");
+        return false;
     };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let Some(mut upstream) = resolve(settings, authority).and_then(|a| TcpStream::connect(a).ok()) else {
-        respond(&mut client, "502 Bad Gateway");
-        return;
+        respond(client, "502 Bad Gateway");
+        return false;
     };
     settings.seen.lock().unwrap().forwarded.push(Forwarded {
+        connection: serial,
         method: head.method.clone(),
         url: head.target.clone(),
         user_agent: head.header("user-agent"),
@@ -221,7 +236,7 @@ fn forward(mut client: TcpStream, mut reader: BufReader<TcpStream>, head: &Head,
     let length: usize = head.header("content-length").parse().unwrap_or(0);
     let mut body = vec![0; length];
     if reader.read_exact(&mut body).is_err() {
-        return;
+        return false;
     }
     let mut request = format!(
         "{} {} HTTP/1.1\r\n",
@@ -238,6 +253,22 @@ fn forward(mut client: TcpStream, mut reader: BufReader<TcpStream>, head: &Head,
     let _ = upstream.write_all(&body);
     let mut response = Vec::new();
     let _ = upstream.read_to_end(&mut response);
-    let _ = client.write_all(&response);
-    let _ = client.shutdown(Shutdown::Both);
+    client.write_all(&keep_alive(&response)).is_ok()
+}
+
+/// The upstream's response without its `connection: close` (it has a length, so the
+/// client can keep the connection to the proxy).
+fn keep_alive(response: &[u8]) -> Vec<u8> {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&response[..end]);
+    let mut out: Vec<u8> = head
+        .split_inclusive("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+        .collect::<String>()
+        .into_bytes();
+    out.extend_from_slice(&response[end..]);
+    out
 }
