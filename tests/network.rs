@@ -7,14 +7,16 @@ mod common;
 mod pki;
 #[path = "network/proxy.rs"]
 mod proxy;
+#[path = "network/support.rs"]
+mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use pki::{Pki, TlsFront};
 use proxy::TestProxy;
+use support::*;
 
 /// A host name only the test proxy resolves: a direct connection to it cannot succeed.
 const PROXIED_HOST: &str = "cxone.test";
@@ -22,63 +24,6 @@ const PROXIED_HOST: &str = "cxone.test";
 const PROXY_AUTH_ENV: &str = "AW_TEST_PROXY_AUTH";
 /// What every request must carry.
 const USER_AGENT: &str = concat!("actionwarden/", env!("CARGO_PKG_VERSION"));
-/// How long `run --once` may take to give up on a misconfiguration ("a few seconds").
-const GIVE_UP_WITHIN: Duration = Duration::from_secs(10);
-
-fn sim_addr(h: &Harness) -> SocketAddr {
-    h.sim
-        .url
-        .trim_start_matches("http://")
-        .parse()
-        .expect("simulator address")
-}
-
-/// `[cxone]` for `base_url` with optional extra lines.
-fn cxone(base_url: &str, extra: &str) -> String {
-    format!(
-        "base_url = \"{base_url}\"\nclient_id = \"simulator\"\nclient_secret_env = \"{SECRET_ENV}\"\nrequest_timeout = \"2s\"\ntoken_refresh_skew = \"100ms\"\n{extra}"
-    )
-}
-
-fn ca_line(key: &str, path: &Path) -> String {
-    format!("{key} = \"{}\"\n", path.display())
-}
-
-/// `n` actions that complete, plus one that is dead-lettered (so the webhook is used).
-fn batch_with_a_dead_letter(n: usize) -> String {
-    let mut text = batch("b", "");
-    for i in 0..n {
-        text += &action(&format!("ok{i}"), "");
-    }
-    text + &action("dead", "outcome = \"FAILED\", code = \"INVALID_CONTACT\"")
-}
-
-fn stat(h: &Harness, name: &str) -> u64 {
-    h.sim.stats()[name].as_u64().unwrap_or_default()
-}
-
-fn run_once_with(config: &Path, env: &[(&str, &str)]) -> (std::process::Output, Duration) {
-    let mut command = daemon_cmd(&["run", "--once"], config);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let started = Instant::now();
-    let output = run_to_end(&mut command, Duration::from_secs(60));
-    (output, started.elapsed())
-}
-
-/// Asserts a `run --once` that stopped on a misconfiguration: exit 3, soon, with `needles`
-/// in its stderr, nothing submitted and no retry spent.
-fn assert_stopped_unspent(h: &Harness, output: &std::process::Output, took: Duration, needles: &[&str]) {
-    assert_eq!(output.status.code(), Some(3), "{}", show(output));
-    assert!(took < GIVE_UP_WITHIN, "took {took:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    for needle in needles {
-        assert!(stderr.contains(needle), "stderr lacks {needle:?}:\n{stderr}");
-    }
-    assert_eq!(stat(h, "submits"), 0, "nothing may be submitted");
-    assert_eq!(h.count("RETRY_SCHEDULED"), 0, "no retry may be spent");
-}
 
 #[test]
 fn a_private_ca_file_lets_a_batch_complete_over_tls() {
@@ -329,17 +274,6 @@ fn dead_letters_go_through_the_dead_letter_proxy_with_credentials() {
     );
 }
 
-/// `[dead_letter]` for a webhook behind a TLS front whose CA is not trusted.
-fn untrusted_webhook(h: &Harness) -> (TlsFront, String, String) {
-    let front = TlsFront::start(sim_addr(h), &Pki::new().leaf(&["127.0.0.1"]));
-    let webhook = format!(
-        "webhook_url = \"https://127.0.0.1:{}/sim/webhook\"\nsigning_secret_env = \"{WEBHOOK_KEY_ENV}\"",
-        front.port
-    );
-    let host = format!("127.0.0.1:{}", front.port);
-    (front, webhook, host)
-}
-
 #[test]
 fn a_webhook_certificate_failure_makes_readyz_503_naming_host_and_reason() {
     let h = Harness::new(&["--profile", "clean"]);
@@ -416,53 +350,4 @@ fn a_configured_proxy_carries_plain_http_in_absolute_form_on_kept_alive_connecti
         "the webhook has no proxy"
     );
     assert_eq!(h.sim.webhooks().len(), 1);
-}
-
-#[test]
-fn check_shows_each_host_route_without_credentials_and_refuses_a_bad_ca_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    let text = "[cxone]\nbase_url = \"https://api.example.com\"\nclient_secret_env = \"X\"\ntoken_url = \"https://auth.corp.example/token\"\n[dead_letter]\nwebhook_url = \"https://hooks.example.net/dl\"\nproxy = \"http://dl-proxy:8080\"\n[[batch]]\nname = \"b\"\n  [[batch.action]]\n  actionType = \"X\"\n";
-    std::fs::write(&path, text).unwrap();
-    let mut command = daemon_cmd(&["check"], &path);
-    command
-        .env("HTTPS_PROXY", "http://jo:pw-a81f@proxy.corp.example:3128")
-        .env("NO_PROXY", ".corp.example");
-    let output = run_to_end(&mut command, Duration::from_secs(20));
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!stdout.contains("pw-a81f") && !stdout.contains("jo:"), "{stdout}");
-    let line = |key: &str| {
-        stdout
-            .lines()
-            .find(|l| l.trim_start().starts_with(key))
-            .unwrap_or_default()
-    };
-    assert!(
-        line("cxone.base_url").ends_with("through proxy http://proxy.corp.example:3128 (HTTPS_PROXY)"),
-        "{stdout}"
-    );
-    assert!(
-        line("cxone.token_url").ends_with("direct (NO_PROXY entry \".corp.example\")"),
-        "{stdout}"
-    );
-    assert!(
-        line("dead_letter.webhook_url").ends_with("through proxy http://dl-proxy:8080 (dead_letter.proxy)"),
-        "{stdout}"
-    );
-
-    std::fs::write(dir.path().join("not-a-ca.pem"), "hello\n").unwrap();
-    let bad = text.replace(
-        "[dead_letter]\n",
-        &format!("ca_file = \"{}/not-a-ca.pem\"\n[dead_letter]\n", dir.path().display()),
-    );
-    std::fs::write(&path, bad).unwrap();
-    let output = run_to_end(&mut daemon_cmd(&["check"], &path), Duration::from_secs(20));
-    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(&format!("{}:5:1: cxone.ca_file:", path.display())),
-        "{stderr}"
-    );
-    assert!(stderr.contains("holds no certificate"), "{stderr}");
 }

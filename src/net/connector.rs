@@ -20,7 +20,8 @@ use futures_util::future::LocalBoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::absolute::AbsoluteForm;
-use super::proxy::{Proxy, ProxyPolicy, Route};
+use super::proxy::Proxy;
+use super::route::{ProxyPolicy, Route};
 use super::USER_AGENT;
 use crate::config::Secret;
 

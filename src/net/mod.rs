@@ -11,6 +11,7 @@ mod connector;
 mod diagnose;
 mod no_proxy;
 pub mod proxy;
+pub mod route;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use std::time::Duration;
 
 pub use connector::TunnelError;
 pub use diagnose::{diagnose, proxy_status, Diagnosis, PROXY_AUTHENTICATION_REQUIRED};
-pub use proxy::{EnvProxies, EnvProxyError, Proxy, ProxyPolicy, ProxyUrlError, Route};
+pub use proxy::{Proxy, ProxyUrlError};
+pub use route::{EnvProxies, EnvProxyError, ProxyPolicy, Route};
 pub use tls::CaFileError;
 
 use crate::config::{Config, Secret};
