@@ -288,22 +288,20 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
                     usize::MAX
                 }
             };
+            if left > 0 && blocked.is_none() {
+                tracing::warn!(
+                    undelivered = left,
+                    "Dead letters still undelivered after drain_timeout; they stay stored."
+                );
+            }
+            let summary = admission.send(GetSummary).await.unwrap_or_default();
             if let Some(reason) = blocked {
                 eprintln!("actionwarden: cannot run: {reason}");
                 exit::CANNOT_RUN
+            } else if summary.all_completed() && left == 0 {
+                exit::OK
             } else {
-                if left > 0 {
-                    tracing::warn!(
-                        undelivered = left,
-                        "Dead letters still undelivered after drain_timeout; they stay stored."
-                    );
-                }
-                let summary = admission.send(GetSummary).await.unwrap_or_default();
-                if summary.all_completed() && left == 0 {
-                    exit::OK
-                } else {
-                    exit::NOT_ALL_COMPLETED
-                }
+                exit::NOT_ALL_COMPLETED
             }
         }
         Stop::Signal => {

@@ -12,6 +12,9 @@ use tokio::sync::watch;
 
 /// The webhook of the dead-letter actor.
 pub const WEBHOOK: &str = "webhook";
+/// The CXone API (submit and poll), for a poller that meets a misconfiguration there while
+/// the token endpoint works (a `token_url` on another host).
+pub const CXONE_API: &str = "cxone";
 
 /// The current blockers, by component.
 #[derive(Clone)]
