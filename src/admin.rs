@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::action::Identity;
 use crate::actors::token::TokenHealth;
 use crate::config::{Config, Secret};
+use crate::health::Blockers;
 use crate::journal::view::DeadLetterFilter;
 use crate::journal::{open_reader, ActionFilter, Cursor, JournalError, JournalRead, StateWord};
 
@@ -27,6 +28,8 @@ use crate::journal::{open_reader, ActionFilter, Cursor, JournalError, JournalRea
 pub struct Readiness {
     /// Token state from the `TokenActor`.
     pub token: watch::Receiver<TokenHealth>,
+    /// Problems only an operator can fix, met by other components (the webhook).
+    pub blockers: Blockers,
     /// Set once shutdown begins.
     pub shutting_down: AtomicBool,
 }
@@ -84,7 +87,7 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
         Some("shutdown under way".to_string())
     } else {
         match &*state.readiness.token.borrow() {
-            TokenHealth::Ready => None,
+            TokenHealth::Ready => state.readiness.blockers.first(),
             TokenHealth::Missing => Some("no token obtained yet".to_string()),
             TokenHealth::Rejected(reason) => Some(reason.clone()),
         }

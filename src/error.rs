@@ -56,6 +56,10 @@ pub enum Error {
         /// What is wrong with its value.
         problem: String,
     },
+    /// The network settings (proxies, CA files, proxy environment variables) cannot be
+    /// used (exit 1).
+    #[error(transparent)]
+    Network(#[from] crate::net::NetError),
     /// Signal handlers cannot be installed (exit 3).
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -74,7 +78,11 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Secret { .. } | Error::MissingClientId | Error::Argument { .. } => exit::USAGE,
+            Error::Config(_)
+            | Error::Secret { .. }
+            | Error::MissingClientId
+            | Error::Argument { .. }
+            | Error::Network(_) => exit::USAGE,
             Error::Journal(e) if e.is_missing() => exit::USAGE,
             Error::Journal(_) | Error::Audit { .. } | Error::Simulator(_) | Error::Admin { .. } | Error::Signals(_) => {
                 exit::CANNOT_RUN

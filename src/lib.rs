@@ -21,6 +21,9 @@
 //!   fencing, history, pages and aggregates for readers, streamed loading, pruning).
 //! - `cxone/`: the HTTP client for token, submit and poll, response parsing, the shared
 //!   429 gate and request-rate budget.
+//! - `net/`: how requests leave the host: proxies (`CONNECT` tunnels, absolute-form
+//!   requests, `NO_PROXY`), trusted roots, failure diagnosis; builds every awc client.
+//! - `health.rs`: problems only an operator can fix, shared with `/readyz` and `run --once`.
 //! - `config/`: the TOML file, its defaults, secrets, located errors, and the actions
 //!   read on demand.
 //! - `telemetry/`: logs, metric names, events; `report.rs`: progress and summary.
@@ -39,7 +42,9 @@ pub mod config;
 pub mod cxone;
 pub mod dead_letter;
 pub mod error;
+pub mod health;
 pub mod journal;
+pub mod net;
 pub mod report;
 pub mod simulator;
 pub mod state;

@@ -31,13 +31,6 @@ fn every_outcome_kind() -> String {
         + &action("limited", "submit_status = [429], retry_after = \"0\"")
 }
 
-fn status_of(url: &str) -> (u16, Value) {
-    match ureq::get(url).config().http_status_as_error(false).build().call() {
-        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null)),
-        Err(e) => panic!("GET {url}: {e}"),
-    }
-}
-
 fn post_status(url: &str, token: Option<&str>) -> u16 {
     let mut request = ureq::post(url).config().http_status_as_error(false).build();
     if let Some(token) = token {

@@ -342,3 +342,52 @@ fn the_shipped_demo_ends_every_action_once_with_exit_2() {
         "ROLLED_BACK"
     );
 }
+
+#[test]
+fn check_shows_each_host_route_without_credentials_and_refuses_a_bad_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = "[cxone]\nbase_url = \"https://api.example.com\"\nclient_secret_env = \"X\"\ntoken_url = \"https://auth.corp.example/token\"\n[dead_letter]\nwebhook_url = \"https://hooks.example.net/dl\"\nproxy = \"http://dl-proxy:8080\"\n[[batch]]\nname = \"b\"\n  [[batch.action]]\n  actionType = \"X\"\n";
+    std::fs::write(&path, text).unwrap();
+    let mut command = daemon_cmd(&["check"], &path);
+    command
+        .env("HTTPS_PROXY", "http://jo:pw-a81f@proxy.corp.example:3128")
+        .env("NO_PROXY", ".corp.example");
+    let output = run_to_end(&mut command, Duration::from_secs(20));
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("pw-a81f") && !stdout.contains("jo:"), "{stdout}");
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_default()
+    };
+    assert!(
+        line("cxone.base_url").ends_with("through proxy http://proxy.corp.example:3128 (HTTPS_PROXY)"),
+        "{stdout}"
+    );
+    assert!(
+        line("cxone.token_url").ends_with("direct (NO_PROXY entry \".corp.example\")"),
+        "{stdout}"
+    );
+    assert!(
+        line("dead_letter.webhook_url").ends_with("through proxy http://dl-proxy:8080 (dead_letter.proxy)"),
+        "{stdout}"
+    );
+
+    std::fs::write(dir.path().join("not-a-ca.pem"), "hello\n").unwrap();
+    let bad = text.replace(
+        "[dead_letter]\n",
+        &format!("ca_file = \"{}/not-a-ca.pem\"\n[dead_letter]\n", dir.path().display()),
+    );
+    std::fs::write(&path, bad).unwrap();
+    let output = run_to_end(&mut daemon_cmd(&["check"], &path), Duration::from_secs(20));
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:5:1: cxone.ca_file:", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("holds no certificate"), "{stderr}");
+}

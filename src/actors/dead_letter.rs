@@ -19,7 +19,9 @@ use crate::audit::AuditRecord;
 use crate::backoff::redelivery_delay;
 use crate::config::Secret;
 use crate::dead_letter::{signature, DeadLetter};
+use crate::health::{Blockers, WEBHOOK};
 use crate::journal::Journal;
+use crate::net::{self, Diagnosis, Egress};
 use crate::telemetry::events::{DeadLettered, HttpRequestDone, UndeliveredDeadLetters};
 use crate::telemetry::metrics::Endpoint;
 
@@ -68,7 +70,15 @@ pub struct Webhook {
     pub timeout: Duration,
     /// Cap of the redelivery backoff.
     pub max_delay: Duration,
+    /// Proxy and trusted roots.
+    pub egress: Egress,
+    /// Where a delivery blocked by the configuration (certificate, proxy credentials) is
+    /// reported, and cleared once a delivery succeeds.
+    pub blockers: Blockers,
 }
+
+/// Connections kept to the webhook (awc's default).
+const WEBHOOK_MAX_CONNECTIONS: usize = 100;
 
 /// The dead-letter actor.
 pub struct DeadLetterActor {
@@ -88,10 +98,7 @@ impl DeadLetterActor {
         journal: Journal,
         undelivered: Vec<(DeadLetter, u32)>,
     ) -> Self {
-        let client = awc::Client::builder()
-            .timeout(webhook.timeout)
-            .disable_redirects()
-            .finish();
+        let client = net::client(&webhook.egress, webhook.timeout, WEBHOOK_MAX_CONNECTIONS);
         let delivered = webhook.url.is_none();
         let letters = undelivered
             .into_iter()
@@ -143,7 +150,7 @@ impl DeadLetterActor {
         let body = serde_json::to_vec(&stored.letter).expect("a letter always serializes");
         let mut request = self
             .client
-            .post(url)
+            .post(&url)
             .timeout(self.webhook.timeout)
             .insert_header(("Content-Type", "application/json"))
             .insert_header(("Idempotency-Key", error_id.to_string()));
@@ -151,6 +158,7 @@ impl DeadLetterActor {
             request = request.insert_header(("X-Actionwarden-Signature", signature(key, &body)));
         }
         let started = Instant::now();
+        let (host, table) = (net::host_port(&url), self.webhook.egress.table);
         let send = async move {
             let result = request.send_body(body).await;
             let status = result.as_ref().ok().map(|r| r.status().as_u16());
@@ -162,14 +170,21 @@ impl DeadLetterActor {
             .emit();
             match result {
                 Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(format!("webhook answered {}", r.status())),
-                Err(e) => Err(format!("webhook unreachable: {e}")),
+                Ok(r) if r.status().as_u16() == net::PROXY_AUTHENTICATION_REQUIRED => {
+                    Err(net::proxy_status(&host, table))
+                }
+                Ok(r) => Err(Diagnosis::Network(format!("webhook answered {}", r.status()))),
+                Err(e) => Err(match net::diagnose(&e, &host, table) {
+                    Diagnosis::Network(m) => Diagnosis::Network(format!("webhook unreachable: {m}")),
+                    other => other,
+                }),
             }
         };
         ctx.spawn(send.into_actor(self).map(move |result, act, ctx| {
             let Some(stored) = act.letters.get_mut(&error_id) else { return };
             match result {
                 Ok(()) => {
+                    act.webhook.blockers.clear(WEBHOOK);
                     stored.delivered = true;
                     stored.last_error = None;
                     act.journal.record_delivery(error_id.to_string(), stored.attempts, true, None);
@@ -181,7 +196,16 @@ impl DeadLetterActor {
                     act.audit.do_send(AppendAudit { record });
                     act.publish();
                 }
-                Err(e) => {
+                Err(diagnosis) => {
+                    let e = match diagnosis {
+                        Diagnosis::Misconfigured { host, reason } => {
+                            tracing::error!(%host, %reason, "Dead letters cannot be delivered until the configuration is fixed.");
+                            act.webhook.blockers.block(WEBHOOK, reason.clone());
+                            reason
+                        }
+                        Diagnosis::Timeout => "webhook unreachable: request timed out".to_owned(),
+                        Diagnosis::Network(message) => message,
+                    };
                     let delay = redelivery_delay(stored.attempts, act.webhook.max_delay);
                     tracing::warn!(%error_id, error = %e, retry_in = ?delay, "Dead letter delivery failed.");
                     act.journal.record_delivery(error_id.to_string(), stored.attempts, false, Some(e.clone()));

@@ -2,9 +2,10 @@
 //!
 //! A valid token is served from cache. Inside `token_refresh_skew` of its expiry it is
 //! still served while one background refresh runs. Without a usable token, callers park
-//! as waiters and a single fetch serves them all (single flight). Rejected credentials put
-//! the actor in a failed state: callers keep waiting (their actions are not failed), the
-//! health watch says why, and the fetch is retried slowly in case the secret is rotated.
+//! as waiters and a single fetch serves them all (single flight). Rejected credentials, a
+//! certificate that fails verification or a proxy refusing its credentials put the actor
+//! in a failed state: callers keep waiting (their actions are not failed), the health
+//! watch says why, and the fetch is retried slowly in case the cause is fixed meanwhile.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -77,7 +78,9 @@ pub enum TokenHealth {
     Missing,
     /// A token is held.
     Ready,
-    /// The token endpoint refused the credentials; the reason is safe to show.
+    /// No token can be had until an operator acts: the credentials were refused, or the
+    /// connection is misconfigured (certificate verification, proxy credentials). The
+    /// reason says what to check and is safe to show.
     Rejected(String),
 }
 
@@ -186,10 +189,15 @@ impl TokenActor {
                     }) => {
                         TokenRefreshed { result: "rejected" }.emit();
                         let reason = format!(
-                            "credentials rejected by the token endpoint ({})",
+                            "credentials rejected by the token endpoint ({}); check cxone.client_id and the client secret",
                             message.as_deref().unwrap_or("invalid_client")
                         );
                         (REJECTED_RETRY, TokenHealth::Rejected(reason))
+                    }
+                    Failure::Call(CallError::Misconfigured { reason, .. }) => {
+                        // The reason names the host (the token endpoint's, or the proxy's).
+                        TokenRefreshed { result: "rejected" }.emit();
+                        (REJECTED_RETRY, TokenHealth::Rejected(reason.clone()))
                     }
                     Failure::Secret(error) => {
                         TokenRefreshed { result: "error" }.emit();

@@ -84,7 +84,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     let ending = watch(&daemon, &mut control, once, &loaded.path).await;
     daemon.admission.do_send(StopAdmitting);
     daemon.readiness.shutting_down.store(true, Ordering::Relaxed);
-    let undelivered = drain(&daemon, &cfg, &ending, &mut control).await;
+    let (ending, undelivered) = drain(&daemon, &cfg, ending, &mut control).await;
     let summary = Summary {
         batches: daemon.journal.counts(batch_names(&cfg)).await.unwrap_or_default(),
     };
@@ -174,18 +174,20 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
                     continue;
                 }
                 if let TokenHealth::Rejected(reason) = health.borrow().clone() {
-                    return Ending::Blocked(format!("{reason}; check cxone.client_id and the client secret"));
+                    return Ending::Blocked(reason);
                 }
             }
+            reason = daemon.blockers.blocked(), if once => return Ending::Blocked(reason),
         }
     }
 }
 
 /// After the loop: `--once` waits for undelivered dead letters (up to `drain_timeout`), a
 /// stop lets in-flight requests finish (up to `shutdown.timeout`). A second stop request
-/// ends either wait at once: the journal already holds everything. Returns the dead
-/// letters still undelivered.
-async fn drain(daemon: &Daemon, cfg: &config::Config, ending: &Ending, control: &mut Control) -> usize {
+/// ends either wait at once: the journal already holds everything; so does a webhook
+/// only an operator can fix. Returns how the run ended and the dead letters still
+/// undelivered.
+async fn drain(daemon: &Daemon, cfg: &config::Config, ending: Ending, control: &mut Control) -> (Ending, usize) {
     let letters = || async {
         let asked = DrainDeadLetters {
             timeout: Duration::ZERO,
@@ -197,17 +199,18 @@ async fn drain(daemon: &Daemon, cfg: &config::Config, ending: &Ending, control: 
             let drain = daemon.dead_letter.send(DrainDeadLetters {
                 timeout: cfg.dead_letter.drain_timeout,
             });
-            let left = tokio::select! {
-                left = drain => left.unwrap_or(usize::MAX),
-                _ = control.next_stop() => letters().await,
+            let (ending, left) = tokio::select! {
+                left = drain => (Ending::Finished, left.unwrap_or(usize::MAX)),
+                _ = control.next_stop() => (Ending::Finished, letters().await),
+                reason = daemon.blockers.blocked() => (Ending::Blocked(reason), letters().await),
             };
-            if left > 0 {
+            if left > 0 && ending == Ending::Finished {
                 tracing::warn!(
                     undelivered = left,
                     "Dead letters still undelivered after drain_timeout; they stay stored."
                 );
             }
-            left
+            (ending, left)
         }
         Ending::Stopped => {
             tracing::info!(timeout = ?cfg.shutdown.timeout, "Shutting down: no new requests; waiting for those in flight.");
@@ -225,9 +228,9 @@ async fn drain(daemon: &Daemon, cfg: &config::Config, ending: &Ending, control: 
                     "Shutdown timeout passed with requests in flight; they resume at the next start."
                 );
             }
-            letters().await
+            (Ending::Stopped, letters().await)
         }
-        Ending::Blocked(_) => letters().await,
+        Ending::Blocked(reason) => (Ending::Blocked(reason), letters().await),
     }
 }
 

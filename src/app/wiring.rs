@@ -25,7 +25,9 @@ use crate::classify::Rules;
 use crate::config::{self, Config};
 use crate::cxone::{CxoneClient, Gate};
 use crate::error::Error;
+use crate::health::Blockers;
 use crate::journal::{Journal, Snapshot};
+use crate::net::Egresses;
 use crate::simulator::RunningSimulator;
 
 /// The running parts of a daemon.
@@ -44,6 +46,8 @@ pub struct Daemon {
     pub readiness: Arc<Readiness>,
     /// The token actor's state.
     pub token_health: watch::Receiver<TokenHealth>,
+    /// Problems met while running that only an operator can fix.
+    pub blockers: Blockers,
     /// Whether every admitted action has an outcome.
     pub idle: watch::Receiver<Idle>,
     /// The admin server.
@@ -58,8 +62,9 @@ pub struct Daemon {
 pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snapshot) -> Result<Daemon, Error> {
     let metrics = crate::telemetry::metrics::install();
     crate::telemetry::metrics::register_globals();
+    let egress = Egresses::from_config(cfg)?;
     let gate = Rc::new(Gate::new(cfg.retry.base_delay, cfg.limits.requests_per_second));
-    let client = Rc::new(CxoneClient::new(&cfg.cxone, &creds.base_url, gate));
+    let client = Rc::new(CxoneClient::new(&cfg.cxone, &creds.base_url, gate, &egress.cxone));
 
     let audit_actor =
         AuditActor::open(&cfg.audit.path, cfg.audit.fsync, journal.clone(), snapshot.unaudited).map_err(|source| {
@@ -71,8 +76,10 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
     let audit = Supervisor::start(move |_| audit_actor);
 
     let (health_tx, token_health) = watch::channel(TokenHealth::Missing);
+    let blockers = Blockers::default();
     let readiness = Arc::new(Readiness {
         token: token_health.clone(),
+        blockers: blockers.clone(),
         shutting_down: AtomicBool::new(false),
     });
     let admin = match cfg.admin.listen {
@@ -103,6 +110,8 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
         signing_key: creds.signing_key,
         timeout: cfg.dead_letter.timeout,
         max_delay: cfg.dead_letter.redelivery_max_delay,
+        egress: egress.dead_letter,
+        blockers: blockers.clone(),
     };
     let (dl_audit, dl_journal, undelivered) = (audit.clone(), journal.clone(), snapshot.undelivered);
     let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal, undelivered));
@@ -127,6 +136,7 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
         },
         rng: RefCell::new(SmallRng::seed_from_u64(chaos_seed)),
         journal: journal.clone(),
+        blockers: blockers.clone(),
         stopping: Cell::new(false),
         request_slots: tokio::sync::Semaphore::new(cfg.cxone.max_connections),
         requests: Default::default(),
@@ -141,6 +151,7 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
         env,
         readiness,
         token_health,
+        blockers,
         idle,
         admin,
         simulator: creds.simulator,

@@ -4,21 +4,26 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::check_network;
 use crate::config::actions::Scan;
 use crate::config::{self, Loaded};
 use crate::error::{exit, Error};
+use crate::net::EnvProxies;
 
-/// Validates the file at `path` (settings and every action) and prints the plan.
+/// Validates the file at `path` (settings, every action, the proxy environment
+/// variables) and prints the plan.
 pub fn check(path: &Path) -> Result<u8, Error> {
     let (loaded, scan) = config::load_checked(path)?;
-    super::print(&plan(&loaded, &scan));
+    let env = EnvProxies::from_env().map_err(crate::net::NetError::from)?;
+    let network = check_network::section(&loaded.config, &env)?;
+    super::print(&plan(&loaded, &scan, &network));
     Ok(exit::OK)
 }
 
-/// The plan: batches with their action counts, then the effective settings. Secrets are
-/// never in the config (only env var names and file paths), and whether they are set is
-/// shown as set/unset, never their value.
-pub fn plan(loaded: &Loaded, scan: &Scan) -> String {
+/// The plan: batches with their action counts, the `network` section, then the effective
+/// settings. Secrets are never in the config (only env var names and file paths), and
+/// whether they are set is shown as set/unset, never their value.
+pub fn plan(loaded: &Loaded, scan: &Scan, network: &str) -> String {
     let c = &loaded.config;
     let mut out = String::new();
     let _ = writeln!(out, "config: {} (valid)", loaded.path.display());
@@ -79,6 +84,7 @@ pub fn plan(loaded: &Loaded, scan: &Scan) -> String {
         let set = std::env::var_os(&c.admin.token_env).is_some();
         let _ = writeln!(out, "admin token: from env {} ({})", c.admin.token_env, presence(set));
     }
+    out.push_str(network);
     let mut settings = c.clone();
     settings.batches.clear();
     let _ = writeln!(out, "\neffective settings:");

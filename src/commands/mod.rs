@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod check;
+mod check_network;
 pub mod dlq;
 pub mod prune;
 pub mod run;

@@ -11,8 +11,10 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 /// Keys whose values must never be echoed in an error.
-const SECRET_KEYS: [&str; 8] = [
+const SECRET_KEYS: [&str; 10] = [
     "client_secret_env",
+    "proxy_auth_env",
+    "proxy",
     "client_secret_file",
     "signing_secret_env",
     "token_env",

@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod duration;
 mod location;
+mod network;
 mod optional;
 pub mod secret;
 mod validate;
@@ -98,6 +99,15 @@ pub struct CxoneConfig {
     pub max_response_bytes: usize,
     /// Allow `http://` to a non-loopback host. Default false.
     pub allow_insecure_http: bool,
+    /// Proxy for token, submit and poll, `http://HOST:PORT`; wins over `HTTPS_PROXY` and
+    /// friends and applies to loopback targets too. Default empty: the environment decides.
+    pub proxy: String,
+    /// Env var holding `user:password` for `proxy` (sent as `Proxy-Authorization: Basic`).
+    /// Default empty: no credentials.
+    pub proxy_auth_env: String,
+    /// PEM file of extra CA certificates to trust, on top of the bundled web PKI roots and
+    /// the system store (for TLS-inspecting proxies and private CAs). Default empty.
+    pub ca_file: String,
     /// A literal secret: refused by validation, present only to say so clearly.
     #[serde(skip_serializing)]
     pub client_secret: Option<toml::Value>,
@@ -119,6 +129,9 @@ impl Default for CxoneConfig {
             max_connections: 256,
             max_response_bytes: 1_048_576,
             allow_insecure_http: false,
+            proxy: String::new(),
+            proxy_auth_env: String::new(),
+            ca_file: String::new(),
             client_secret: None,
         }
     }
@@ -319,6 +332,13 @@ pub struct DeadLetterConfig {
     /// How long `run --once` waits for undelivered dead letters. Default `30s`.
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
+    /// Proxy for the webhook, `http://HOST:PORT`; wins over `HTTPS_PROXY` and friends and
+    /// applies to loopback targets too. Default empty: the environment decides.
+    pub proxy: String,
+    /// Env var holding `user:password` for `proxy`. Default empty: no credentials.
+    pub proxy_auth_env: String,
+    /// PEM file of extra CA certificates to trust for the webhook. Default empty.
+    pub ca_file: String,
     /// A literal signing secret: refused.
     #[serde(skip_serializing)]
     pub signing_secret: Option<toml::Value>,
@@ -332,6 +352,9 @@ impl Default for DeadLetterConfig {
             timeout: Duration::from_secs(10),
             redelivery_max_delay: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
+            proxy: String::new(),
+            proxy_auth_env: String::new(),
+            ca_file: String::new(),
             signing_secret: None,
         }
     }
@@ -640,6 +663,7 @@ fn deserialize(path: &Path, text: String) -> Result<(Loaded, Vec<Problem>), Conf
     let doc = location::Document::new(path, &text);
     let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid(vec![doc.locate_toml_error(&e)]))?;
     let mut problems = validate::check(&doc, &config);
+    problems.extend(network::check(&doc, &config));
     problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     let loaded = Loaded {
         path: path.to_owned(),

@@ -2,9 +2,11 @@
 //! each turned into a typed result or a `CallError` the poller can decide on.
 //!
 //! `awc::Client` is `!Send`, so a client lives on the arbiter that uses it (the main one).
-//! Every body is read with a size cap and a deadline; the shared 429 pause of SPEC §4
-//! lives in `rate_limit.rs`.
+//! Every body is read with a size cap and a deadline; the shared 429 pause (every request
+//! of that kind to the host waits) lives in `rate_limit.rs`. How connections are made
+//! (proxies, trusted roots) is net/'s; what a failure means is error.rs's.
 
+mod error;
 mod parse;
 pub mod rate_limit;
 
@@ -19,103 +21,14 @@ use uuid::Uuid;
 
 use crate::classify::UpstreamError;
 use crate::config::{CxoneConfig, Secret};
+use crate::net::{self, Egress};
 use crate::telemetry::events::HttpRequestDone;
 use crate::telemetry::metrics::Endpoint;
+use error::call_error;
+pub use error::CallError;
 pub use parse::parse_poll;
 use parse::{retry_after, status_error, submitted_id};
 pub use rate_limit::Gate;
-
-/// Why a CXone call did not succeed. Matched on the hot path: no boxing.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    /// The upstream answered with a non-success status.
-    #[error("HTTP {status}")]
-    Status {
-        /// The status.
-        status: u16,
-        /// Parsed `Retry-After`, if any.
-        retry_after: Option<Duration>,
-        /// `errors[0].code` of the body, if any.
-        code: Option<String>,
-        /// `errors[0].message` (or `error`) of the body, if any.
-        message: Option<String>,
-    },
-    /// No response: connect error, reset, TLS failure.
-    #[error("network error: {0}")]
-    Network(String),
-    /// No response within `request_timeout`.
-    #[error("request timed out")]
-    Timeout,
-    /// A success status with a body we cannot use (not JSON, too big, fields missing).
-    #[error("malformed response: {0}")]
-    Malformed(String),
-    /// The action's `poll.timeout` passed before the request could be sent (no token).
-    #[error("poll.timeout passed while waiting for a token")]
-    PollTimeout,
-    /// A problem retrying cannot fix (the server's certificate does not verify, the
-    /// proxy wants other credentials): an operator must act.
-    #[error("{host}: {reason}")]
-    Misconfigured {
-        /// The host concerned.
-        host: String,
-        /// What is wrong, safe to show.
-        reason: String,
-    },
-}
-
-impl CallError {
-    /// True for failures that are repeated with backoff (SPEC §4): 408, 425, 429, 5xx,
-    /// network errors, timeouts and malformed bodies.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            CallError::Status { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
-            CallError::Network(_) | CallError::Timeout | CallError::Malformed(_) => true,
-            CallError::PollTimeout | CallError::Misconfigured { .. } => false,
-        }
-    }
-
-    /// True for failures an operator must fix: the action waits without spending its
-    /// retry budget, `/readyz` reports it and `run --once` stops.
-    pub fn is_misconfiguration(&self) -> bool {
-        matches!(self, CallError::Misconfigured { .. })
-    }
-
-    /// The dead-letter code when the retry budget runs out on this error.
-    pub fn error_code(&self) -> String {
-        match self {
-            CallError::Status { status: 429, .. } => "RATE_LIMIT_EXHAUSTED".into(),
-            CallError::Status { status, .. } => format!("HTTP_{status}"),
-            CallError::Network(_) => "NETWORK_ERROR".into(),
-            CallError::Timeout => "REQUEST_TIMEOUT".into(),
-            CallError::Malformed(_) => "MALFORMED_RESPONSE".into(),
-            CallError::PollTimeout => "POLL_TIMEOUT".into(),
-            CallError::Misconfigured { .. } => "MISCONFIGURED".into(),
-        }
-    }
-
-    /// HTTP status of the response that carried the failure; 0 when none came.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            CallError::Status { status, .. } => *status,
-            CallError::Malformed(_) => 200,
-            CallError::Network(_) | CallError::Timeout | CallError::PollTimeout | CallError::Misconfigured { .. } => 0,
-        }
-    }
-
-    /// The short label of this error for the retries metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            CallError::Status { status: 429, .. } => "rate_limited",
-            CallError::Status { status: 401, .. } => "unauthorized",
-            CallError::Status { .. } => "http_error",
-            CallError::Network(_) => "network_error",
-            CallError::Timeout => "timeout",
-            CallError::Malformed(_) => "malformed_response",
-            CallError::PollTimeout => "timeout",
-            CallError::Misconfigured { .. } => "misconfigured",
-        }
-    }
-}
 
 /// A poll's verdict.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,8 +64,14 @@ pub struct IssuedToken {
 /// The three calls, configured once.
 pub struct CxoneClient {
     client: awc::Client,
+    /// The config table of the network settings, named in hints.
+    table: &'static str,
     base_url: String,
+    /// `host:port` of the API, named in errors.
+    api_host: String,
     token_url: String,
+    /// `host:port` of the token endpoint.
+    token_host: String,
     submit_url: String,
     poll_path: String,
     scopes: String,
@@ -162,27 +81,23 @@ pub struct CxoneClient {
 }
 
 impl CxoneClient {
-    /// Builds the client for `base_url` (the simulator's real address in embedded mode).
-    pub fn new(config: &CxoneConfig, base_url: &str, gate: Rc<Gate>) -> Self {
+    /// Builds the client for `base_url` (the simulator's real address in embedded mode),
+    /// connecting as `egress` says.
+    pub fn new(config: &CxoneConfig, base_url: &str, gate: Rc<Gate>, egress: &Egress) -> Self {
         let base_url = base_url.trim_end_matches('/').to_owned();
         let token_url = if config.token_url.is_empty() || config.uses_simulator() {
             format!("{base_url}/oauth/token")
         } else {
             config.token_url.clone()
         };
-        let connector = awc::Connector::new()
-            .limit(config.max_connections)
-            .timeout(config.request_timeout);
-        let client = awc::Client::builder()
-            .connector(connector)
-            .timeout(config.request_timeout)
-            .disable_redirects()
-            .finish();
         CxoneClient {
-            client,
+            client: net::client(egress, config.request_timeout, config.max_connections),
+            table: egress.table,
             submit_url: format!("{base_url}{}", config.submit_path),
             poll_path: config.poll_path.clone(),
+            api_host: net::host_port(&base_url),
             base_url,
+            token_host: net::host_port(&token_url),
             token_url,
             scopes: config.scopes.join(" "),
             timeout: config.request_timeout,
@@ -207,7 +122,7 @@ impl CxoneClient {
             .timeout(self.timeout)
             .send_form(&form)
             .await;
-        let (status, headers, body) = self.finish(Endpoint::Token, started, sent).await?;
+        let (status, headers, body) = self.finish(Endpoint::Token, &self.token_host, started, sent).await?;
         if !status.is_success() {
             return Err(status_error(status, &headers, &body));
         }
@@ -244,7 +159,7 @@ impl CxoneClient {
             .insert_header(("Content-Type", "application/json"))
             .send_body(body)
             .await;
-        let (status, headers, body) = self.finish(Endpoint::Submit, started, sent).await?;
+        let (status, headers, body) = self.finish(Endpoint::Submit, &self.api_host, started, sent).await?;
         if !matches!(status.as_u16(), 200..=202) {
             return Err(status_error(status, &headers, &body));
         }
@@ -270,7 +185,7 @@ impl CxoneClient {
             .insert_header(("Authorization", format!("Bearer {}", token.expose())))
             .send()
             .await;
-        let (status, headers, body) = self.finish(Endpoint::Poll, started, sent).await?;
+        let (status, headers, body) = self.finish(Endpoint::Poll, &self.api_host, started, sent).await?;
         if status != StatusCode::OK {
             return Err(status_error(status, &headers, &body));
         }
@@ -278,9 +193,11 @@ impl CxoneClient {
     }
 
     /// Reads the response (capped, with a deadline) and records the request's metrics.
+    /// `host` (`host:port`) is named when the connection is misconfigured.
     async fn finish<S>(
         &self,
         endpoint: Endpoint,
+        host: &str,
         started: Instant,
         sent: Result<awc::ClientResponse<S>, SendRequestError>,
     ) -> Result<(StatusCode, awc::http::header::HeaderMap, Bytes), CallError>
@@ -290,10 +207,7 @@ impl CxoneClient {
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
-                let error = match e {
-                    SendRequestError::Timeout => CallError::Timeout,
-                    other => CallError::Network(other.to_string()),
-                };
+                let error = call_error(net::diagnose(&e, host, self.table));
                 HttpRequestDone {
                     endpoint,
                     status: None,
@@ -320,6 +234,10 @@ impl CxoneClient {
             elapsed: started.elapsed(),
         }
         .emit();
+        if status.as_u16() == net::PROXY_AUTHENTICATION_REQUIRED {
+            // Only a proxy answers 407 (plain http through a proxy); no origin server does.
+            return Err(call_error(net::proxy_status(host, self.table)));
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             let wait = retry_after(response.headers());
             self.gate.pause(endpoint, wait);
@@ -338,25 +256,4 @@ fn encode_segment(id: &str) -> String {
     url::form_urlencoded::byte_serialize(id.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transient_errors_and_codes() {
-        let s = |status| CallError::Status {
-            status,
-            retry_after: None,
-            code: None,
-            message: None,
-        };
-        assert!(s(503).is_transient() && s(408).is_transient() && s(425).is_transient() && s(429).is_transient());
-        assert!(!s(400).is_transient() && !s(403).is_transient());
-        assert_eq!(s(429).error_code(), "RATE_LIMIT_EXHAUSTED");
-        assert_eq!(s(503).error_code(), "HTTP_503");
-        assert_eq!(CallError::Timeout.error_code(), "REQUEST_TIMEOUT");
-        assert_eq!(CallError::Network("x".into()).status_code(), 0);
-    }
 }

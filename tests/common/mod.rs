@@ -26,6 +26,26 @@ pub const WEBHOOK_KEY_ENV: &str = "AW_TEST_WEBHOOK_KEY";
 pub const WEBHOOK_KEY: &str = "test-webhook-key-9f3c";
 /// The simulator's default client secret.
 pub const SIM_SECRET: &str = "simulator-secret";
+/// Proxy variables of the machine running the tests: removed from every child, so a
+/// developer's proxy settings never reach the daemon or the simulator.
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// Removes the proxy variables from `command`'s environment.
+pub fn without_proxies(command: &mut Command) -> &mut Command {
+    for var in PROXY_VARS {
+        command.env_remove(var);
+    }
+    command
+}
 
 /// A running `actionwarden simulate`, killed on drop.
 pub struct Sim {
@@ -44,6 +64,7 @@ impl Sim {
     /// Like `start`; `signed = false` gives a webhook that checks no signature.
     pub fn start_with(args: &[&str], signed: bool) -> Sim {
         let mut command = Command::new(BIN);
+        without_proxies(&mut command);
         command.args(["simulate", "--listen", "127.0.0.1:0"]);
         if signed {
             command
@@ -269,6 +290,7 @@ pub fn daemon_cmd(args: &[&str], config: &Path) -> Command {
         .env(WEBHOOK_KEY_ENV, WEBHOOK_KEY)
         .env_remove("RUST_LOG")
         .env_remove("ACTIONWARDEN_CONFIG");
+    without_proxies(&mut command);
     command
 }
 
@@ -451,4 +473,17 @@ fn rand_suffix() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+/// The admin URL of `daemon` (waits for its listening line).
+pub fn admin_url(daemon: &Daemon) -> String {
+    daemon.admin_url()
+}
+
+/// GET `url`: its status and JSON body (null when not JSON).
+pub fn status_of(url: &str) -> (u16, Value) {
+    match ureq::get(url).config().http_status_as_error(false).build().call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
 }

@@ -11,6 +11,7 @@ use super::{ActionDone, PollerEnv, JOURNAL_RETRY, MAILBOX_RETRY};
 use crate::action::Outcome;
 use crate::actors::audit::{AppendAudit, AppendOutcome};
 use crate::actors::dead_letter::StoreDeadLetter;
+use crate::health::CXONE_API;
 use crate::journal::{ActionRow, Claim, JournalError, OutcomeLine, Written};
 use crate::state::Note;
 use crate::telemetry::events::{ActionFinished, ActionSubmitted, RetrySpent};
@@ -54,6 +55,7 @@ pub(super) async fn perform(env: &PollerEnv, claim: Claim, machine: &RefCell<Mac
                 tracing::debug!(%error_code, reason, retry_in = ?delay, retry_count = m.state().retry_count, "Retry scheduled.");
             }
             Effect::Submitted { action_id } => {
+                env.blockers.clear(CXONE_API);
                 let m = machine.borrow();
                 let span = tracing::Span::current();
                 span.record("attempt", m.state().attempt);
@@ -66,6 +68,7 @@ pub(super) async fn perform(env: &PollerEnv, claim: Claim, machine: &RefCell<Mac
             }
             Effect::Blocked { reason } => {
                 tracing::warn!(%reason, "Request refused for a reason only an operator can fix; waiting.");
+                env.blockers.block(CXONE_API, reason);
             }
         }
     }

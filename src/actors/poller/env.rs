@@ -22,6 +22,7 @@ use crate::actors::token::{GetToken, InvalidateToken, TokenActor, TokenCache};
 use crate::classify::{ErrorPayload, Failure};
 use crate::config::{PollConfig, RetryConfig, Secret, SupervisorConfig};
 use crate::cxone::{CallError, CxoneClient};
+use crate::health::Blockers;
 use crate::journal::Journal;
 
 /// Shared by the pollers of one arbiter.
@@ -52,6 +53,8 @@ pub struct PollerEnv {
     pub rng: PollerRng,
     /// The journal.
     pub journal: Journal,
+    /// Where a failure only an operator can fix is reported (`/readyz`, `run --once`).
+    pub blockers: Blockers,
     /// Set at shutdown: no new request starts.
     pub stopping: Cell<bool>,
     /// Steps allowed to have a request in flight (`cxone.max_connections`).
