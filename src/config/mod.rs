@@ -1,23 +1,27 @@
 //! Configuration: one struct per TOML table of SPEC §3, with its defaults.
 //!
-//! `load()` reads the file, deserializes it with unknown keys refused, resolves every
-//! action (inline and from `actions_file`) and runs the checks of `validate.rs`; every
-//! problem comes back at once, each with `FILE:LINE:COLUMN`, the key and what was expected.
+//! `load()` (in load.rs) reads the file, deserializes it with unknown keys refused
+//! (recover.rs keeps going past the first problem), resolves every action (actions.rs)
+//! and runs the checks of validate.rs; every problem comes back at once, each with
+//! `FILE:LINE:COLUMN`, the key and what was expected.
 
+mod actions;
 pub mod duration;
+mod load;
 mod location;
+mod recover;
 pub mod secret;
 mod validate;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::ActionSpec;
 use crate::simulator::SimulatorSettings;
 
+pub use load::{load, parse, table_to_json, ConfigError, Loaded};
 pub use location::Problem;
 pub use secret::Secret;
 
@@ -464,102 +468,4 @@ pub struct BatchConfig {
     /// Inline actions.
     #[serde(rename = "action", skip_serializing)]
     pub actions: Vec<toml::Table>,
-}
-
-/// A loaded, validated configuration with its resolved actions.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// The file it came from.
-    pub path: PathBuf,
-    /// The settings.
-    pub config: Config,
-    /// Every action of every batch, in file order.
-    pub actions: Vec<ActionSpec>,
-}
-
-/// Why a configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// One or more problems, each with its location.
-    #[error("{}", render_problems(.0))]
-    Invalid(Vec<Problem>),
-}
-
-fn render_problems(problems: &[Problem]) -> String {
-    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    lines.join("\n")
-}
-
-/// A TOML table as the JSON sent to CXone: datetimes become their RFC 3339 text (serde
-/// would turn them into toml's private marker objects).
-pub fn table_to_json(table: &toml::Table) -> serde_json::Value {
-    fn convert(value: &toml::Value) -> serde_json::Value {
-        match value {
-            toml::Value::String(s) => s.clone().into(),
-            toml::Value::Integer(i) => (*i).into(),
-            toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
-            toml::Value::Boolean(b) => (*b).into(),
-            toml::Value::Datetime(d) => d.to_string().into(),
-            toml::Value::Array(items) => items.iter().map(convert).collect(),
-            toml::Value::Table(t) => table_to_json(t),
-        }
-    }
-    serde_json::Value::Object(table.iter().map(|(k, v)| (k.clone(), convert(v))).collect())
-}
-
-/// Reads, parses and validates the configuration at `path`.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(path, &text)
-}
-
-/// Parses and validates configuration `text` that came from `path`.
-pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
-    let doc = location::Document::new(path, text);
-    let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid(vec![doc.locate_toml_error(&e)]))?;
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (actions, mut problems) = validate::resolve_actions(&doc, &config, &base_dir);
-    problems.extend(validate::check(&doc, &config));
-    if !problems.is_empty() {
-        problems.sort_by_key(|p| (p.file.clone(), p.line, p.column));
-        return Err(ConfigError::Invalid(problems));
-    }
-    // The inline tables now live on as `actions`; keeping both would double the memory
-    // of a large batch.
-    for batch in &mut config.batches {
-        batch.actions = Vec::new();
-    }
-    Ok(Loaded {
-        path: path.to_owned(),
-        config,
-        actions,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn action_bodies_carry_datetimes_as_text_and_drop_the_key() {
-        let text = "[cxone]\nbase_url = \"simulator\"\n[[batch]]\nname = \"b\"\n  [[batch.action]]\n  key = \"k\"\n  actionType = \"X\"\n  payload = { due = 2026-11-27T10:00:00Z, n = 1.5, tags = [\"a\"] }\n";
-        let loaded = parse(Path::new("c.toml"), text).unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&loaded.actions[0].body_bytes).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"actionType": "X", "payload": {"due": "2026-11-27T10:00:00Z", "n": 1.5, "tags": ["a"]}})
-        );
-        assert_eq!(loaded.actions[0].identity.to_string(), "b/k");
-    }
 }

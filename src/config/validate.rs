@@ -1,142 +1,30 @@
-//! Cross-field checks and action resolution. Every problem is collected, so a user fixes
+//! Value checks that serde cannot express. Every problem is collected, so a user fixes
 //! the whole file in one pass instead of one error per run.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 
+use super::actions::{action_type_problem, ACTION_TYPE};
 use super::location::{Document, Problem, Seg};
 use super::secret::is_env_var_name;
 use super::{Config, SIMULATOR};
-use crate::action::{ActionSpec, Identity};
-
-/// Resolves every action of every batch (inline first, then `actions_file`), refusing
-/// duplicate identities at their second occurrence.
-pub fn resolve_actions(doc: &Document<'_>, config: &Config, base_dir: &Path) -> (Vec<ActionSpec>, Vec<Problem>) {
-    let mut actions = Vec::new();
-    let mut problems = Vec::new();
-    let mut seen: HashMap<Identity, ()> = HashMap::new();
-    for (b, batch) in config.batches.iter().enumerate() {
-        let mut position = 0usize;
-        for (a, table) in batch.actions.iter().enumerate() {
-            position += 1;
-            let path = [Seg::Key("batch"), Seg::Index(b), Seg::Key("action"), Seg::Index(a)];
-            let mut body = match super::table_to_json(table) {
-                serde_json::Value::Object(map) => map,
-                _ => unreachable!("a table converts to an object"),
-            };
-            let key = match body.remove("key") {
-                None => position.to_string(),
-                Some(value) => match key_text(&value) {
-                    Some(k) => k,
-                    None => {
-                        let key_path = [path[0], path[1], path[2], path[3], Seg::Key("key")];
-                        problems.push(doc.problem(&key_path, "expected a non-empty string or integer key"));
-                        continue;
-                    }
-                },
-            };
-            let identity = Identity::new(batch.name.as_str(), key);
-            if seen.insert(identity.clone(), ()).is_some() {
-                let key_path = [path[0], path[1], path[2], path[3], Seg::Key("key")];
-                problems.push(doc.problem(&key_path, format!("duplicate action identity {identity}")));
-                continue;
-            }
-            actions.push(ActionSpec::new(identity, serde_json::Value::Object(body)));
-        }
-        if !batch.actions_file.is_empty() {
-            let file = base_dir.join(&batch.actions_file);
-            match std::fs::read_to_string(&file) {
-                Err(e) => problems.push(doc.problem(
-                    &[Seg::Key("batch"), Seg::Index(b), Seg::Key("actions_file")],
-                    format!("cannot read {}: {e}", file.display()),
-                )),
-                Ok(text) => read_actions_file(
-                    &file,
-                    &text,
-                    &batch.name,
-                    &mut position,
-                    &mut seen,
-                    &mut actions,
-                    &mut problems,
-                ),
-            }
-        }
-    }
-    (actions, problems)
-}
-
-/// Reads one JSON Lines actions file; problems name `FILE:LINE`.
-fn read_actions_file(
-    file: &Path,
-    text: &str,
-    batch: &str,
-    position: &mut usize,
-    seen: &mut HashMap<Identity, ()>,
-    actions: &mut Vec<ActionSpec>,
-    problems: &mut Vec<Problem>,
-) {
-    let at = |line: usize, message: String| Problem {
-        file: file.to_path_buf(),
-        line,
-        column: 1,
-        key: String::new(),
-        message,
-    };
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        *position += 1;
-        let mut body = match serde_json::from_str::<serde_json::Value>(raw) {
-            Ok(serde_json::Value::Object(map)) => map,
-            Ok(_) => {
-                problems.push(at(line, "expected one JSON object per line".into()));
-                continue;
-            }
-            Err(e) => {
-                problems.push(Problem {
-                    column: e.column().max(1),
-                    ..at(line, format!("invalid JSON: {e}"))
-                });
-                continue;
-            }
-        };
-        let key = match body.remove("key") {
-            None => position.to_string(),
-            Some(value) => match key_text(&value) {
-                Some(k) => k,
-                None => {
-                    problems.push(at(line, "key: expected a non-empty string or integer".into()));
-                    continue;
-                }
-            },
-        };
-        let identity = Identity::new(batch, key);
-        if seen.insert(identity.clone(), ()).is_some() {
-            problems.push(at(line, format!("duplicate action identity {identity}")));
-            continue;
-        }
-        actions.push(ActionSpec::new(identity, serde_json::Value::Object(body)));
-    }
-}
-
-fn key_text(value: &serde_json::Value) -> Option<String> {
-    match value {
-        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
 
 /// Every value check that serde cannot express.
 pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut bad = |path: &[Seg<'_>], message: String| problems.push(doc.problem(path, message));
-    let k = Seg::Key;
+    check_secrets(config, &mut bad);
+    check_cxone(config, &mut bad);
+    check_timing(config, &mut bad);
+    check_outputs(config, &mut bad);
+    check_batches(config, &mut bad);
+    problems
+}
 
-    // Literal secrets: refused, pointing at the key's own line, never echoing the value.
+/// Literal secrets and `*_env` keys that do not name an environment variable.
+fn check_secrets(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
+    // Refused, pointing at the key's own line, never echoing the value.
     let refuse = "literal secrets are refused in the config file";
     if config.cxone.client_secret.is_some() {
         bad(
@@ -175,8 +63,11 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             );
         }
     }
+}
 
-    // CXone endpoints.
+/// Endpoints, credentials source and HTTP limits of `[cxone]`, and `[limits]`.
+fn check_cxone(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
     let cx = &config.cxone;
     if !cx.uses_simulator() {
         if let Err(message) = check_url(&cx.base_url, cx.allow_insecure_http) {
@@ -231,6 +122,11 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
     if config.limits.max_in_flight == 0 {
         bad(&[k("limits"), k("max_in_flight")], "expected at least 1".into());
     }
+}
+
+/// Polling, retry, classifier and supervisor settings.
+fn check_timing(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
     let poll = &config.poll;
     if !(poll.backoff_factor >= 1.0 && poll.backoff_factor.is_finite()) {
         bad(&[k("poll"), k("backoff_factor")], "expected a number >= 1.0".into());
@@ -277,7 +173,12 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             "expected a duration above zero".into(),
         );
     }
+}
 
+/// Dead-letter webhook, admin listener, log level and chaos.
+fn check_outputs(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
+    let cx = &config.cxone;
     let dl = &config.dead_letter;
     if dl.webhook_url == SIMULATOR {
         if !cx.uses_simulator() {
@@ -303,11 +204,8 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             "expected an address such as \"127.0.0.1:9464\", or \"\" to disable".into(),
         );
     }
-    if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
-        bad(
-            &[k("log"), k("level")],
-            "expected a level such as \"info\" or a filter such as \"actionwarden=debug\"".into(),
-        );
+    if let Err(e) = crate::telemetry::logging::check_filter(&config.log.level) {
+        bad(&[k("log"), k("level")], e.to_string());
     }
     let chaos_p = config.chaos.poller_panic_probability;
     if !(0.0..=1.0).contains(&chaos_p) {
@@ -316,8 +214,11 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             "expected a probability between 0.0 and 1.0".into(),
         );
     }
+}
 
-    // Batches.
+/// Batch names and rollback templates.
+fn check_batches(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
     if config.batches.is_empty() {
         bad(&[], "expected at least one [[batch]]".into());
     }
@@ -334,6 +235,15 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
         } else if names.insert(&batch.name, b).is_some() {
             bad(&name_path, format!("duplicate batch name {:?}", batch.name));
         }
+        if !batch.rollback_action.is_empty() {
+            let template = super::table_to_json(&batch.rollback_action);
+            if let Some(message) = action_type_problem(template.get(ACTION_TYPE)) {
+                bad(
+                    &[k("batch"), Seg::Index(b), k("rollback_action"), k(ACTION_TYPE)],
+                    message,
+                );
+            }
+        }
         if !batch.rollback_action.is_empty() && batch.rollback_action.contains_key("key") {
             bad(
                 &[k("batch"), Seg::Index(b), k("rollback_action"), k("key")],
@@ -341,7 +251,6 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             );
         }
     }
-    problems
 }
 
 /// Checks an absolute http(s) URL; plain http only to loopback unless allowed.
