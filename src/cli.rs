@@ -72,8 +72,8 @@ pub enum Command {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Profile: demo, clean or chaos.
-        #[arg(long, value_parser = parse_profile)]
+        /// Profile of outcomes and faults drawn for actions without a `sim` directive.
+        #[arg(long, value_enum)]
         profile: Option<Profile>,
         /// Seed of the profile's draws.
         #[arg(long)]
@@ -114,8 +114,8 @@ pub enum Command {
         /// Latency added to each API response, e.g. "20ms".
         #[arg(long)]
         latency: Option<String>,
-        /// Form of Retry-After on 429s: seconds, http_date, mixed or none.
-        #[arg(long, value_parser = parse_retry_after_form)]
+        /// Form of Retry-After on 429s.
+        #[arg(long, value_enum)]
         retry_after_form: Option<RetryAfterForm>,
         /// Retry-After value on 429s, in seconds.
         #[arg(long)]
@@ -147,16 +147,4 @@ pub enum DlqCommand {
         #[arg(required_unless_present = "all")]
         error_ids: Vec<String>,
     },
-}
-
-/// Parses a profile name the way the `[simulator]` table spells it.
-fn parse_profile(text: &str) -> Result<Profile, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| format!("expected demo, clean or chaos, found {text:?}"))
-}
-
-/// Parses a Retry-After form the way the `[simulator]` table spells it.
-fn parse_retry_after_form(text: &str) -> Result<RetryAfterForm, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| format!("expected seconds, http_date, mixed or none, found {text:?}"))
 }

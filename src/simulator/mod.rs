@@ -102,7 +102,7 @@ impl Default for SimulatorSettings {
 }
 
 /// Which outcomes and faults the simulator draws for actions without a `sim` directive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Mostly completed; some transient and permanent failures, a few cancelled, some 429s.
@@ -115,8 +115,9 @@ pub enum Profile {
 }
 
 /// How a 429 announces when to come back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum RetryAfterForm {
     /// `Retry-After: 1`.
     #[default]
