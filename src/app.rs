@@ -332,7 +332,7 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         tracing::error!(error = %e, "Audit flush failed.");
     }
     if let Ok(summary) = admission.send(GetSummary).await {
-        print!("{}", summary.render());
+        let _ = crate::commands::output::print(&summary.render());
         let _ = std::io::Write::flush(&mut std::io::stdout());
     }
     if let Some(admin) = admin {

@@ -33,4 +33,5 @@ pub mod journal;
 pub mod report;
 pub mod simulator;
 pub mod state;
+pub mod table;
 pub mod telemetry;

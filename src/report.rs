@@ -2,13 +2,13 @@
 //! closing table of SPEC §13.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::action::Outcome;
+use crate::table::Column;
 
 /// Counts and durations of one batch.
 #[derive(Debug, Clone, Default)]
@@ -86,46 +86,53 @@ impl Summary {
         self.batches.iter().all(|b| b.count(Outcome::Completed) == b.total)
     }
 
-    /// The closing table.
+    /// The closing table, fitted to stdout's terminal (whole rows when it is not one).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<24} {:>7} {:>9} {:>9} {:>13} {:>11} {:>7} {:>8} {:>9} {:>9} {:>9}",
-            "batch",
-            "total",
-            "completed",
-            "cancelled",
-            "dead-lettered",
-            "rolled back",
-            "retries",
-            "restarts",
-            "p50",
-            "p95",
-            "p99"
-        );
-        for b in &self.batches {
-            let mut d = b.durations.clone();
-            d.sort_by(f64::total_cmp);
-            let _ = writeln!(
-                out,
-                "{:<24} {:>7} {:>9} {:>9} {:>13} {:>11} {:>7} {:>8} {:>9} {:>9} {:>9}",
-                b.name,
-                b.total,
-                b.count(Outcome::Completed),
-                b.count(Outcome::Cancelled),
-                b.count(Outcome::DeadLettered),
-                b.count(Outcome::RolledBack),
-                b.retries,
-                b.restarts,
-                seconds(percentile(&d, 0.50)),
-                seconds(percentile(&d, 0.95)),
-                seconds(percentile(&d, 0.99)),
-            );
-        }
-        out
+        self.render_to_width(crate::table::stdout_width())
+    }
+
+    /// The closing table: one row per batch. `width`: the terminal width to fit, or `None`
+    /// to keep every row on one line.
+    pub fn render_to_width(&self, width: Option<u16>) -> String {
+        let rows: Vec<Vec<String>> = self
+            .batches
+            .iter()
+            .map(|b| {
+                let mut d = b.durations.clone();
+                d.sort_by(f64::total_cmp);
+                vec![
+                    b.name.clone(),
+                    b.total.to_string(),
+                    b.count(Outcome::Completed).to_string(),
+                    b.count(Outcome::Cancelled).to_string(),
+                    b.count(Outcome::DeadLettered).to_string(),
+                    b.count(Outcome::RolledBack).to_string(),
+                    b.retries.to_string(),
+                    b.restarts.to_string(),
+                    seconds(percentile(&d, 0.50)),
+                    seconds(percentile(&d, 0.95)),
+                    seconds(percentile(&d, 0.99)),
+                ]
+            })
+            .collect();
+        crate::table::render(&SUMMARY_COLUMNS, &rows, width)
     }
 }
+
+/// Columns of the closing table.
+const SUMMARY_COLUMNS: [Column; 11] = [
+    Column::text("batch"),
+    Column::number("total"),
+    Column::number("completed"),
+    Column::number("cancelled"),
+    Column::number("dead-lettered"),
+    Column::number("rolled back"),
+    Column::number("retries"),
+    Column::number("restarts"),
+    Column::number("p50"),
+    Column::number("p95"),
+    Column::number("p99"),
+];
 
 /// Nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
@@ -261,6 +268,51 @@ mod tests {
         let s = Summary { batches: vec![b] };
         assert!(s.all_finished());
         assert!(!s.all_completed());
-        assert!(s.render().contains("dead-lettered"));
+        assert!(s.render_to_width(None).contains("dead-lettered"));
+    }
+
+    #[test]
+    fn summary_table_has_a_row_per_batch_with_counts_and_percentiles() {
+        let mut long = BatchSummary::new("crm-sync-2026-11-27-from-the-spreadsheet-export");
+        long.total = 3;
+        long.record(Outcome::Completed, Duration::from_millis(120), 0, 0);
+        long.record(Outcome::Completed, Duration::from_millis(2500), 2, 0);
+        long.record(Outcome::RolledBack, Duration::from_millis(300), 1, 1);
+        let empty = BatchSummary::new("b");
+        let out = Summary {
+            batches: vec![long, empty],
+        }
+        .render_to_width(None);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "crm-sync-2026-11-27-from-the-spreadsheet-export",
+                "3",
+                "2",
+                "0",
+                "0",
+                "1",
+                "3",
+                "1",
+                "300ms",
+                "2.50s",
+                "2.50s"
+            ]
+        );
+        let cells: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(cells, ["b", "0", "0", "0", "0", "0", "0", "0", "-", "-", "-"]);
+        // Every row ends in the same column: numbers align right.
+        assert_eq!(lines[2].len(), lines[3].len(), "{out}");
+    }
+
+    #[test]
+    fn summary_table_fits_a_narrow_terminal() {
+        let mut b = BatchSummary::new("crm-sync-2026-11-27-from-the-spreadsheet-export");
+        b.total = 1;
+        let out = Summary { batches: vec![b] }.render_to_width(Some(80));
+        assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
     }
 }

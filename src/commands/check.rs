@@ -10,7 +10,7 @@ use crate::error::{exit, Error};
 /// Validates the file at `path` and prints the plan.
 pub fn check(path: &Path) -> Result<u8, Error> {
     let loaded = config::load(path)?;
-    print!("{}", plan(&loaded));
+    super::output::print(&plan(&loaded))?;
     Ok(exit::OK)
 }
 

@@ -2,9 +2,11 @@
 
 use std::path::Path;
 
+use super::output;
 use crate::config;
 use crate::error::{exit, Error};
-use crate::journal::JournalReader;
+use crate::journal::{DeadLetterView, JournalReader};
+use crate::table::{self, Column};
 
 fn reader(path: &Path) -> Result<(JournalReader, bool), Error> {
     let loaded = config::load(path)?;
@@ -20,26 +22,70 @@ pub fn list(path: &Path, as_json: bool) -> Result<u8, Error> {
         .dead_letters(has_webhook)
         .map_err(|e| Error::Usage(e.to_string()))?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&letters).expect("JSON serializes"));
-        return Ok(exit::OK);
-    }
-    println!(
-        "{:<36}  {:<28} {:<24} {:<10} {:>8}  replayed",
-        "error_id", "identity", "error_code", "delivery", "attempts"
-    );
-    for l in &letters {
-        let delivery = l.delivery;
-        println!(
-            "{:<36}  {:<28} {:<24} {:<10} {:>8}  {}",
-            l.letter.error_id,
-            format!("{}/{}", l.letter.batch, l.letter.key),
-            l.letter.error_code,
-            delivery,
-            l.attempts,
-            if l.replayed { "yes" } else { "no" }
-        );
+        output::println(&serde_json::to_string_pretty(&letters).expect("JSON serializes"))?;
+    } else {
+        let rows: Vec<LetterRow> = letters.iter().map(LetterRow::from).collect();
+        output::print(&render(&rows, table::stdout_width()))?;
     }
     Ok(exit::OK)
+}
+
+/// One row of the table: what a person needs to pick a letter to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LetterRow {
+    /// The letter's `error_id`.
+    pub error_id: String,
+    /// `BATCH/KEY`.
+    pub identity: String,
+    /// Error code.
+    pub error_code: String,
+    /// `delivered`, `pending` or `stored`.
+    pub delivery: String,
+    /// Delivery attempts.
+    pub attempts: u32,
+    /// Replayed with `dlq replay`.
+    pub replayed: bool,
+}
+
+impl From<&DeadLetterView> for LetterRow {
+    fn from(l: &DeadLetterView) -> Self {
+        LetterRow {
+            error_id: l.letter.error_id.to_string(),
+            identity: format!("{}/{}", l.letter.batch, l.letter.key),
+            error_code: l.letter.error_code.clone(),
+            delivery: l.delivery.to_owned(),
+            attempts: l.attempts,
+            replayed: l.replayed,
+        }
+    }
+}
+
+/// Columns of the table.
+const COLUMNS: [Column; 6] = [
+    Column::text("error_id"),
+    Column::text("identity"),
+    Column::text("error_code"),
+    Column::text("delivery"),
+    Column::number("attempts"),
+    Column::text("replayed"),
+];
+
+/// The table: one row per dead letter. `width`: the terminal width to fit, or `None`.
+pub fn render(letters: &[LetterRow], width: Option<u16>) -> String {
+    let rows: Vec<Vec<String>> = letters
+        .iter()
+        .map(|l| {
+            vec![
+                l.error_id.clone(),
+                l.identity.clone(),
+                l.error_code.clone(),
+                l.delivery.clone(),
+                l.attempts.to_string(),
+                if l.replayed { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    table::render(&COLUMNS, &rows, width)
 }
 
 /// Requests replays; a running daemon starts them within a second, otherwise the next
@@ -50,7 +96,7 @@ pub fn replay(path: &Path, all: bool, error_ids: &[String]) -> Result<u8, Error>
         .request_replay(if all { None } else { Some(error_ids) })
         .map_err(|e| Error::Usage(e.to_string()))?;
     for id in &accepted {
-        println!("replay requested: {id}");
+        output::println(&format!("replay requested: {id}"))?;
     }
     let refused: Vec<&String> = error_ids.iter().filter(|id| !accepted.contains(id)).collect();
     for id in &refused {
@@ -60,7 +106,53 @@ pub fn replay(path: &Path, all: bool, error_ids: &[String]) -> Result<u8, Error>
         return Ok(exit::USAGE);
     }
     if accepted.is_empty() {
-        println!("nothing to replay");
+        output::println("nothing to replay")?;
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(identity: &str, replayed: bool) -> LetterRow {
+        LetterRow {
+            error_id: "0b6e9f8e-6c1d-4f7a-9a57-3d3c1f1e2a10".into(),
+            identity: identity.into(),
+            error_code: "INVALID_CONTACT".into(),
+            delivery: "pending".into(),
+            attempts: 12,
+            replayed,
+        }
+    }
+
+    #[test]
+    fn table_has_a_row_per_letter_with_aligned_columns() {
+        let rows = [
+            row("b/k1", false),
+            row("a-much-longer-batch-name/contact-0000123", true),
+        ];
+        let out = render(&rows, None);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            [
+                "0b6e9f8e-6c1d-4f7a-9a57-3d3c1f1e2a10",
+                "a-much-longer-batch-name/contact-0000123",
+                "INVALID_CONTACT",
+                "pending",
+                "12",
+                "yes"
+            ]
+        );
+        let column_of = |line: &str, text: &str| line.find(text).unwrap();
+        assert_eq!(column_of(lines[2], "INVALID"), column_of(lines[3], "INVALID"), "{out}");
+    }
+
+    #[test]
+    fn table_fits_a_narrow_terminal() {
+        let out = render(&[row("a-much-longer-batch-name/contact-0000123", false)], Some(70));
+        assert!(out.lines().all(|l| l.chars().count() <= 70), "{out}");
+    }
 }

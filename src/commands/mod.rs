@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod dlq;
+pub mod output;
 pub mod run;
 pub mod simulate;
 pub mod status;
