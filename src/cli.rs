@@ -5,11 +5,42 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::LogFormat;
+use crate::error::exit;
 use crate::simulator::{Profile, RetryAfterForm};
+
+/// Exit codes and their meaning, shown at the end of `--help` and in the man page.
+pub const EXIT_CODES: [(u8, &str); 5] = [
+    (
+        exit::OK,
+        "success (run --once: every action completed; the daemon: a graceful stop)",
+    ),
+    (exit::USAGE, "usage or configuration error"),
+    (
+        exit::NOT_ALL_COMPLETED,
+        "run --once finished, but some actions were dead-lettered, rolled back or cancelled",
+    ),
+    (
+        exit::CANNOT_RUN,
+        "cannot run (credentials rejected, journal locked, address in use)",
+    ),
+    (
+        exit::INTERRUPTED,
+        "run --once stopped by a signal before every action had an outcome (run it again)",
+    ),
+];
+
+/// The exit codes as the end of `--help`.
+fn exit_codes_help() -> String {
+    let mut text = String::from("Exit codes:");
+    for (code, meaning) in EXIT_CODES {
+        text.push_str(&format!("\n  {code}  {meaning}"));
+    }
+    text
+}
 
 /// Runs NICE CXone Data Actions to a final outcome and never loses one.
 #[derive(Debug, Parser)]
-#[command(name = "actionwarden", version, about)]
+#[command(name = "actionwarden", version = crate::version::LONG_VERSION, about, after_long_help = exit_codes_help())]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
@@ -24,6 +55,7 @@ pub struct ConfigArg {
         short = 'c',
         long = "config",
         env = "ACTIONWARDEN_CONFIG",
+        hide_env_values = true,
         default_value = "config.toml"
     )]
     pub config: PathBuf,
@@ -67,6 +99,14 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Print shell completions (bash, zsh, fish, elvish or powershell) to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
     /// Run the CXone simulator in the foreground.
     Simulate {
         /// Listen address.

@@ -35,3 +35,4 @@ pub mod simulator;
 pub mod state;
 pub mod table;
 pub mod telemetry;
+pub mod version;

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod check;
+pub mod completions;
 pub mod dlq;
 pub mod output;
 pub mod run;
