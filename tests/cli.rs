@@ -199,3 +199,41 @@ fn a_closed_pipe_ends_every_printing_command_quietly() {
         quiet(args, false);
     }
 }
+
+#[test]
+fn status_and_dlq_tables_keep_long_names_on_one_row_when_piped() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let long = "crm-sync-2026-11-27-priority-updates-from-the-spreadsheet-export";
+    let batches = batch(long, "")
+        + &action("ok", "")
+        + &action("gone", "outcome = \"FAILED\", code = \"INVALID_CONTACT\"")
+        + &batch("b", "")
+        + &action("ok", "");
+    let config = h.write_config(&[], &batches);
+    assert_eq!(h.run_once(&config).status.code(), Some(2));
+
+    let status = run_to_end(&mut daemon_cmd(&["status"], &config), Duration::from_secs(20));
+    assert_eq!(status.status.code(), Some(0), "{}", show(&status));
+    let text = String::from_utf8_lossy(&status.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert!(
+        rows.contains(&vec!["b", "1", "0", "0", "1", "0", "0", "0"]),
+        "one row per batch: {text}"
+    );
+    assert!(
+        rows.contains(&vec![long, "2", "0", "0", "1", "0", "1", "0"]),
+        "the long name and its counts on one row: {text}"
+    );
+    let header = text.lines().nth(1).unwrap();
+    let row = text.lines().find(|l| l.starts_with("b ")).unwrap();
+    assert_eq!(header.len(), row.len(), "numbers end under their headers: {text}");
+
+    let dlq = run_to_end(&mut daemon_cmd(&["dlq", "list"], &config), Duration::from_secs(20));
+    assert_eq!(dlq.status.code(), Some(0), "{}", show(&dlq));
+    let text = String::from_utf8_lossy(&dlq.stdout);
+    let row = text.lines().nth(2).unwrap_or_default();
+    assert!(
+        row.contains(&format!("{long}/gone")) && row.contains("INVALID_CONTACT") && row.ends_with("no"),
+        "{text}"
+    );
+}

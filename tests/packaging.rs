@@ -204,12 +204,18 @@ fn promtool_check_rules(file: &Path) {
 #[test]
 fn series_names_are_found_in_promql() {
     let expr = "sum by (instance, batch) (rate(actionwarden_actions_finished_total{outcome=\"dead_lettered\", batch=~\"$batch\"}[$__rate_interval])) / on (instance) group_left sum(x_total offset 5m) > 0.05 and absent(up{job=\"a\"})";
-    assert_eq!(series_in(expr), ["actionwarden_actions_finished_total", "x_total", "up"]);
+    assert_eq!(
+        series_in(expr),
+        ["actionwarden_actions_finished_total", "x_total", "up"]
+    );
     assert_eq!(
         series_in("histogram_quantile(0.95, sum by (le) (rate(h_bucket[5m])))"),
         ["h_bucket"]
     );
-    assert_eq!(series_in("time() - process_start_time_seconds"), ["process_start_time_seconds"]);
+    assert_eq!(
+        series_in("time() - process_start_time_seconds"),
+        ["process_start_time_seconds"]
+    );
     assert!(is_known("actionwarden_action_duration_seconds_bucket"));
     assert!(!is_known("actionwarden_actions_total"));
 }
@@ -252,7 +258,10 @@ fn the_dashboard_queries_only_exported_metrics() {
         .enumerate()
         .map(|(i, e)| {
             let e = e.replace("$__rate_interval", "5m").replace("$__range", "1h");
-            format!("      - record: dashboard:query_{i}\n        expr: {}\n", serde_json::to_string(&e).unwrap())
+            format!(
+                "      - record: dashboard:query_{i}\n        expr: {}\n",
+                serde_json::to_string(&e).unwrap()
+            )
         })
         .collect();
     let file = dir.path().join("dashboard-rules.yml");
@@ -309,7 +318,16 @@ fn the_systemd_unit_and_the_logrotate_rule_agree() {
         assert!(unit.lines().any(|l| l.starts_with(setting)), "the unit sets {setting}");
     }
     let rule = std::fs::read_to_string(repo("contrib/logrotate/actionwarden")).expect("the rule");
-    assert!(rule.contains("/var/lib/actionwarden/audit.jsonl"), "rotates the unit's audit file");
-    assert!(rule.contains("SIGHUP") && rule.contains("postrotate"), "signals the daemon");
-    assert!(!rule.lines().any(|l| l.trim() == "copytruncate"), "copytruncate would lose records");
+    assert!(
+        rule.contains("/var/lib/actionwarden/audit.jsonl"),
+        "rotates the unit's audit file"
+    );
+    assert!(
+        rule.contains("SIGHUP") && rule.contains("postrotate"),
+        "signals the daemon"
+    );
+    assert!(
+        !rule.lines().any(|l| l.trim() == "copytruncate"),
+        "copytruncate would lose records"
+    );
 }

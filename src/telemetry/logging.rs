@@ -234,6 +234,72 @@ mod tests {
         }
     }
 
+    /// A writer into a shared buffer, to read what the formatters write.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+
+        fn make_writer(&'a self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    /// Whether `text` starts with `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    fn starts_with_six_digit_timestamp(text: &str) -> bool {
+        let shape = "0000-00-00T00:00:00.000000Z";
+        text.len() >= shape.len()
+            && text.chars().zip(shape.chars()).all(|(c, s)| match s {
+                '0' => c.is_ascii_digit(),
+                other => c == other,
+            })
+    }
+
+    #[test]
+    fn text_and_json_lines_carry_six_digit_timestamps() {
+        let text = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(text.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatText)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..50 {
+                tracing::info!(n = 1, "Something happened.");
+            }
+        });
+        let json = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(json.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatJson)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || tracing::info!(n = 1, "Something happened."));
+
+        let text = String::from_utf8(text.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 50);
+        for line in text.lines() {
+            assert!(starts_with_six_digit_timestamp(line), "{line}");
+            assert!(line.ends_with(" INFO Something happened. n=1"), "{line}");
+        }
+        let json = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(json.trim()).unwrap();
+        let stamp = line["timestamp"].as_str().unwrap();
+        assert!(starts_with_six_digit_timestamp(stamp) && stamp.len() == 27, "{stamp}");
+    }
+
     #[test]
     fn timestamps_are_utc() {
         let at = sample_time().to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
