@@ -332,8 +332,9 @@ async fn run_async(mut loaded: Loaded, once: bool) -> Result<u8, Error> {
         tracing::error!(error = %e, "Audit flush failed.");
     }
     if let Ok(summary) = admission.send(GetSummary).await {
-        let _ = crate::commands::output::print(&summary.render());
-        let _ = std::io::Write::flush(&mut std::io::stdout());
+        if let Err(e) = crate::commands::output::print(&summary.render()) {
+            tracing::warn!(error = %e, "Summary not printed.");
+        }
     }
     if let Some(admin) = admin {
         admin.stop(true).await;
