@@ -15,7 +15,9 @@
 //!   the exactly-once hand-off of outcome records to the audit file.
 //! - `app.rs`: boot, signals, shutdown; `commands/`: one file per subcommand;
 //!   `admin.rs`: health, readiness, metrics and journal views over HTTP.
-//! - `telemetry/`: logs, metric names, events; `report.rs`: progress and summary.
+//! - `telemetry/`: logs, metric names, events; `report.rs`: progress and summary;
+//!   `table.rs`: the text tables of `status`, `dlq list` and the summary; `version.rs`:
+//!   the version and commit shown by `--version` and `actionwarden_build_info`.
 //! - `simulator/`: a faithful CXone on loopback for demos, tests and benchmarks.
 
 pub mod action;
