@@ -101,7 +101,7 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
 async fn metrics_text(state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
-        .body(state.metrics.render())
+        .body(crate::telemetry::metrics::render(&state.metrics))
 }
 
 /// Runs a journal read off the worker's event loop.

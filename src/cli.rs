@@ -5,11 +5,42 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::LogFormat;
+use crate::error::exit;
 use crate::simulator::{Profile, RetryAfterForm};
+
+/// Exit codes and their meaning, shown at the end of `--help` and in the man page.
+pub const EXIT_CODES: [(u8, &str); 5] = [
+    (
+        exit::OK,
+        "success (run --once: every action completed; the daemon: a graceful stop)",
+    ),
+    (exit::USAGE, "usage or configuration error"),
+    (
+        exit::NOT_ALL_COMPLETED,
+        "run --once finished, but some actions were dead-lettered, rolled back or cancelled",
+    ),
+    (
+        exit::CANNOT_RUN,
+        "cannot run (credentials rejected, journal locked, address in use)",
+    ),
+    (
+        exit::INTERRUPTED,
+        "run --once stopped by a signal before every action had an outcome (run it again)",
+    ),
+];
+
+/// The exit codes as the end of `--help`.
+fn exit_codes_help() -> String {
+    let mut text = String::from("Exit codes:");
+    for (code, meaning) in EXIT_CODES {
+        text.push_str(&format!("\n  {code}  {meaning}"));
+    }
+    text
+}
 
 /// Runs NICE CXone Data Actions to a final outcome and never loses one.
 #[derive(Debug, Parser)]
-#[command(name = "actionwarden", version, about)]
+#[command(name = "actionwarden", version = crate::version::LONG_VERSION, about, after_long_help = exit_codes_help())]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
@@ -24,6 +55,7 @@ pub struct ConfigArg {
         short = 'c',
         long = "config",
         env = "ACTIONWARDEN_CONFIG",
+        hide_env_values = true,
         default_value = "config.toml"
     )]
     pub config: PathBuf,
@@ -84,13 +116,21 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Print shell completions (bash, zsh, fish, elvish or powershell) to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
     /// Run the CXone simulator in the foreground.
     Simulate {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Profile: demo, clean or chaos.
-        #[arg(long, value_parser = parse_profile)]
+        /// Profile of outcomes and faults drawn for actions without a `sim` directive.
+        #[arg(long, value_enum)]
         profile: Option<Profile>,
         /// Seed of the profile's draws.
         #[arg(long)]
@@ -131,8 +171,8 @@ pub enum Command {
         /// Latency added to each API response, e.g. "20ms".
         #[arg(long)]
         latency: Option<String>,
-        /// Form of Retry-After on 429s: seconds, http_date, mixed or none.
-        #[arg(long, value_parser = parse_retry_after_form)]
+        /// Form of Retry-After on 429s.
+        #[arg(long, value_enum)]
         retry_after_form: Option<RetryAfterForm>,
         /// Retry-After value on 429s, in seconds.
         #[arg(long)]
@@ -180,16 +220,4 @@ pub enum DlqCommand {
         #[arg(required_unless_present = "all")]
         error_ids: Vec<String>,
     },
-}
-
-/// Parses a profile name the way the `[simulator]` table spells it.
-fn parse_profile(text: &str) -> Result<Profile, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| format!("expected demo, clean or chaos, found {text:?}"))
-}
-
-/// Parses a Retry-After form the way the `[simulator]` table spells it.
-fn parse_retry_after_form(text: &str) -> Result<RetryAfterForm, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| format!("expected seconds, http_date, mixed or none, found {text:?}"))
 }

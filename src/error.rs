@@ -60,6 +60,9 @@ pub enum Error {
     /// used (exit 1).
     #[error(transparent)]
     Network(#[from] crate::net::NetError),
+    /// Standard output cannot be written (exit 1; a closed pipe is not an error).
+    #[error("cannot write to stdout: {0}")]
+    Output(std::io::Error),
     /// Signal handlers cannot be installed (exit 3).
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -82,7 +85,8 @@ impl Error {
             | Error::Secret { .. }
             | Error::MissingClientId
             | Error::Argument { .. }
-            | Error::Network(_) => exit::USAGE,
+            | Error::Network(_)
+            | Error::Output(_) => exit::USAGE,
             Error::Journal(e) if e.is_missing() => exit::USAGE,
             Error::Journal(_) | Error::Audit { .. } | Error::Simulator(_) | Error::Admin { .. } | Error::Signals(_) => {
                 exit::CANNOT_RUN

@@ -26,7 +26,9 @@
 //! - `health.rs`: problems only an operator can fix, shared with `/readyz` and `run --once`.
 //! - `config/`: the TOML file, its defaults, secrets, located errors, and the actions
 //!   read on demand.
-//! - `telemetry/`: logs, metric names, events; `report.rs`: progress and summary.
+//! - `telemetry/`: logs, metric names, events; `report.rs`: progress and summary;
+//!   `table.rs`: the text tables of `status`, `dlq list` and the summary; `version.rs`:
+//!   the version and commit shown by `--version` and `actionwarden_build_info`.
 //! - `simulator/`: a faithful CXone on loopback for demos, tests and benchmarks.
 
 pub mod action;
@@ -48,4 +50,6 @@ pub mod net;
 pub mod report;
 pub mod simulator;
 pub mod state;
+pub mod table;
 pub mod telemetry;
+pub mod version;

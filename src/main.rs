@@ -40,6 +40,8 @@ fn main() -> ExitCode {
         Command::Dlq {
             command: DlqCommand::Replay { config, all, error_ids },
         } => commands::dlq::replay(&config.config, all, &error_ids),
+        Command::Completions { shell } => commands::completions::completions(shell),
+        Command::Man => commands::completions::man(),
         Command::Simulate { .. } => commands::simulate::simulate(cli.command),
     };
     match result {

@@ -2,13 +2,13 @@
 //! closing table.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::action::Outcome;
 use crate::journal::{BatchCounts, StateWord};
+use crate::table::Column;
 
 /// The closing table's numbers: one row per configured batch, computed by the journal.
 #[derive(Debug, Clone, Default)]
@@ -28,44 +28,51 @@ impl Summary {
         self.batches.iter().all(|b| b.count(StateWord::Completed) == b.total)
     }
 
-    /// The closing table.
+    /// The closing table, fitted to stdout's terminal (whole rows when it is not one).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<24} {:>7} {:>9} {:>9} {:>13} {:>11} {:>7} {:>8} {:>9} {:>9} {:>9}",
-            "batch",
-            "total",
-            "completed",
-            "cancelled",
-            "dead-lettered",
-            "rolled back",
-            "retries",
-            "restarts",
-            "p50",
-            "p95",
-            "p99"
-        );
-        for b in &self.batches {
-            let _ = writeln!(
-                out,
-                "{:<24} {:>7} {:>9} {:>9} {:>13} {:>11} {:>7} {:>8} {:>9} {:>9} {:>9}",
-                b.batch,
-                b.total,
-                b.count(StateWord::Completed),
-                b.count(StateWord::Cancelled),
-                b.count(StateWord::DeadLettered),
-                b.count(StateWord::RolledBack),
-                b.retries,
-                b.restarts,
-                seconds(b.p50),
-                seconds(b.p95),
-                seconds(b.p99),
-            );
-        }
-        out
+        self.render_to_width(crate::table::stdout_width())
+    }
+
+    /// The closing table: one row per batch. `width`: the terminal width to fit, or `None`
+    /// to keep every row on one line.
+    pub fn render_to_width(&self, width: Option<u16>) -> String {
+        let rows: Vec<Vec<String>> = self
+            .batches
+            .iter()
+            .map(|b| {
+                vec![
+                    b.batch.clone(),
+                    b.total.to_string(),
+                    b.count(StateWord::Completed).to_string(),
+                    b.count(StateWord::Cancelled).to_string(),
+                    b.count(StateWord::DeadLettered).to_string(),
+                    b.count(StateWord::RolledBack).to_string(),
+                    b.retries.to_string(),
+                    b.restarts.to_string(),
+                    seconds(b.p50),
+                    seconds(b.p95),
+                    seconds(b.p99),
+                ]
+            })
+            .collect();
+        crate::table::render(&SUMMARY_COLUMNS, &rows, width)
     }
 }
+
+/// Columns of the closing table.
+const SUMMARY_COLUMNS: [Column; 11] = [
+    Column::text("batch"),
+    Column::number("total"),
+    Column::number("completed"),
+    Column::number("cancelled"),
+    Column::number("dead-lettered"),
+    Column::number("rolled back"),
+    Column::number("retries"),
+    Column::number("restarts"),
+    Column::number("p50"),
+    Column::number("p95"),
+    Column::number("p99"),
+];
 
 fn seconds(value: Option<f64>) -> String {
     match value {
@@ -194,6 +201,64 @@ mod tests {
         let s = Summary { batches: vec![b] };
         assert!(s.all_finished());
         assert!(!s.all_completed());
-        assert!(s.render().contains("dead-lettered"));
+        assert!(s.render_to_width(None).contains("dead-lettered"));
+    }
+
+    #[test]
+    fn summary_table_has_a_row_per_batch_with_counts_and_percentiles() {
+        let mut long = BatchCounts {
+            batch: "crm-sync-2026-11-27-from-the-spreadsheet-export".into(),
+            total: 3,
+            retries: 3,
+            restarts: 1,
+            p50: Some(0.3),
+            p95: Some(2.5),
+            p99: Some(2.5),
+            ..BatchCounts::default()
+        };
+        long.states[5] = 2;
+        long.states[8] = 1;
+        let empty = BatchCounts {
+            batch: "b".into(),
+            ..BatchCounts::default()
+        };
+        let out = Summary {
+            batches: vec![long, empty],
+        }
+        .render_to_width(None);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "crm-sync-2026-11-27-from-the-spreadsheet-export",
+                "3",
+                "2",
+                "0",
+                "0",
+                "1",
+                "3",
+                "1",
+                "300ms",
+                "2.50s",
+                "2.50s"
+            ]
+        );
+        let cells: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(cells, ["b", "0", "0", "0", "0", "0", "0", "0", "-", "-", "-"]);
+        // Every row ends in the same column: numbers align right.
+        assert_eq!(lines[2].len(), lines[3].len(), "{out}");
+    }
+
+    #[test]
+    fn summary_table_fits_a_narrow_terminal() {
+        let b = BatchCounts {
+            batch: "crm-sync-2026-11-27-from-the-spreadsheet-export".into(),
+            total: 1,
+            ..BatchCounts::default()
+        };
+        let out = Summary { batches: vec![b] }.render_to_width(Some(80));
+        assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
     }
 }

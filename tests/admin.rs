@@ -506,3 +506,72 @@ fn an_admin_address_in_use_exits_3() {
     );
     assert_eq!(h.sim.stats()["submits"], 0, "nothing ran");
 }
+
+#[test]
+fn metrics_carry_build_info_and_process_metrics() {
+    let h = Harness::new(&["--profile", "clean"]);
+    let config = h.write_config(
+        &[("admin", &admin_overrides(false))],
+        &(batch("b", "") + &action("k1", "")),
+    );
+    let daemon = h.spawn(&["run"], &config);
+    let url = admin_url(&daemon);
+    wait_until(Duration::from_secs(30), "the action's outcome", || {
+        h.outcomes().len() == 1
+    });
+    let text = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition format");
+    let sample = |name: &str| scrape.samples.iter().find(|s| s.metric == name);
+
+    let info = sample("actionwarden_build_info").unwrap_or_else(|| panic!("build_info missing:\n{text}"));
+    assert!(
+        matches!(info.value, prometheus_parse::Value::Gauge(v) if v == 1.0),
+        "{info:?}"
+    );
+    assert_eq!(info.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
+    let commit = info.labels.get("commit").unwrap_or_default();
+    assert!(!commit.is_empty(), "{info:?}");
+    let version = run_to_end(
+        std::process::Command::new(BIN).arg("--version"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains(&format!("({commit})")),
+        "the same commit as --version"
+    );
+
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let found = sample(name).unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        let value = match found.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        };
+        // A quiet daemon can have used less than one clock tick of CPU.
+        let floor_ok = if name == "process_cpu_seconds_total" {
+            value >= 0.0
+        } else {
+            value > 0.0
+        };
+        assert!(floor_ok, "{name} = {value}");
+    }
+    for name in ["actionwarden_journal_errors_total", "actionwarden_audit_errors_total"] {
+        assert!(sample(name).is_some(), "{name} at zero from the start:\n{text}");
+    }
+    promtool_check(&text);
+    for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        assert!(is_sample_line(line), "not a Prometheus sample line: {line:?}");
+    }
+}

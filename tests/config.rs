@@ -391,3 +391,94 @@ fn check_shows_each_host_route_without_credentials_and_refuses_a_bad_ca_file() {
     );
     assert!(stderr.contains("holds no certificate"), "{stderr}");
 }
+
+#[test]
+fn actions_file_with_a_byte_order_mark_and_crlf_lines_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acts.jsonl"),
+        "\u{FEFF}{\"key\":\"a\",\"actionType\":\"X\"}\r\n{\"key\":\"b\",\"actionType\":\"X\"}\r\n",
+    )
+    .unwrap();
+    let text = "[cxone]\nbase_url = \"simulator\"\n\n[[batch]]\nname = \"b\"\nactions_file = \"acts.jsonl\"\n";
+    let output = check(dir.path(), text);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("batches: 1, actions: 2"), "{out}");
+}
+
+#[test]
+fn action_without_an_action_type_is_refused_at_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acts.jsonl"),
+        "{\"key\":\"a\",\"actionType\":\"X\"}\n{\"key\":\"b\",\"payload\":{}}\n{\"key\":\"c\",\"actionType\":5}\n",
+    )
+    .unwrap();
+    let text = "[cxone]\nbase_url = \"simulator\"\n\n[[batch]]\nname = \"b\"\nactions_file = \"acts.jsonl\"\n  [[batch.action]]\n  key = \"inline\"\n  payload = { n = 1 }\n  [[batch.action]]\n  key = \"typed\"\n  actionType = [\"X\"]\n";
+    let output = check(dir.path(), text);
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("acts.jsonl:2:1: missing actionType"),
+        "the file's line without one: {err}"
+    );
+    assert!(
+        err.contains("acts.jsonl:3:1: actionType: expected a non-empty string"),
+        "the file's non-string one: {err}"
+    );
+    assert!(
+        err.contains("config.toml:7:") && err.contains("batch[0].action[0].actionType: missing actionType"),
+        "the inline action without one, at its table: {err}"
+    );
+    assert!(
+        err.contains("config.toml:12:3: batch[0].action[1].actionType"),
+        "the inline non-string one, at its key: {err}"
+    );
+}
+
+#[test]
+fn every_type_error_and_unknown_key_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[cxone]\nbase_url = \"simulator\"\nmax_connections = \"many\"\n\n[poll]\nintervall = \"2s\"\n\n[retry]\nbase_delay = \"soon\"\njitter = \"lots\"\n\n[admin]\ntoken_env = 98765432\n\n[limits]\nmax_in_flight = 0\n\n{BATCH}"
+    );
+    let output = check(dir.path(), &text);
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let err = stderr(&output);
+    for (location, what) in [
+        ("config.toml:3:", "cxone.max_connections"),
+        ("config.toml:6:1", "intervall"),
+        ("config.toml:9:", "retry.base_delay"),
+        ("config.toml:10:", "retry.jitter"),
+        ("config.toml:13:", "admin.token_env"),
+        ("config.toml:16:", "limits.max_in_flight"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(location) && l.contains(what)),
+            "{what} at {location}: {err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 6, "one line per problem: {err}");
+    assert!(!err.contains("98765432"), "a secret key's value is never echoed: {err}");
+}
+
+#[test]
+fn a_log_level_that_names_no_level_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("[cxone]\nbase_url = \"simulator\"\n\n[log]\nlevel = \"verbose\"\n\n{BATCH}");
+    let output = check(dir.path(), &text);
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let err = stderr(&output);
+    assert!(err.contains("config.toml:5:1: log.level"), "{err}");
+    assert!(err.contains("\"verbose\" is not a level"), "{err}");
+
+    let text = format!("[cxone]\nbase_url = \"simulator\"\n\n[log]\nlevel = \"warn,actionwarden=debug\"\n\n{BATCH}");
+    let output = check(dir.path(), &text);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a filter of levels is fine: {}",
+        show(&output)
+    );
+}

@@ -33,7 +33,7 @@ proptest! {
 
     #[test]
     fn config_loader_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
-        let _ = config::check_text(Path::new("fuzz.toml"), text.clone());
+        let _ = config::check_text(Path::new("fuzz.toml"), &text);
     }
 
     #[test]
@@ -46,7 +46,7 @@ proptest! {
         let start = text.floor_char_boundary(position);
         let end = text.floor_char_boundary((start + cut).min(text.len()));
         text.replace_range(start..end, &insert);
-        if let Err(config::ConfigError::Invalid(problems)) = config::check_text(Path::new("fuzz.toml"), text.clone()) {
+        if let Err(config::ConfigError::Invalid(problems)) = config::check_text(Path::new("fuzz.toml"), &text) {
             prop_assert!(!problems.is_empty());
             for p in problems {
                 prop_assert!(p.line >= 1 && p.column >= 1, "{p}");

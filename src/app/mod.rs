@@ -242,8 +242,9 @@ async fn close(daemon: Daemon, summary: &crate::report::Summary) {
     if let Ok(Err(e)) = daemon.audit.send(FlushAudit).await {
         tracing::error!(error = %e, "Audit flush failed.");
     }
-    print!("{}", summary.render());
-    let _ = std::io::Write::flush(&mut std::io::stdout());
+    if let Err(e) = crate::commands::output::print(&summary.render()) {
+        tracing::warn!(error = %e, "Summary not printed.");
+    }
     if let Some(admin) = daemon.admin {
         admin.stop(true).await;
     }

@@ -16,7 +16,7 @@ pub fn check(path: &Path) -> Result<u8, Error> {
     let (loaded, scan) = config::load_checked(path)?;
     let env = EnvProxies::from_env().map_err(crate::net::NetError::from)?;
     let network = check_network::section(&loaded.config, &env)?;
-    super::print(&plan(&loaded, &scan, &network));
+    super::output::print(&plan(&loaded, &scan, &network))?;
     Ok(exit::OK)
 }
 

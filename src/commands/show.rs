@@ -28,7 +28,7 @@ pub fn show(path: &Path, as_json: bool, identity: &str) -> Result<u8, Error> {
     } else {
         render(&view)
     };
-    super::print(&text);
+    super::output::print(&text)?;
     Ok(exit::OK)
 }
 

@@ -22,6 +22,27 @@ use super::Loaded;
 /// A UTF-8 byte order mark, written by many Windows tools at the start of a file.
 const BOM: &str = "\u{feff}";
 
+/// The field naming the CXone data action.
+pub(super) const ACTION_TYPE: &str = "actionType";
+
+/// What is wrong with an action's (or rollback template's) `actionType`, if anything.
+pub(super) fn action_type_problem(value: Option<&serde_json::Value>) -> Option<String> {
+    match value {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => None,
+        None => Some(format!(
+            "missing {ACTION_TYPE}: expected a non-empty string naming the CXone data action"
+        )),
+        Some(_) => Some(format!(
+            "{ACTION_TYPE}: expected a non-empty string naming the CXone data action"
+        )),
+    }
+}
+
+/// `text` without a leading byte order mark.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix(BOM).unwrap_or(text)
+}
+
 /// One action as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfiguredAction {
@@ -245,10 +266,8 @@ fn inline_action(table: &toml::Table, position: usize) -> Result<ConfiguredActio
         None => position.to_string(),
         Some(value) => key_text(&value).ok_or(("key", "expected a non-empty string or integer key".to_owned()))?,
     };
-    match body.get("actionType") {
-        Some(serde_json::Value::String(t)) if !t.trim().is_empty() => {}
-        Some(_) => return Err(("actionType", "expected a non-empty string".into())),
-        None => return Err(("actionType", "missing: every action needs an actionType".into())),
+    if let Some(message) = action_type_problem(body.get(ACTION_TYPE)) {
+        return Err((ACTION_TYPE, message));
     }
     let body = serde_json::to_vec(&body).expect("a JSON map always serializes");
     Ok(ConfiguredAction { key, body })
@@ -271,11 +290,12 @@ fn line_action(text: &str, position: usize) -> Result<ConfiguredAction, (usize, 
                 key = Some(key_text(&value).ok_or((1, "key: expected a non-empty string or integer".to_owned()))?);
                 continue;
             }
-            "actionType" => {
-                action_type = matches!(serde_json::from_str::<String>(value.get()), Ok(t) if !t.trim().is_empty());
-                if !action_type {
-                    return Err((1, "actionType: expected a non-empty string".into()));
+            ACTION_TYPE => {
+                let value: serde_json::Value = serde_json::from_str(value.get()).expect("already valid JSON");
+                if let Some(message) = action_type_problem(Some(&value)) {
+                    return Err((1, message));
                 }
+                action_type = true;
             }
             _ => {}
         }
@@ -288,7 +308,7 @@ fn line_action(text: &str, position: usize) -> Result<ConfiguredAction, (usize, 
     }
     body.push(b'}');
     if !action_type {
-        return Err((1, "actionType: missing: every action needs an actionType".into()));
+        return Err((1, action_type_problem(None).expect("a missing actionType is a problem")));
     }
     Ok(ConfiguredAction {
         key: key.unwrap_or_else(|| position.to_string()),

@@ -93,6 +93,11 @@ impl<'a> Document<'a> {
         }
     }
 
+    /// The spanned tree; `None` when the text is not valid TOML.
+    pub fn tree(&self) -> Option<&Spanned<DeTable<'a>>> {
+        self.root.as_ref()
+    }
+
     /// 1-based line and column of a byte offset.
     pub fn position(&self, offset: usize) -> (usize, usize) {
         position_in(self.text, offset)

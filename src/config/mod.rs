@@ -1,27 +1,31 @@
-//! Configuration: one struct per TOML table of SPEC §3, with its defaults.
+//! Configuration: one struct per TOML table, with its defaults (docs/configuration.md).
 //!
-//! `load()` reads the file, deserializes it with unknown keys refused and runs the checks
-//! of `validate.rs`; `load_checked()` also reads every action (`actions.rs`) to check it.
-//! Every problem comes back at once, each with `FILE:LINE:COLUMN` (or `FILE:LINE` in an
-//! `actions_file`), the key and what was expected.
+//! `load()` (in load.rs) reads the file and deserializes its settings with unknown keys
+//! refused (recover.rs keeps going past the first problem), then runs the checks of
+//! validate.rs and network.rs; `load_checked()` also reads every action (actions.rs) to
+//! check it. Every problem comes back at once, each with `FILE:LINE:COLUMN` (or
+//! `FILE:LINE` in an `actions_file`), the key and what was expected.
 
 pub mod actions;
 pub mod duration;
+mod load;
 mod location;
 mod network;
 mod optional;
+mod recover;
 pub mod secret;
 mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::simulator::SimulatorSettings;
 
+pub use load::{check_text, load, load_checked, parse, table_to_json, ConfigError, Loaded};
 pub use location::Problem;
 pub use secret::{Secret, SecretError};
 
@@ -564,132 +568,9 @@ pub struct BatchConfig {
     pub actions: Vec<toml::Table>,
 }
 
-/// A loaded configuration whose settings are valid; its actions are read on demand
-/// (`actions.rs`).
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// The file it came from.
-    pub path: PathBuf,
-    /// Its text (problems found later in inline actions are located in it).
-    pub text: String,
-    /// The settings, with the inline action tables.
-    pub config: Config,
-}
-
-/// Why a configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// One or more problems, each with its location.
-    #[error("{}", render_problems(.0))]
-    Invalid(Vec<Problem>),
-}
-
-fn render_problems(problems: &[Problem]) -> String {
-    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    lines.join("\n")
-}
-
-/// A TOML table as the JSON sent to CXone: datetimes become their RFC 3339 text (serde
-/// would turn them into toml's private marker objects).
-pub fn table_to_json(table: &toml::Table) -> serde_json::Value {
-    fn convert(value: &toml::Value) -> serde_json::Value {
-        match value {
-            toml::Value::String(s) => s.clone().into(),
-            toml::Value::Integer(i) => (*i).into(),
-            toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
-            toml::Value::Boolean(b) => (*b).into(),
-            toml::Value::Datetime(d) => d.to_string().into(),
-            toml::Value::Array(items) => items.iter().map(convert).collect(),
-            toml::Value::Table(t) => table_to_json(t),
-        }
-    }
-    serde_json::Value::Object(table.iter().map(|(k, v)| (k.clone(), convert(v))).collect())
-}
-
-/// Reads, parses and validates the settings of the configuration at `path`; its actions
-/// are not read (`status`, `dlq` and `show` need only the settings, whatever the size of
-/// the batches).
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    parse(path, read(path)?)
-}
-
-/// Like `load`, and also reads and checks every action, reporting the problems of both
-/// at once.
-pub fn load_checked(path: &Path) -> Result<(Loaded, actions::Scan), ConfigError> {
-    check_text(path, read(path)?)
-}
-
-/// Checks configuration `text` that came from `path`: settings and every action.
-pub fn check_text(path: &Path, text: String) -> Result<(Loaded, actions::Scan), ConfigError> {
-    let (loaded, mut problems) = deserialize(path, text)?;
-    match actions::scan(&loaded) {
-        Ok(scan) if problems.is_empty() => Ok((loaded, scan)),
-        Ok(_) => Err(ConfigError::Invalid(problems)),
-        Err(more) => {
-            problems.extend(more);
-            problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-            Err(ConfigError::Invalid(problems))
-        }
-    }
-}
-
-fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Parses and validates configuration `text` that came from `path`.
-pub fn parse(path: &Path, text: String) -> Result<Loaded, ConfigError> {
-    let (loaded, problems) = deserialize(path, text)?;
-    if problems.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(ConfigError::Invalid(problems))
-    }
-}
-
-/// The settings and the problems of their checks (`Err` when they do not deserialize).
-fn deserialize(path: &Path, text: String) -> Result<(Loaded, Vec<Problem>), ConfigError> {
-    let doc = location::Document::new(path, &text);
-    let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid(vec![doc.locate_toml_error(&e)]))?;
-    let mut problems = validate::check(&doc, &config);
-    problems.extend(network::check(&doc, &config));
-    problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-    let loaded = Loaded {
-        path: path.to_owned(),
-        text,
-        config,
-    };
-    Ok((loaded, problems))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn action_bodies_carry_datetimes_as_text_and_drop_the_key() {
-        let text = "[cxone]\nbase_url = \"simulator\"\n[[batch]]\nname = \"b\"\n  [[batch.action]]\n  key = \"k\"\n  actionType = \"X\"\n  payload = { due = 2026-11-27T10:00:00Z, n = 1.5, tags = [\"a\"] }\n";
-        let loaded = parse(Path::new("c.toml"), text.into()).unwrap();
-        let mut read = Vec::new();
-        actions::read_batch(&loaded, 0, actions::Parts::ALL, |a, _| read.push(a));
-        let body: serde_json::Value = serde_json::from_slice(&read[0].body).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"actionType": "X", "payload": {"due": "2026-11-27T10:00:00Z", "n": 1.5, "tags": ["a"]}})
-        );
-        assert_eq!(read[0].key, "k");
-    }
 
     #[test]
     fn a_configured_chaos_seed_is_used_and_an_absent_one_is_drawn() {

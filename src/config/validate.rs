@@ -1,9 +1,10 @@
-//! Cross-field checks of the settings. Every problem is collected, so a user fixes
+//! Value checks that serde cannot express. Every problem is collected, so a user fixes
 //! the whole file in one pass instead of one error per run.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::actions::{action_type_problem, ACTION_TYPE};
 use super::location::{Document, Problem, Seg};
 use super::secret::is_env_var_name;
 use super::{Config, WebhookTarget};
@@ -12,9 +13,18 @@ use super::{Config, WebhookTarget};
 pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut bad = |path: &[Seg<'_>], message: String| problems.push(doc.problem(path, message));
-    let k = Seg::Key;
+    check_secrets(config, &mut bad);
+    check_cxone(config, &mut bad);
+    check_timing(config, &mut bad);
+    check_outputs(config, &mut bad);
+    check_batches(config, &mut bad);
+    problems
+}
 
-    // Literal secrets: refused, pointing at the key's own line, never echoing the value.
+/// Literal secrets and `*_env` keys that do not name an environment variable.
+fn check_secrets(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
+    // Refused, pointing at the key's own line, never echoing the value.
     let refuse = "literal secrets are refused in the config file";
     if config.cxone.client_secret.is_some() {
         bad(
@@ -53,8 +63,11 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             );
         }
     }
+}
 
-    // CXone endpoints.
+/// Endpoints, credentials source and HTTP limits of `[cxone]`, and `[limits]`.
+fn check_cxone(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
     let cx = &config.cxone;
     if !cx.uses_simulator() {
         if let Err(problem) = check_url(&cx.base_url, cx.allow_insecure_http) {
@@ -109,6 +122,11 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
     if config.limits.max_in_flight == 0 {
         bad(&[k("limits"), k("max_in_flight")], "expected at least 1".into());
     }
+}
+
+/// Polling, retry, classifier and supervisor settings.
+fn check_timing(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
     let poll = &config.poll;
     if !(poll.backoff_factor >= 1.0 && poll.backoff_factor.is_finite()) {
         bad(&[k("poll"), k("backoff_factor")], "expected a number >= 1.0".into());
@@ -155,7 +173,12 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             "expected a duration above zero".into(),
         );
     }
+}
 
+/// Dead-letter webhook, log level and chaos.
+fn check_outputs(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
+    let cx = &config.cxone;
     let dl = &config.dead_letter;
     match &dl.webhook_url {
         WebhookTarget::Simulator if !cx.uses_simulator() => bad(
@@ -175,11 +198,8 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             "expected a duration above zero".into(),
         );
     }
-    if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
-        bad(
-            &[k("log"), k("level")],
-            "expected a level such as \"info\" or a filter such as \"actionwarden=debug\"".into(),
-        );
+    if let Err(e) = crate::telemetry::logging::check_filter(&config.log.level) {
+        bad(&[k("log"), k("level")], e.to_string());
     }
     let chaos_p = config.chaos.poller_panic_probability;
     if !(0.0..=1.0).contains(&chaos_p) {
@@ -188,8 +208,11 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             "expected a probability between 0.0 and 1.0".into(),
         );
     }
+}
 
-    // Batches.
+/// Batch names and rollback templates.
+fn check_batches(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
     if config.batches.is_empty() {
         bad(&[], "expected at least one [[batch]]".into());
     }
@@ -206,6 +229,15 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
         } else if names.insert(&batch.name, b).is_some() {
             bad(&name_path, format!("duplicate batch name {:?}", batch.name));
         }
+        if !batch.rollback_action.is_empty() {
+            let template = super::table_to_json(&batch.rollback_action);
+            if let Some(message) = action_type_problem(template.get(ACTION_TYPE)) {
+                bad(
+                    &[k("batch"), Seg::Index(b), k("rollback_action"), k(ACTION_TYPE)],
+                    message,
+                );
+            }
+        }
         if !batch.rollback_action.is_empty() && batch.rollback_action.contains_key("key") {
             bad(
                 &[k("batch"), Seg::Index(b), k("rollback_action"), k("key")],
@@ -213,7 +245,6 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
             );
         }
     }
-    problems
 }
 
 /// Why a URL key is refused.

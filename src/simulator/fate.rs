@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::dice::{fnv1a, mix, subject_hash};
 use super::Profile;
 
 /// Code of the transient failure the `demo` and `chaos` profiles draw (the daemon retries it).
@@ -201,7 +202,7 @@ impl Fate {
     }
 
     fn drawn(draw: &Draw, fate_key: &str) -> Fate {
-        let mut rng = SmallRng::seed_from_u64(mix(draw.seed, fate_key));
+        let mut rng = SmallRng::seed_from_u64(mix(draw.seed, subject_hash(fate_key)));
         let header_only = rng.random_bool(draw.header_only_rate.clamp(0.0, 1.0));
         let (outcome, times, duration) = match draw.profile {
             Profile::Clean => (Outcome::Completed, None, Duration::ZERO),
@@ -363,18 +364,6 @@ fn checked_statuses(statuses: Vec<u16>) -> Result<Vec<u16>, FateError> {
         Some(bad) => Err(FateError::Status(*bad)),
         None => Ok(statuses),
     }
-}
-
-/// Seed of the draw for one fate key: stable across runs, platforms and Rust versions.
-fn mix(seed: u64, fate_key: &str) -> u64 {
-    fnv1a(fate_key.as_bytes()) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// 64-bit FNV-1a, chosen over `DefaultHasher` because its output never changes.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! held for microseconds and the server stays correct with any number of workers.
 
 mod actions;
+mod dice;
 mod fate;
 mod knobs;
 mod reply;
@@ -38,7 +39,11 @@ const BACKLOG: u32 = 4096;
 pub struct SimulatorSettings {
     /// Fault and outcome profile: `demo` (default), `clean` or `chaos`.
     pub profile: Profile,
-    /// Seed of every random draw, so runs are reproducible. Default 42.
+    /// Seed of the random draws. One seed gives one story on every run, whatever order the
+    /// requests arrive in: each action's drawn outcome, duration and header-only answer,
+    /// and the faults on each attempt's submits and on the polls that answer it once it
+    /// has finished (polls of a running attempt are never faulted). Latency is not fixed.
+    /// Default 42.
     pub seed: u64,
     /// Client id the token endpoint accepts. Default `"simulator"`.
     pub client_id: String,
@@ -102,7 +107,7 @@ impl Default for SimulatorSettings {
 }
 
 /// Which outcomes and faults the simulator draws for actions without a `sim` directive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Mostly completed; some transient and permanent failures, a few cancelled, some 429s.
@@ -115,8 +120,9 @@ pub enum Profile {
 }
 
 /// How a 429 announces when to come back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum RetryAfterForm {
     /// `Retry-After: 1`.
     #[default]

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::actions::{ActionRecord, FateEntry, KeyEntry};
+use super::dice::{subject_hash, Dice, Topic};
 use super::fate::RetryAfter;
 use super::knobs::{Knobs, Stats};
 use super::reply::{error_reply, http_date_in, json_reply, verify_signature, Reply};
@@ -26,8 +27,12 @@ pub const CREATED_LOG_CAP: usize = 10_000;
 /// Token count above which expired tokens are swept on issue.
 const TOKEN_SWEEP_THRESHOLD: usize = 10_000;
 
-/// Salt that separates the per-request random stream from the per-action draws.
+/// Salt that separates the random stream (latency, token names, unknown ids) from the
+/// keyed draws of dice.rs.
 const REQUEST_RNG_SALT: u64 = 0x5EED_0F0F_C0DE;
+
+/// The subject of the early-expiry draws, which are keyed by a token's rank.
+const TOKEN_SUBJECT: &str = "token";
 
 /// What never changes after start.
 pub struct Config {
@@ -143,7 +148,8 @@ impl Inner {
         now: Instant,
     ) -> Reply {
         let reply = if let Some(status) = self.knobs.token_status.pop_front() {
-            self.forced(status, None)
+            let mut dice = self.loose_dice(cfg);
+            self.forced(status, None, &mut dice)
         } else if grant_type != Some("client_credentials") {
             self.stats.token_rejections += 1;
             json_reply(400, json!({"error": "unsupported_grant_type"}))
@@ -199,7 +205,9 @@ impl Inner {
             self.tokens.retain(|_, rejected_from| *rejected_from > now);
         }
         let token = format!("sim-{}", self.new_uuid().simple());
-        let lifetime = if self.chance(self.knobs.early_expiry_rate) {
+        let rank = self.stats.tokens_issued + 1;
+        let mut dice = Dice::new(cfg.seed, subject_hash(TOKEN_SUBJECT), Topic::Token, rank);
+        let lifetime = if dice.chance(self.knobs.early_expiry_rate) {
             cfg.token_ttl / 2
         } else {
             cfg.token_ttl
@@ -219,21 +227,22 @@ impl Inner {
             .is_some_and(|rejected_from| now < *rejected_from)
     }
 
-    /// A random fault for an undirected API request, drawn from the live knobs.
-    pub(super) fn random_fault(&mut self, poll: bool) -> Option<Reply> {
-        if self.chance(self.knobs.drop_rate) {
+    /// A random fault for an undirected API request, drawn from the live knobs with the
+    /// request's own dice.
+    pub(super) fn random_fault(&mut self, dice: &mut Dice, poll: bool) -> Option<Reply> {
+        if dice.chance(self.knobs.drop_rate) {
             Some(Reply::Drop)
-        } else if self.chance(self.knobs.server_error_rate) {
+        } else if dice.chance(self.knobs.server_error_rate) {
             Some(error_reply(
                 503,
                 "SERVICE_UNAVAILABLE",
                 "The service is temporarily unavailable",
             ))
-        } else if self.chance(self.knobs.rate_limit_rate) {
+        } else if dice.chance(self.knobs.rate_limit_rate) {
             Some(Reply::RateLimited {
-                retry_after: self.retry_after(None),
+                retry_after: self.retry_after(None, dice),
             })
-        } else if poll && self.chance(self.knobs.malformed_rate) {
+        } else if poll && dice.chance(self.knobs.malformed_rate) {
             Some(Reply::Malformed)
         } else {
             None
@@ -241,10 +250,10 @@ impl Inner {
     }
 
     /// The answer for a status a directive forces.
-    pub(super) fn forced(&mut self, status: u16, retry_after: Option<RetryAfter>) -> Reply {
+    pub(super) fn forced(&mut self, status: u16, retry_after: Option<RetryAfter>, dice: &mut Dice) -> Reply {
         if status == 429 {
             return Reply::RateLimited {
-                retry_after: self.retry_after(retry_after),
+                retry_after: self.retry_after(retry_after, dice),
             };
         }
         let code = match status {
@@ -265,7 +274,7 @@ impl Inner {
     }
 
     /// The `Retry-After` value of a 429: the directive's, else the live form.
-    fn retry_after(&mut self, directed: Option<RetryAfter>) -> Option<String> {
+    fn retry_after(&self, directed: Option<RetryAfter>, dice: &mut Dice) -> Option<String> {
         let secs = self.knobs.retry_after_secs;
         match directed {
             Some(RetryAfter::Seconds(n)) => Some(n.to_string()),
@@ -273,11 +282,16 @@ impl Inner {
             None => match self.knobs.retry_after_form {
                 RetryAfterForm::Seconds => Some(secs.to_string()),
                 RetryAfterForm::HttpDate => Some(http_date_in(secs)),
-                RetryAfterForm::Mixed if self.rng.random_bool(0.5) => Some(http_date_in(secs)),
+                RetryAfterForm::Mixed if dice.chance(0.5) => Some(http_date_in(secs)),
                 RetryAfterForm::Mixed => Some(secs.to_string()),
                 RetryAfterForm::None => None,
             },
         }
+    }
+
+    /// Dice for a request about no known action (an unknown id): from the random stream.
+    pub(super) fn loose_dice(&mut self, cfg: &Config) -> Dice {
+        Dice::new(cfg.seed, self.rng.random(), Topic::Poll, 0)
     }
 
     pub(super) fn latency(&mut self) -> Duration {
@@ -287,10 +301,6 @@ impl Inner {
         }
         let micros = u64::try_from(bound.as_micros()).unwrap_or(u64::MAX);
         Duration::from_micros(self.rng.random_range(0..=micros))
-    }
-
-    fn chance(&mut self, rate: f64) -> bool {
-        rate > 0.0 && self.rng.random_bool(rate.min(1.0))
     }
 
     pub(super) fn new_uuid(&mut self) -> uuid::Uuid {

@@ -5,9 +5,11 @@
 //! JSON line, so a log pipeline can filter on `key` without knowing about spans.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -19,6 +21,53 @@ use crate::config::LogFormat;
 /// Noisy dependency targets kept at warn unless `RUST_LOG` says otherwise (the simulator's
 /// deliberate connection drops make actix-http log errors).
 const QUIET: &str = "actix_server=warn,actix_http=off,awc=warn";
+
+/// Why a `[log] level` cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilterError {
+    /// A directive names no level: a bare word is read as a target name, which would
+    /// silently log nothing at all (`"verbose"`).
+    #[error("{0:?} is not a level: expected error, warn, info, debug, trace or off, or a filter such as \"actionwarden=debug\" whose every part names a level")]
+    NotALevel(String),
+    /// The filter syntax itself is invalid.
+    #[error("invalid filter: {0}")]
+    Syntax(String),
+}
+
+/// Checks a `[log] level` (or `RUST_LOG`-style filter): a level, or comma-separated
+/// directives that each end in a level (`info`, `actionwarden=debug`,
+/// `actionwarden[action]=trace`).
+pub fn check_filter(filter: &str) -> Result<(), FilterError> {
+    if filter.trim().is_empty() {
+        return Err(FilterError::NotALevel(filter.to_owned()));
+    }
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        // The level follows the last `=`; span field filters (`[span{f=1}]`) hold `=` too.
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if LevelFilter::from_str(level.trim()).is_err() {
+            return Err(FilterError::NotALevel(directive.to_owned()));
+        }
+    }
+    EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| FilterError::Syntax(e.to_string()))
+}
+
+/// A log line's time: RFC 3339 UTC with exactly six fractional digits, so every line's
+/// fields start in the same column.
+pub fn timestamp(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
+    )
+}
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(format: LogFormat, level: &str) {
@@ -83,7 +132,7 @@ where
         write!(
             writer,
             "{} {:>5}",
-            crate::audit::rfc3339_now(),
+            timestamp(time::OffsetDateTime::now_utc()),
             event.metadata().level()
         )?;
         let mut spans = span_fields(ctx);
@@ -123,7 +172,7 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
         let mut map = Map::new();
-        map.insert("timestamp".into(), crate::audit::rfc3339_now().into());
+        map.insert("timestamp".into(), timestamp(time::OffsetDateTime::now_utc()).into());
         map.insert("level".into(), meta.level().as_str().into());
         map.insert("target".into(), meta.target().into());
         map.extend(span_fields(ctx));
@@ -159,5 +208,131 @@ impl Visit for JsonVisitor<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-27T22:02:53Z.
+    fn sample_time() -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp(1_795_816_973).unwrap()
+    }
+
+    #[test]
+    fn timestamps_have_six_fractional_digits() {
+        let base = sample_time();
+        for (nanos, expected) in [
+            (0, "2026-11-27T22:02:53.000000Z"),
+            (123_456_789, "2026-11-27T22:02:53.123456Z"),
+            (759_660_560, "2026-11-27T22:02:53.759660Z"),
+            (5_000, "2026-11-27T22:02:53.000005Z"),
+        ] {
+            let at = base.replace_nanosecond(nanos).unwrap();
+            assert_eq!(timestamp(at), expected);
+        }
+    }
+
+    /// A writer into a shared buffer, to read what the formatters write.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+
+        fn make_writer(&'a self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    /// Whether `text` starts with `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    fn starts_with_six_digit_timestamp(text: &str) -> bool {
+        let shape = "0000-00-00T00:00:00.000000Z";
+        text.len() >= shape.len()
+            && text.chars().zip(shape.chars()).all(|(c, s)| match s {
+                '0' => c.is_ascii_digit(),
+                other => c == other,
+            })
+    }
+
+    #[test]
+    fn text_and_json_lines_carry_six_digit_timestamps() {
+        let text = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(text.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatText)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..50 {
+                tracing::info!(n = 1, "Something happened.");
+            }
+        });
+        let json = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(json.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatJson)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || tracing::info!(n = 1, "Something happened."));
+
+        let text = String::from_utf8(text.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 50);
+        for line in text.lines() {
+            assert!(starts_with_six_digit_timestamp(line), "{line}");
+            assert!(line.ends_with(" INFO Something happened. n=1"), "{line}");
+        }
+        let json = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(json.trim()).unwrap();
+        let stamp = line["timestamp"].as_str().unwrap();
+        assert!(starts_with_six_digit_timestamp(stamp) && stamp.len() == 27, "{stamp}");
+    }
+
+    #[test]
+    fn timestamps_are_utc() {
+        let at = sample_time().to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+        assert_eq!(timestamp(at), "2026-11-27T22:02:53.000000Z");
+    }
+
+    #[test]
+    fn accepts_levels_and_filters_whose_parts_name_levels() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "trace",
+            "actionwarden=debug",
+            "info,actionwarden=debug,awc=warn",
+            "actionwarden[action]=trace",
+            "[action{key=k1}]=debug",
+        ] {
+            assert_eq!(check_filter(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_bare_words_and_unknown_levels() {
+        assert!(matches!(check_filter("verbose"), Err(FilterError::NotALevel(d)) if d == "verbose"));
+        assert!(matches!(
+            check_filter("info,actionwarden"),
+            Err(FilterError::NotALevel(_))
+        ));
+        assert!(matches!(
+            check_filter("actionwarden=loud"),
+            Err(FilterError::NotALevel(_))
+        ));
+        assert!(matches!(check_filter(" "), Err(FilterError::NotALevel(_))));
     }
 }

@@ -1,4 +1,8 @@
 //! Metric names of SPEC §11 and the Prometheus recorder behind the `metrics` facade.
+//! Beside the daemon's own metrics, `/metrics` carries `actionwarden_build_info` and the
+//! standard `process_*` metrics, read from the OS at each scrape.
+
+use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -30,6 +34,46 @@ pub const DEAD_LETTERS_UNDELIVERED: &str = "actionwarden_dead_letters_undelivere
 pub const OWNERSHIP_LOST: &str = "actionwarden_ownership_lost_total";
 /// Counter: audit records written, by event type.
 pub const AUDIT_RECORDS: &str = "actionwarden_audit_records_total";
+/// Counter: journal commits that failed (the work stays queued and is retried).
+pub const JOURNAL_ERRORS: &str = "actionwarden_journal_errors_total";
+/// Counter: audit writes that failed (the records stay queued and are retried).
+pub const AUDIT_ERRORS: &str = "actionwarden_audit_errors_total";
+/// Gauge: always 1, labelled with the `version` and `commit` of the running binary.
+pub const BUILD_INFO: &str = "actionwarden_build_info";
+
+/// Every `actionwarden_*` metric name above, for tools that check dashboards and alert
+/// rules against what the daemon exports.
+pub const ACTIONWARDEN_METRICS: [&str; 16] = [
+    ACTIONS_SUBMITTED,
+    ACTIONS_FINISHED,
+    ACTION_RETRIES,
+    ACTION_DURATION,
+    ACTIONS_IN_FLIGHT,
+    HTTP_REQUESTS,
+    HTTP_DURATION,
+    RATE_LIMITED,
+    POLLER_RESTARTS,
+    TOKEN_REFRESHES,
+    DEAD_LETTERS,
+    DEAD_LETTERS_UNDELIVERED,
+    AUDIT_RECORDS,
+    JOURNAL_ERRORS,
+    AUDIT_ERRORS,
+    BUILD_INFO,
+];
+
+/// The standard process metrics of Prometheus client libraries, as exported here (Linux
+/// has them all; other systems a subset).
+pub const PROCESS_METRICS: [&str; 8] = [
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+    "process_threads",
+];
 
 /// The kinds of request, as metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,7 +112,7 @@ const ACTION_BUCKETS: &[f64] = &[
 
 /// Installs the global Prometheus recorder (once per process) and returns its handle.
 pub fn install() -> PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -81,9 +125,29 @@ pub fn install() -> PrometheusHandle {
             // A second install in one process (tests) keeps the first recorder.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            metrics::gauge!(
+                BUILD_INFO,
+                "version" => crate::version::VERSION,
+                "commit" => crate::version::COMMIT
+            )
+            .set(1.0);
+            process_collector().describe();
+            process_collector().collect();
             handle
         })
         .clone()
+}
+
+/// The exposition text for a scrape, with the process metrics read just before.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
+}
+
+/// The collector of the `process_*` metrics.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
 }
 
 /// Registers the series that have no batch label at zero, so every metric shows from
@@ -102,6 +166,8 @@ pub fn register_globals() {
         counter!(AUDIT_RECORDS, "event_type" => event_type).increment(0);
     }
     gauge!(DEAD_LETTERS_UNDELIVERED).set(0.0);
+    counter!(JOURNAL_ERRORS).increment(0);
+    counter!(AUDIT_ERRORS).increment(0);
 }
 
 /// Registers one batch's series at zero (at start, and for a batch a reload adds). Call
@@ -160,4 +226,10 @@ fn describe() {
     );
     describe_counter!(AUDIT_RECORDS, "Audit records written by event type.");
     describe_counter!(OWNERSHIP_LOST, "Actions dropped because another claim took them over.");
+    describe_counter!(
+        JOURNAL_ERRORS,
+        "Journal commits that failed (retried; nothing is lost)."
+    );
+    describe_counter!(AUDIT_ERRORS, "Audit writes that failed (retried; nothing is lost).");
+    describe_gauge!(BUILD_INFO, "Always 1; the labels name the running version and commit.");
 }
