@@ -113,8 +113,8 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
         egress: egress.dead_letter,
         blockers: blockers.clone(),
     };
-    let (dl_audit, dl_journal, undelivered) = (audit.clone(), journal.clone(), snapshot.undelivered);
-    let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal, undelivered));
+    let (dl_audit, dl_journal) = (audit.clone(), journal.clone());
+    let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal));
 
     let chaos_seed = cfg.chaos.rng_seed();
     tracing::info!(chaos_seed, "Pollers' random draws (chaos, jitter) seeded.");

@@ -14,6 +14,7 @@ mod network;
 mod optional;
 mod recover;
 pub mod secret;
+mod store;
 mod validate;
 
 use std::fmt;
@@ -28,6 +29,7 @@ use crate::simulator::SimulatorSettings;
 pub use load::{check_text, load, load_checked, parse, table_to_json, ConfigError, Loaded};
 pub use location::Problem;
 pub use secret::{Secret, SecretError};
+pub use store::{Backend, ClusterConfig, JournalConfig};
 
 /// The literal `base_url` (and `webhook_url`) that selects the embedded simulator.
 pub const SIMULATOR: &str = "simulator";
@@ -64,6 +66,8 @@ pub struct Config {
     pub simulator: SimulatorSettings,
     /// Fault injection for drills and tests.
     pub chaos: ChaosConfig,
+    /// Cluster membership (PostgreSQL journal).
+    pub cluster: ClusterConfig,
     /// The action batches.
     #[serde(rename = "batch", skip_serializing_if = "Vec::is_empty")]
     pub batches: Vec<BatchConfig>,
@@ -431,30 +435,6 @@ impl Default for AuditConfig {
         AuditConfig {
             path: "audit.jsonl".into(),
             fsync: true,
-        }
-    }
-}
-
-/// `[journal]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JournalConfig {
-    /// Journal file. Default `actionwarden.journal`.
-    pub path: PathBuf,
-    /// Sync each group commit to disk. Default true.
-    pub fsync: bool,
-    /// Keep the bodies and histories of resolved actions, and delivered or replayed dead
-    /// letters, this long; pruned at start and every hour. Default `""`: keep everything.
-    #[serde(with = "duration::optional")]
-    pub retention: Option<Duration>,
-}
-
-impl Default for JournalConfig {
-    fn default() -> Self {
-        JournalConfig {
-            path: "actionwarden.journal".into(),
-            fsync: true,
-            retention: None,
         }
     }
 }

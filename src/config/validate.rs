@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use super::actions::{action_type_problem, ACTION_TYPE};
 use super::location::{Document, Problem, Seg};
 use super::secret::is_env_var_name;
-use super::{Config, WebhookTarget};
+use super::{Backend, Config, WebhookTarget};
 
 /// Every value check that serde cannot express.
 pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
@@ -17,6 +17,7 @@ pub fn check(doc: &Document<'_>, config: &Config) -> Vec<Problem> {
     check_cxone(config, &mut bad);
     check_timing(config, &mut bad);
     check_outputs(config, &mut bad);
+    check_store(config, &mut bad);
     check_batches(config, &mut bad);
     problems
 }
@@ -54,6 +55,7 @@ fn check_secrets(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
         ("admin", "token_env", &config.admin.token_env),
         ("simulator", "client_secret_env", &config.simulator.client_secret_env),
         ("simulator", "webhook_secret_env", &config.simulator.webhook_secret_env),
+        ("journal", "url_env", &config.journal.url_env),
     ] {
         if !value.is_empty() && !is_env_var_name(value) {
             bad(
@@ -64,6 +66,51 @@ fn check_secrets(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
         }
     }
 }
+
+/// `[journal]` and `[cluster]`.
+fn check_store(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
+    let k = Seg::Key;
+    let journal = &config.journal;
+    if journal.backend == Backend::Postgres {
+        if journal.url_env.is_empty() {
+            bad(
+                &[k("journal"), k("url_env")],
+                "expected the name of the environment variable holding the PostgreSQL URL".into(),
+            );
+        }
+        let mut chars = journal.schema.chars();
+        let identifier = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && journal.schema.len() <= MAX_IDENTIFIER;
+        if !identifier {
+            bad(
+                &[k("journal"), k("schema")],
+                format!("expected a schema name of [a-z_][a-z0-9_]*, at most {MAX_IDENTIFIER} characters"),
+            );
+        }
+        if journal.pool_size < MIN_POOL {
+            bad(
+                &[k("journal"), k("pool_size")],
+                format!("expected at least {MIN_POOL} (the writer, the heartbeat and one reader)"),
+            );
+        }
+    }
+    let cluster = &config.cluster;
+    if cluster.heartbeat.is_zero() {
+        bad(&[k("cluster"), k("heartbeat")], "expected a duration above zero".into());
+    }
+    if cluster.lease_timeout < cluster.heartbeat * 2 {
+        bad(
+            &[k("cluster"), k("lease_timeout")],
+            "expected at least twice cluster.heartbeat (a live instance must renew in time)".into(),
+        );
+    }
+}
+
+/// Longest PostgreSQL identifier.
+const MAX_IDENTIFIER: usize = 63;
+/// Fewest PostgreSQL connections a daemon works with.
+const MIN_POOL: usize = 3;
 
 /// Endpoints, credentials source and HTTP limits of `[cxone]`, and `[limits]`.
 fn check_cxone(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {

@@ -205,13 +205,11 @@ impl Pruned {
     }
 }
 
-/// What the journal held at open that the singletons need.
+/// What the journal held at open that the audit actor needs.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Outcome lines not yet confirmed in the audit file.
     pub unaudited: Vec<OutcomeLine>,
-    /// Dead letters not yet accepted by the webhook, with their attempts so far.
-    pub undelivered: Vec<(DeadLetter, u32)>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
@@ -252,7 +250,14 @@ pub(crate) enum Op {
         attempts: u32,
         delivered: bool,
         error: Option<String>,
+        next_attempt_ms: i64,
     },
+    ClaimLetters {
+        limit: usize,
+        lease_ms: i64,
+        reply: Reply<Vec<(DeadLetter, u32)>>,
+    },
+    UndeliveredLetters(Reply<u64>),
     TakeReplays(Reply<Vec<Replay>>),
     Unresolved {
         batches: Vec<Arc<str>>,
@@ -397,14 +402,39 @@ impl Journal {
         }
     }
 
-    /// Records a delivery attempt of a dead letter.
-    pub fn record_delivery(&self, error_id: String, attempts: u32, delivered: bool, error: Option<String>) {
+    /// Records delivery attempt number `attempts` of a dead letter and releases its
+    /// lease; an undelivered letter is due again at `next_attempt_ms` (Unix ms).
+    pub fn record_delivery(
+        &self,
+        error_id: String,
+        attempts: u32,
+        delivered: bool,
+        error: Option<String>,
+        next_attempt_ms: i64,
+    ) {
         let _ = self.tx.send(Op::Delivery {
             error_id,
             attempts,
             delivered,
             error,
+            next_attempt_ms,
         });
+    }
+
+    /// Claims up to `limit` letters due for delivery, leased to this daemon for `lease`;
+    /// each comes with its attempts so far.
+    pub fn claim_letters(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> impl Future<Output = Result<Vec<(DeadLetter, u32)>, JournalError>> + 'static {
+        let lease_ms = lease.as_millis() as i64;
+        self.request(move |reply| Op::ClaimLetters { limit, lease_ms, reply })
+    }
+
+    /// Dead letters neither accepted by the webhook nor discarded.
+    pub fn undelivered_letters(&self) -> impl Future<Output = Result<u64, JournalError>> + 'static {
+        self.request(Op::UndeliveredLetters)
     }
 
     /// Applies pending `dlq replay` requests: the actions are due again.

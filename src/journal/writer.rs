@@ -27,6 +27,7 @@ pub(crate) enum Done {
     Counts(Vec<BatchCounts>),
     Pruned(Pruned),
     Source(Option<String>),
+    Letters(Vec<(crate::dead_letter::DeadLetter, u32)>),
 }
 
 /// The writer loop: group commits until every handle is dropped.
@@ -93,7 +94,11 @@ fn answer(op: Op, result: Result<Done, JournalError>) {
             Done::Replays(v) => Some(v),
             _ => None,
         }),
-        Op::Unresolved { reply, .. } => send(reply, result, |d| match d {
+        Op::ClaimLetters { reply, .. } => send(reply, result, |d| match d {
+            Done::Letters(v) => Some(v),
+            _ => None,
+        }),
+        Op::UndeliveredLetters(reply) | Op::Unresolved { reply, .. } => send(reply, result, |d| match d {
             Done::Count(v) => Some(v),
             _ => None,
         }),

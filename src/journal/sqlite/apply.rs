@@ -81,15 +81,31 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
             attempts,
             delivered,
             error,
+            next_attempt_ms,
         } => {
+            // Only under our lease: a letter whose lease ran out belongs to its new holder.
             tx.prepare_cached(
-                "UPDATE dead_letters SET attempts = ?2, delivered = ?3, last_error = ?4,
-                        delivered_ms = CASE WHEN ?3 = 1 THEN ?5 ELSE delivered_ms END
-                 WHERE error_id = ?1",
+                "UPDATE dead_letters SET attempts = ?2, delivered = ?3, last_error = ?4, next_attempt_ms = ?6,
+                        delivered_ms = CASE WHEN ?3 = 1 THEN ?5 ELSE delivered_ms END,
+                        lease_owner = NULL, lease_until_ms = NULL
+                 WHERE error_id = ?1 AND lease_owner = ?7",
             )?
-            .execute(params![error_id, attempts, *delivered as i64, error, now_ms()])?;
+            .execute(params![
+                error_id,
+                attempts,
+                *delivered as i64,
+                error,
+                now_ms(),
+                next_attempt_ms,
+                instance
+            ])?;
             Done::Nothing
         }
+        Op::ClaimLetters { limit, lease_ms, .. } => Done::Letters(claim_letters(tx, instance, *limit, *lease_ms)?),
+        Op::UndeliveredLetters(_) => Done::Count(
+            tx.prepare_cached("SELECT COUNT(*) FROM dead_letters WHERE delivered = 0 AND discarded = 0")?
+                .query_row([], |r| r.get::<_, i64>(0))? as u64,
+        ),
         Op::TakeReplays(_) => Done::Replays(apply_replays(tx, instance)?),
         Op::Unresolved { batches, .. } => Done::Count(unresolved(tx, batches)?),
         Op::Counts { batches, .. } => Done::Counts(batches.iter().map(|b| counts(tx, b)).collect::<Result<_, _>>()?),
@@ -354,6 +370,36 @@ fn apply_replays(tx: &Transaction<'_>, instance: &str) -> rusqlite::Result<Vec<R
         });
     }
     Ok(replays)
+}
+
+/// Claims up to `limit` letters due now, leased to `instance` for `lease_ms`.
+fn claim_letters(
+    tx: &Transaction<'_>,
+    instance: &str,
+    limit: usize,
+    lease_ms: i64,
+) -> rusqlite::Result<Vec<(DeadLetter, u32)>> {
+    let now = now_ms();
+    let mut stmt = tx.prepare_cached(
+        "UPDATE dead_letters SET lease_owner = ?3, lease_until_ms = ?4
+         WHERE error_id IN (SELECT error_id FROM dead_letters
+                            WHERE delivered = 0 AND discarded = 0 AND next_attempt_ms <= ?1
+                              AND (lease_until_ms IS NULL OR lease_until_ms < ?1)
+                            ORDER BY next_attempt_ms, created_ms LIMIT ?2)
+         RETURNING body, attempts",
+    )?;
+    let rows = stmt.query_map(params![now, limit as i64, instance, now + lease_ms], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+    })?;
+    let mut letters = Vec::new();
+    for row in rows {
+        let (body, attempts) = row?;
+        match serde_json::from_str::<DeadLetter>(&body) {
+            Ok(letter) => letters.push((letter, attempts)),
+            Err(e) => tracing::error!(error = %e, "A journaled dead letter does not parse; it stays stored."),
+        }
+    }
+    Ok(letters)
 }
 
 fn unresolved(tx: &Transaction<'_>, batches: &[Arc<str>]) -> rusqlite::Result<u64> {

@@ -14,7 +14,6 @@ use std::sync::{mpsc, Arc};
 use rusqlite::Connection;
 
 use super::{Journal, JournalError, OutcomeLine, Snapshot};
-use crate::dead_letter::DeadLetter;
 
 /// How to open the journal.
 #[derive(Debug, Clone)]
@@ -98,7 +97,7 @@ fn forget_poll_ids(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// What the audit and dead-letter actors need at start.
+/// What the audit actor needs at start.
 fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut snapshot = Snapshot::default();
     let mut stmt = conn.prepare("SELECT event_id, line FROM outcomes WHERE audited = 0")?;
@@ -109,14 +108,6 @@ fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
         })
     })? {
         snapshot.unaudited.push(row?);
-    }
-    let mut stmt = conn
-        .prepare("SELECT body, attempts FROM dead_letters WHERE delivered = 0 AND discarded = 0 ORDER BY created_ms")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))? {
-        let (body, attempts) = row?;
-        if let Ok(letter) = serde_json::from_str::<DeadLetter>(&body) {
-            snapshot.undelivered.push((letter, attempts));
-        }
     }
     Ok(snapshot)
 }

@@ -75,9 +75,13 @@ CREATE TABLE dead_letters (
     replayed INTEGER NOT NULL DEFAULT 0,
     discarded INTEGER NOT NULL DEFAULT 0,
     created_ms INTEGER NOT NULL,
-    delivered_ms INTEGER
+    delivered_ms INTEGER,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until_ms INTEGER
 );
 CREATE INDEX dead_letters_created ON dead_letters (created_ms, error_id);
+CREATE INDEX dead_letters_due ON dead_letters (next_attempt_ms) WHERE delivered = 0 AND discarded = 0;
 CREATE INDEX dead_letters_identity ON dead_letters (batch, key);
 CREATE TABLE IF NOT EXISTS replay_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
