@@ -22,7 +22,7 @@ use crate::actors::token::TokenHealth;
 use crate::config::{Config, Secret};
 use crate::health::Blockers;
 use crate::journal::view::DeadLetterFilter;
-use crate::journal::{open_reader, ActionFilter, Cursor, JournalError, JournalRead, StateWord};
+use crate::journal::{open_reader, ActionFilter, Cluster, Cursor, JournalError, JournalRead, StateWord};
 
 /// What `/readyz` looks at.
 pub struct Readiness {
@@ -30,6 +30,9 @@ pub struct Readiness {
     pub token: watch::Receiver<TokenHealth>,
     /// Problems only an operator can fix, met by other components (the webhook).
     pub blockers: Blockers,
+    /// The cluster membership (PostgreSQL journal): not ready while the database is
+    /// unreachable or the heartbeat is late.
+    pub cluster: Option<Arc<Cluster>>,
     /// Set once shutdown begins.
     pub shutting_down: AtomicBool,
 }
@@ -65,6 +68,7 @@ pub fn start(
             .route("/v1/actions", web::get().to(actions))
             .route("/v1/actions/{batch}/{key}", web::get().to(action))
             .route("/v1/dead-letters", web::get().to(dead_letters))
+            .route("/v1/instances", web::get().to(instances))
             .route("/v1/dead-letters/{error_id}/replay", web::post().to(replay))
     })
     .workers(1)
@@ -86,7 +90,9 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     let reason = if state.readiness.shutting_down.load(Ordering::Relaxed) {
         Some("shutdown under way".to_string())
     } else {
+        let cluster = state.readiness.cluster.as_ref().and_then(|c| c.unready());
         match &*state.readiness.token.borrow() {
+            _ if cluster.is_some() => cluster,
             TokenHealth::Ready => state.readiness.blockers.first(),
             TokenHealth::Missing => Some("no token obtained yet".to_string()),
             TokenHealth::Rejected(reason) => Some(reason.clone()),
@@ -194,6 +200,13 @@ async fn actions(state: web::Data<AdminState>, query: web::Query<ActionsQuery>) 
     };
     match with_journal(&state, move |r| r.actions(&filter, limit, after.as_ref())).await {
         Ok(page) => HttpResponse::Ok().json(page),
+        Err(response) => response,
+    }
+}
+
+async fn instances(state: web::Data<AdminState>) -> HttpResponse {
+    match with_journal(&state, |r| r.instances()).await {
+        Ok(list) => HttpResponse::Ok().json(list),
         Err(response) => response,
     }
 }

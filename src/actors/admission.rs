@@ -109,12 +109,22 @@ pub struct AdmissionActor {
     idle: watch::Sender<Idle>,
     checking_idle: bool,
     progress: Progress,
+    rescan: Option<Duration>,
 }
 
 impl AdmissionActor {
     /// Admission under the global limit; `Configure` names the batches.
-    pub fn new(env: Rc<PollerEnv>, journal: Journal, global_limit: usize, idle: watch::Sender<Idle>) -> Self {
+    /// `rescan`: in a cluster, how often drained batches are looked at again (the actions
+    /// of a member that died become due then).
+    pub fn new(
+        env: Rc<PollerEnv>,
+        journal: Journal,
+        global_limit: usize,
+        idle: watch::Sender<Idle>,
+        rescan: Option<Duration>,
+    ) -> Self {
         AdmissionActor {
+            rescan,
             env,
             journal,
             global_limit,
@@ -278,6 +288,14 @@ impl Actor for AdmissionActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
+        if let Some(every) = self.rescan {
+            ctx.run_interval(every, |act, ctx| {
+                for slot in act.batches.values_mut().filter(|b| b.configured) {
+                    slot.drained = false;
+                }
+                act.fill(ctx);
+            });
+        }
     }
 }
 

@@ -46,24 +46,52 @@ pub struct AppendOutcome {
 
 /// Resolves once every record appended before it is on disk.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), AuditError>")]
 pub struct FlushAudit;
 
 enum WriterMsg {
     Line(Vec<u8>),
     Outcome(OutcomeLine),
-    Flush(oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<Result<(), AuditError>>),
+}
+
+/// Why audit records could not be written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The file refused the write (a full disk); the records stay buffered and are
+    /// written again.
+    #[error("audit file {path}: {source}")]
+    Write {
+        /// The audit file.
+        path: PathBuf,
+        /// Why.
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// The writer thread is gone (the daemon is shutting down).
+    #[error("audit writer stopped")]
+    WriterGone,
 }
 
 /// The audit actor.
 pub struct AuditActor {
     writer: mpsc::Sender<WriterMsg>,
+    journal: Journal,
+    /// In a cluster: how often to take over the outcome lines of dead members.
+    rescue: Option<std::time::Duration>,
 }
 
 impl AuditActor {
     /// Opens (creating with mode 0600) the audit file, repairs a torn last line, appends
     /// the journaled outcome lines it is missing, and starts the writer thread.
-    pub fn open(path: &Path, fsync: bool, journal: Journal, unaudited: Vec<OutcomeLine>) -> std::io::Result<Self> {
+    /// `rescue`: in a cluster, how often to take over the outcome lines that dead members
+    /// committed but never confirmed in their own audit files.
+    pub fn open(
+        path: &Path,
+        fsync: bool,
+        journal: Journal,
+        unaudited: Vec<OutcomeLine>,
+        rescue: Option<std::time::Duration>,
+    ) -> std::io::Result<Self> {
         let mut file = open_private_append(path)?;
         cut_torn_tail(path)?;
         if !unaudited.is_empty() {
@@ -91,10 +119,15 @@ impl AuditActor {
         }
         let (tx, rx) = mpsc::channel();
         let path = path.to_owned();
+        let writer_journal = journal.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer_loop(file, path, fsync, journal, rx))?;
-        Ok(AuditActor { writer: tx })
+            .spawn(move || writer_loop(file, path, fsync, writer_journal, rx))?;
+        Ok(AuditActor {
+            writer: tx,
+            journal,
+            rescue,
+        })
     }
 }
 
@@ -212,7 +245,10 @@ fn writer_loop(mut file: File, path: PathBuf, fsync: bool, journal: Journal, rx:
                 next = rx.try_recv().ok();
             }
         }
-        let result = write_group(&mut file, &buffer, fsync).map_err(|e| format!("audit file {}: {e}", path.display()));
+        let result = write_group(&mut file, &buffer, fsync).map_err(|source| AuditError::Write {
+            path: path.clone(),
+            source: std::sync::Arc::new(source),
+        });
         match &result {
             Ok(()) => {
                 journal.mark_audited(std::mem::take(&mut confirmed));
@@ -253,6 +289,24 @@ impl Actor for AuditActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
+        if let Some(every) = self.rescue {
+            ctx.run_interval(every, |act, ctx| {
+                let rescue = act.journal.rescue_audit();
+                ctx.spawn(rescue.into_actor(act).map(|result, act, _| match result {
+                    Ok(lines) if !lines.is_empty() => {
+                        tracing::info!(
+                            lines = lines.len(),
+                            "Appending outcome records a dead cluster member left unwritten."
+                        );
+                        for outcome in lines {
+                            let _ = act.writer.send(WriterMsg::Outcome(outcome));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "Cannot look for outcome records of dead cluster members."),
+                }));
+            });
+        }
     }
 }
 
@@ -290,14 +344,14 @@ impl Handler<AppendOutcome> for AuditActor {
 }
 
 impl Handler<FlushAudit> for AuditActor {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), AuditError>>;
 
     fn handle(&mut self, _: FlushAudit, _ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         let sent = self.writer.send(WriterMsg::Flush(tx));
         Box::pin(async move {
-            sent.map_err(|_| "audit writer is gone".to_string())?;
-            rx.await.map_err(|_| "audit writer is gone".to_string())?
+            sent.map_err(|_| AuditError::WriterGone)?;
+            rx.await.map_err(|_| AuditError::WriterGone)?
         })
     }
 }

@@ -21,7 +21,7 @@ use crate::actors::admission::{AdmissionActor, BatchSettings, Configure, StopAdm
 use crate::actors::audit::FlushAudit;
 use crate::actors::dead_letter::DrainDeadLetters;
 use crate::actors::token::TokenHealth;
-use crate::config::{self, Loaded};
+use crate::config::{self, Backend, Loaded};
 use crate::error::Error;
 use crate::journal::{self, load, Journal};
 use crate::report::Summary;
@@ -58,13 +58,21 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut control = Control::new(options.stop)?;
     let cfg = loaded.config.clone();
-    // The journal first: a second daemon on it must stop before touching anything.
-    let (journal, snapshot) = journal::open(&journal::Options {
-        path: cfg.journal.path.clone(),
-        fsync: cfg.journal.fsync,
-        instance: instance_name(),
-        forget_poll_ids: cfg.cxone.uses_simulator(),
-    })?;
+    // The journal first: a second daemon on a SQLite journal must stop before touching
+    // anything. Opening blocks (PostgreSQL connects): off the actors' thread.
+    let open_options = journal::OpenOptions {
+        instance_name: cfg.cluster.instance_name(),
+        forget_poll_ids: cfg.cxone.uses_simulator() && cfg.journal.backend == Backend::Sqlite,
+    };
+    let opening = cfg.clone();
+    let opened = actix_rt::task::spawn_blocking(move || journal::open(&opening, &open_options))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let journal::Opened {
+        journal,
+        snapshot,
+        cluster,
+    } = opened;
     // Replays requested while no daemon ran count as due from the first claim on.
     for replay in journal.take_replays().await? {
         tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
@@ -77,7 +85,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
         "Actions loaded into the journal."
     );
     let creds = credentials::resolve(&cfg, options.simulator).await?;
-    let daemon = wiring::start(&cfg, creds, journal, snapshot)?;
+    let daemon = wiring::start(&cfg, creds, journal, snapshot, cluster)?;
     configure(&daemon.journal, &daemon.admission, &cfg).await?;
     tracing::info!(once, "Running.");
 
@@ -98,17 +106,6 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     }
     close(daemon, &summary).await;
     Ok(exit_code(&ending, once, tally))
-}
-
-/// This daemon's name in the journal's history: `HOSTNAME-PID`.
-fn instance_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}-{}", std::process::id())
 }
 
 fn batch_names(cfg: &config::Config) -> Vec<Arc<str>> {
@@ -236,6 +233,8 @@ async fn drain(daemon: &Daemon, cfg: &config::Config, ending: Ending, control: &
 
 /// Flushes journal and audit, prints the summary, stops the servers.
 async fn close(daemon: Daemon, summary: &crate::report::Summary) {
+    // A cluster member hands its unfinished actions to the others at once.
+    daemon.journal.release();
     if let Err(e) = daemon.journal.flush().await {
         tracing::error!(error = %e, "Journal flush failed.");
     }

@@ -23,12 +23,14 @@ use crate::actors::token::{TokenActor, TokenCache, TokenHealth};
 use crate::admin::Readiness;
 use crate::classify::Rules;
 use crate::config::{self, Config};
+use crate::cxone::SharedPauses;
 use crate::cxone::{CxoneClient, Gate};
 use crate::error::Error;
 use crate::health::Blockers;
-use crate::journal::{Journal, Snapshot};
+use crate::journal::{Cluster, Journal, Snapshot};
 use crate::net::Egresses;
 use crate::simulator::RunningSimulator;
+use crate::telemetry::metrics::Endpoint;
 
 /// The running parts of a daemon.
 pub struct Daemon {
@@ -58,21 +60,40 @@ pub struct Daemon {
     pub metrics: PrometheusHandle,
 }
 
-/// Starts every part; `snapshot` is what the journal held at open.
-pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snapshot) -> Result<Daemon, Error> {
+/// Starts every part; `snapshot` is what the journal held at open, `cluster` the
+/// membership of a PostgreSQL journal.
+pub fn start(
+    cfg: &Config,
+    creds: Credentials,
+    journal: Journal,
+    snapshot: Snapshot,
+    cluster: Option<Arc<Cluster>>,
+) -> Result<Daemon, Error> {
     let metrics = crate::telemetry::metrics::install();
     crate::telemetry::metrics::register_globals();
     let egress = Egresses::from_config(cfg)?;
-    let gate = Rc::new(Gate::new(cfg.retry.base_delay, cfg.limits.requests_per_second));
+    let mut gate = Gate::new(cfg.retry.base_delay, cfg.limits.requests_per_second);
+    if let Some(cluster) = &cluster {
+        gate = gate.shared(Box::new(ClusterPauses {
+            journal: journal.clone(),
+            cluster: cluster.clone(),
+        }));
+    }
+    let gate = Rc::new(gate);
     let client = Rc::new(CxoneClient::new(&cfg.cxone, &creds.base_url, gate, &egress.cxone));
 
-    let audit_actor =
-        AuditActor::open(&cfg.audit.path, cfg.audit.fsync, journal.clone(), snapshot.unaudited).map_err(|source| {
-            Error::Audit {
-                path: cfg.audit.path.clone(),
-                source,
-            }
-        })?;
+    let rescue = cluster.as_ref().map(|_| cfg.cluster.heartbeat);
+    let audit_actor = AuditActor::open(
+        &cfg.audit.path,
+        cfg.audit.fsync,
+        journal.clone(),
+        snapshot.unaudited,
+        rescue,
+    )
+    .map_err(|source| Error::Audit {
+        path: cfg.audit.path.clone(),
+        source,
+    })?;
     let audit = Supervisor::start(move |_| audit_actor);
 
     let (health_tx, token_health) = watch::channel(TokenHealth::Missing);
@@ -80,6 +101,7 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
     let readiness = Arc::new(Readiness {
         token: token_health.clone(),
         blockers: blockers.clone(),
+        cluster: cluster.clone(),
         shutting_down: AtomicBool::new(false),
     });
     let admin = match cfg.admin.listen {
@@ -137,12 +159,16 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
         rng: RefCell::new(SmallRng::seed_from_u64(chaos_seed)),
         journal: journal.clone(),
         blockers: blockers.clone(),
+        cluster: cluster.clone(),
         stopping: Cell::new(false),
         request_slots: tokio::sync::Semaphore::new(cfg.cxone.max_connections),
         requests: Default::default(),
     });
     let (idle_tx, idle) = watch::channel(Idle(false));
-    let admission = AdmissionActor::new(env.clone(), journal.clone(), cfg.limits.max_in_flight, idle_tx).start();
+    // A cluster member looks for actions of dead members every heartbeat.
+    let rescan = cluster.as_ref().map(|_| cfg.cluster.heartbeat);
+    let admission =
+        AdmissionActor::new(env.clone(), journal.clone(), cfg.limits.max_in_flight, idle_tx, rescan).start();
     Ok(Daemon {
         journal,
         audit,
@@ -171,4 +197,20 @@ pub fn rollback_templates(cfg: &Config) -> crate::actors::poller::RollbackTempla
             )
         })
         .collect()
+}
+
+/// The 429 pauses of a cluster: published through the journal, learned by the heartbeat.
+struct ClusterPauses {
+    journal: Journal,
+    cluster: Arc<Cluster>,
+}
+
+impl SharedPauses for ClusterPauses {
+    fn publish(&self, endpoint: Endpoint, until_ms: i64) {
+        self.journal.publish_pause(endpoint, until_ms);
+    }
+
+    fn until_ms(&self, endpoint: Endpoint) -> i64 {
+        self.cluster.paused_until_ms(endpoint)
+    }
 }

@@ -7,21 +7,24 @@
 //! another source without touching what a person sees.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 
 use super::output;
 use crate::config::{self, Loaded};
 use crate::error::{exit, Error};
+use crate::journal::view::InstanceView;
 use crate::journal::{open_reader, JournalRead, StateWord};
 use crate::table::{self, Column};
 
 /// What `status` shows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatusView {
-    /// The journal file read.
-    pub journal: PathBuf,
+    /// The journal read: a SQLite file, or a PostgreSQL database and schema.
+    pub journal: String,
+    /// The daemons of a cluster (none for a SQLite journal).
+    pub instances: Vec<InstanceView>,
     /// Every batch configured or journaled, by name.
     pub batches: Vec<BatchStatus>,
     /// Dead letters stored.
@@ -110,7 +113,8 @@ pub fn gather(loaded: &Loaded, reader: &dyn JournalRead) -> Result<StatusView, E
         0
     };
     Ok(StatusView {
-        journal: loaded.config.journal.path.clone(),
+        journal: crate::journal::location(&loaded.config),
+        instances: reader.instances()?,
         batches: batches.into_values().collect(),
         dead_letters: letters,
         undelivered,
@@ -141,13 +145,48 @@ pub fn render(view: &StatusView, width: Option<u16>) -> String {
             row
         })
         .collect();
-    format!(
+    let mut out = format!(
         "journal: {}\n{}dead letters: {} ({} undelivered)\n",
-        view.journal.display(),
+        view.journal,
         table::render(&COLUMNS, &rows, width),
         view.dead_letters,
         view.undelivered
-    )
+    );
+    if !view.instances.is_empty() {
+        out.push_str("instances:\n");
+        out.push_str(&render_instances(&view.instances, width));
+    }
+    out
+}
+
+/// Columns of the instances table.
+const INSTANCE_COLUMNS: [Column; 7] = [
+    Column::text("name"),
+    Column::text("host"),
+    Column::number("pid"),
+    Column::text("started"),
+    Column::text("last heartbeat"),
+    Column::number("owned"),
+    Column::text("state"),
+];
+
+/// The cluster's daemons, one row each.
+fn render_instances(instances: &[InstanceView], width: Option<u16>) -> String {
+    let rows: Vec<Vec<String>> = instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.host.clone(),
+                i.pid.to_string(),
+                i.started.clone(),
+                i.last_heartbeat.clone(),
+                i.owned_actions.to_string(),
+                if i.live { "live" } else { "dead" }.to_owned(),
+            ]
+        })
+        .collect();
+    table::render(&INSTANCE_COLUMNS, &rows, width)
 }
 
 /// The `--json` document: every state word with its count, per batch.
@@ -159,6 +198,7 @@ pub fn to_json(view: &StatusView) -> serde_json::Value {
             "states": b.states,
         }))).collect::<serde_json::Map<_, _>>(),
         "dead_letters": { "total": view.dead_letters, "undelivered": view.undelivered },
+        "instances": view.instances,
     })
 }
 
@@ -169,7 +209,8 @@ mod tests {
     fn view() -> StatusView {
         let states = |pairs: &[(&str, u64)]| pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect();
         StatusView {
-            journal: PathBuf::from("/var/lib/actionwarden/actionwarden.journal"),
+            journal: "/var/lib/actionwarden/actionwarden.journal".into(),
+            instances: Vec::new(),
             batches: vec![
                 BatchStatus {
                     name: "dispositions".into(),

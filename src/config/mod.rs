@@ -29,7 +29,7 @@ use crate::simulator::SimulatorSettings;
 pub use load::{check_text, load, load_checked, parse, table_to_json, ConfigError, Loaded};
 pub use location::Problem;
 pub use secret::{Secret, SecretError};
-pub use store::{Backend, ClusterConfig, JournalConfig};
+pub use store::{host_name, Backend, ClusterConfig, JournalConfig};
 
 /// The literal `base_url` (and `webhook_url`) that selects the embedded simulator.
 pub const SIMULATOR: &str = "simulator";

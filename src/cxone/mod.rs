@@ -28,7 +28,7 @@ use error::call_error;
 pub use error::CallError;
 pub use parse::parse_poll;
 use parse::{retry_after, status_error, submitted_id};
-pub use rate_limit::Gate;
+pub use rate_limit::{Gate, SharedPauses};
 
 /// A poll's verdict.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,14 +1,23 @@
-//! The shared gate in front of every CXone request: the 429 pause of SPEC §4 (one pause
-//! per kind of request, not per poller) and the `limits.requests_per_second` bucket.
+//! The shared gate in front of every CXone request: the 429 pause (one pause per kind of
+//! request, not per poller; in a cluster, shared by every member) and the
+//! `limits.requests_per_second` bucket.
 //!
 //! The bucket is GCRA (a virtual schedule of evenly spaced slots): one `Cell<Instant>`
 //! and no background task, cheaper than a general-purpose limiter for one
 //! single-threaded caller. It lives on the arbiter that owns the `CxoneClient`.
 
 use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::telemetry::metrics::Endpoint;
+
+/// Where 429 pauses are shared with the other members of a cluster.
+pub trait SharedPauses {
+    /// Tells the others that `endpoint` is paused until `until_ms` (Unix ms).
+    fn publish(&self, endpoint: Endpoint, until_ms: i64);
+    /// Until when (Unix ms) the cluster pauses `endpoint`, as last learned.
+    fn until_ms(&self, endpoint: Endpoint) -> i64;
+}
 
 /// Pause-until per endpoint plus the request-rate schedule.
 pub struct Gate {
@@ -18,6 +27,7 @@ pub struct Gate {
     /// Spacing of request slots; `None` = unlimited.
     spacing: Option<Duration>,
     next_slot: Cell<Instant>,
+    shared: Option<Box<dyn SharedPauses>>,
 }
 
 impl Gate {
@@ -28,23 +38,39 @@ impl Gate {
             default_pause,
             spacing: (requests_per_second > 0).then(|| Duration::from_secs_f64(1.0 / requests_per_second as f64)),
             next_slot: Cell::new(Instant::now()),
+            shared: None,
         }
+    }
+
+    /// The same gate, sharing its pauses with a cluster.
+    pub fn shared(mut self, pauses: Box<dyn SharedPauses>) -> Self {
+        self.shared = Some(pauses);
+        self
     }
 
     /// Pauses every request to `endpoint` for `retry_after` (or the default pause).
     pub fn pause(&self, endpoint: Endpoint, retry_after: Option<Duration>) {
-        let until = Instant::now() + retry_after.unwrap_or(self.default_pause);
+        let wait = retry_after.unwrap_or(self.default_pause);
+        let until = Instant::now() + wait;
         let cell = &self.paused_until[endpoint as usize];
         if cell.get().is_none_or(|current| current < until) {
             cell.set(Some(until));
+            if let Some(shared) = &self.shared {
+                shared.publish(endpoint, unix_ms() + wait.as_millis() as i64);
+            }
         }
     }
 
-    /// When `endpoint` may be called again, if it is paused now.
+    /// When `endpoint` may be called again, if it is paused now (here or, in a cluster,
+    /// by another member).
     pub fn paused_until(&self, endpoint: Endpoint) -> Option<Instant> {
-        self.paused_until[endpoint as usize]
-            .get()
-            .filter(|t| *t > Instant::now())
+        let now = Instant::now();
+        let local = self.paused_until[endpoint as usize].get().filter(|t| *t > now);
+        let cluster = self.shared.as_ref().and_then(|shared| {
+            let ahead = shared.until_ms(endpoint) - unix_ms();
+            (ahead > 0).then(|| now + Duration::from_millis(ahead as u64))
+        });
+        local.max(cluster)
     }
 
     /// Waits out a pause of `endpoint`, then takes a slot of the request-rate schedule.
@@ -62,6 +88,13 @@ impl Gate {
             }
         }
     }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

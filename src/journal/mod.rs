@@ -31,6 +31,7 @@
 //! appended twice. A torn last line (killed mid-write) is cut at start before the scan.
 
 pub mod load;
+pub mod postgres;
 mod read;
 pub mod record;
 mod sqlite;
@@ -49,9 +50,9 @@ use crate::action::Identity;
 use crate::config::actions::ConfiguredAction;
 use crate::dead_letter::DeadLetter;
 use crate::state::Note;
+pub use postgres::Cluster;
 pub use read::{open_reader, JournalRead, MAX_PAGE};
 pub use record::{now_ms, ActionRow, StateWord};
-pub use sqlite::{open, Options};
 pub use view::{ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, HistoryEvent, Page};
 
 /// Why the journal cannot be used or a write failed. Cheap to clone: one failed group
@@ -87,6 +88,32 @@ pub enum JournalError {
     TooNew {
         /// The journal.
         path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+    /// The PostgreSQL URL cannot be used.
+    #[error("journal database URL in {env}: {reason}")]
+    Url {
+        /// The environment variable named by `journal.url_env`.
+        env: String,
+        /// Why (never the URL: it may hold a password).
+        reason: String,
+    },
+    /// PostgreSQL failed or is unreachable.
+    #[error("journal database {target}: {source}")]
+    Postgres {
+        /// `host:port/database` (never the password).
+        target: String,
+        /// The error.
+        source: Arc<::postgres::Error>,
+    },
+    /// The schema was written by a newer actionwarden.
+    #[error("journal database {target} has schema version {found}; this actionwarden knows up to {known}: upgrade it")]
+    TooNewSchema {
+        /// `host:port/database`.
+        target: String,
         /// Its version.
         found: i64,
         /// Ours.
@@ -278,6 +305,12 @@ pub(crate) enum Op {
         path: String,
         reply: Reply<Option<String>>,
     },
+    RescueAudit(Reply<Vec<OutcomeLine>>),
+    PublishPause {
+        endpoint: crate::telemetry::metrics::Endpoint,
+        until_ms: i64,
+    },
+    Release,
     RecordSource {
         batch: Arc<str>,
         path: String,
@@ -285,6 +318,72 @@ pub(crate) enum Op {
         actions: u64,
     },
     Flush(Reply<()>),
+}
+
+/// How to open the journal.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// This daemon's name, written into every history event.
+    pub instance_name: String,
+    /// The embedded simulator restarted with this process (SQLite: ids polled before
+    /// exist nowhere any more).
+    pub forget_poll_ids: bool,
+}
+
+/// An open journal.
+pub struct Opened {
+    /// The handle.
+    pub journal: Journal,
+    /// What the audit actor needs at start.
+    pub snapshot: Snapshot,
+    /// The cluster membership (PostgreSQL only).
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+/// Where the journal of `config` lives, for people: the SQLite file, or the PostgreSQL
+/// database and schema (never the URL's credentials).
+pub fn location(config: &crate::config::Config) -> String {
+    let journal = &config.journal;
+    match journal.backend {
+        crate::config::Backend::Sqlite => journal.path.display().to_string(),
+        crate::config::Backend::Postgres => match postgres::Target::from_env(&journal.url_env, &journal.schema) {
+            Ok(target) => format!("postgresql {} (schema {})", target.shown, journal.schema),
+            Err(_) => format!("postgresql (URL in {}, schema {})", journal.url_env, journal.schema),
+        },
+    }
+}
+
+/// Opens the journal `config` names. Blocking: call it off any async runtime.
+pub fn open(config: &crate::config::Config, options: &OpenOptions) -> Result<Opened, JournalError> {
+    match config.journal.backend {
+        crate::config::Backend::Sqlite => {
+            let (journal, snapshot) = sqlite::open(&sqlite::Options {
+                path: config.journal.path.clone(),
+                fsync: config.journal.fsync,
+                instance: options.instance_name.clone(),
+                forget_poll_ids: options.forget_poll_ids,
+            })?;
+            Ok(Opened {
+                journal,
+                snapshot,
+                cluster: None,
+            })
+        }
+        crate::config::Backend::Postgres => {
+            let (journal, snapshot, cluster) = postgres::open(&postgres::Options {
+                url_env: config.journal.url_env.clone(),
+                schema: config.journal.schema.clone(),
+                instance_name: options.instance_name.clone(),
+                heartbeat: config.cluster.heartbeat,
+                lease_timeout: config.cluster.lease_timeout,
+            })?;
+            Ok(Opened {
+                journal,
+                snapshot,
+                cluster: Some(cluster),
+            })
+        }
+    }
 }
 
 /// A handle on the journal; cheap to clone, usable from any thread.
@@ -472,6 +571,25 @@ impl Journal {
         }
         self.request(Op::Vacuum).await?;
         Ok(total)
+    }
+
+    /// Takes over the outcome lines dead cluster members committed but never confirmed
+    /// in their audit files (none with SQLite): the caller appends them.
+    pub fn rescue_audit(&self) -> impl Future<Output = Result<Vec<OutcomeLine>, JournalError>> + 'static {
+        self.request(Op::RescueAudit)
+    }
+
+    /// Tells the cluster that `endpoint` is paused until `until_ms` (a 429); nothing with
+    /// SQLite.
+    pub fn publish_pause(&self, endpoint: crate::telemetry::metrics::Endpoint, until_ms: i64) {
+        let _ = self.tx.send(Op::PublishPause { endpoint, until_ms });
+    }
+
+    /// At a graceful stop: hands this daemon's unresolved actions back to the queue (the
+    /// other members take them at once instead of after the lease) and marks the
+    /// instance stopped. Nothing with SQLite.
+    pub fn release(&self) {
+        let _ = self.tx.send(Op::Release);
     }
 
     /// Waits until everything sent before is committed.

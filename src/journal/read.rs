@@ -5,9 +5,9 @@
 //! resolved actions, which a running daemon never writes.
 
 use crate::action::Identity;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 
-use super::view::DeadLetterFilter;
+use super::view::{DeadLetterFilter, InstanceView};
 use super::{ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, JournalError, Page, Pruned};
 
 /// The longest page a list hands out.
@@ -47,13 +47,27 @@ pub trait JournalRead: Send {
     /// Prunes what resolved before `before_ms` (see `Journal::prune`); safe beside a
     /// running daemon, which never touches a resolved action.
     fn prune(&self, before_ms: i64) -> Result<Pruned, JournalError>;
+
+    /// The daemons of the cluster, newest first (none for a SQLite journal).
+    fn instances(&self) -> Result<Vec<InstanceView>, JournalError>;
 }
 
-/// A reader for the journal `config` names.
+/// A reader for the journal `config` names (blocking: call it off any async runtime).
 pub fn open_reader(config: &Config) -> Result<Box<dyn JournalRead>, JournalError> {
     let has_webhook = config.dead_letter.webhook_url.is_set();
-    Ok(Box::new(super::sqlite::read::Reader::open(
-        &config.journal.path,
-        has_webhook,
-    )?))
+    match config.journal.backend {
+        Backend::Sqlite => Ok(Box::new(super::sqlite::read::Reader::open(
+            &config.journal.path,
+            has_webhook,
+        )?)),
+        Backend::Postgres => {
+            let target = super::postgres::Target::from_env(&config.journal.url_env, &config.journal.schema)?;
+            let lease = config.cluster.lease_timeout;
+            Ok(Box::new(super::postgres::read::Reader::open(
+                target,
+                has_webhook,
+                lease,
+            )?))
+        }
+    }
 }

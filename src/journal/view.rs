@@ -156,6 +156,27 @@ impl Cursor {
     }
 }
 
+/// One daemon of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceView {
+    /// Its instance id (fresh at every start).
+    pub id: String,
+    /// Its name (`cluster.instance_name`, or `HOSTNAME-PID`).
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+    /// Its last heartbeat (RFC 3339, UTC).
+    pub last_heartbeat: String,
+    /// Unresolved actions it holds.
+    pub owned_actions: u64,
+    /// Its heartbeat is younger than the lease and it did not stop.
+    pub live: bool,
+}
+
 /// The numbers of one batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BatchCounts {
@@ -197,12 +218,14 @@ impl BatchCounts {
     }
 }
 
-/// RFC 3339 UTC text of a Unix-ms time.
+/// RFC 3339 UTC text of a Unix-ms time, always with milliseconds.
 pub fn rfc3339_ms(ms: i64) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_default()
 }
 
@@ -240,7 +263,7 @@ mod tests {
 
     #[test]
     fn timestamps_are_utc_rfc3339() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_ms(1_500), "1970-01-01T00:00:01.5Z");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_500), "1970-01-01T00:00:01.500Z");
     }
 }

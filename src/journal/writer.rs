@@ -28,6 +28,7 @@ pub(crate) enum Done {
     Pruned(Pruned),
     Source(Option<String>),
     Letters(Vec<(crate::dead_letter::DeadLetter, u32)>),
+    Lines(Vec<super::OutcomeLine>),
 }
 
 /// The writer loop: group commits until every handle is dropped.
@@ -41,7 +42,13 @@ pub(crate) fn run(mut backend: impl Backend, rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        match backend.apply(&ops) {
+        let started = std::time::Instant::now();
+        let applied = backend.apply(&ops);
+        crate::telemetry::events::JournalCommitted {
+            elapsed: started.elapsed(),
+        }
+        .emit();
+        match applied {
             Ok(done) => ops.drain(..).zip(done).for_each(|(op, done)| answer(op, Ok(done))),
             Err(e) if ops.len() > 1 => {
                 // One bad operation must not take the others down with it: apply each
@@ -114,7 +121,16 @@ fn answer(op: Op, result: Result<Done, JournalError>) {
             Done::Source(v) => Some(v),
             _ => None,
         }),
+        Op::RescueAudit(reply) => send(reply, result, |d| match d {
+            Done::Lines(v) => Some(v),
+            _ => None,
+        }),
         Op::Flush(reply) | Op::Vacuum(reply) => send(reply, result, |_| Some(())),
-        Op::Save { ack: None, .. } | Op::MarkAudited(_) | Op::Delivery { .. } | Op::RecordSource { .. } => {}
+        Op::Save { ack: None, .. }
+        | Op::MarkAudited(_)
+        | Op::Delivery { .. }
+        | Op::RecordSource { .. }
+        | Op::PublishPause { .. }
+        | Op::Release => {}
     }
 }

@@ -210,3 +210,45 @@ impl OwnershipLost {
         counter!(OWNERSHIP_LOST).increment(1);
     }
 }
+
+/// Actions were claimed from the journal, some of them from dead instances.
+pub struct ActionsClaimed {
+    /// Claimed.
+    pub claimed: usize,
+    /// Of those, taken from a dead instance.
+    pub rescued: usize,
+}
+
+impl ActionsClaimed {
+    /// Counts them.
+    pub fn emit(self) {
+        counter!(ACTIONS_CLAIMED).increment(self.claimed as u64);
+        counter!(ACTIONS_RESCUED).increment(self.rescued as u64);
+    }
+}
+
+/// The live instances of the cluster were counted.
+pub struct ClusterInstances {
+    /// Live instances.
+    pub live: usize,
+}
+
+impl ClusterInstances {
+    /// Sets the gauge.
+    pub fn emit(self) {
+        gauge!(CLUSTER_INSTANCES).set(self.live as f64);
+    }
+}
+
+/// A journal group commit finished.
+pub struct JournalCommitted {
+    /// Its duration.
+    pub elapsed: Duration,
+}
+
+impl JournalCommitted {
+    /// Records it.
+    pub fn emit(self) {
+        histogram!(JOURNAL_COMMIT).record(self.elapsed.as_secs_f64());
+    }
+}

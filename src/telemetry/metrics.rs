@@ -30,6 +30,14 @@ pub const TOKEN_REFRESHES: &str = "actionwarden_token_refreshes_total";
 pub const DEAD_LETTERS: &str = "actionwarden_dead_letters_total";
 /// Gauge: dead letters stored but not yet accepted by the webhook.
 pub const DEAD_LETTERS_UNDELIVERED: &str = "actionwarden_dead_letters_undelivered";
+/// Gauge: live instances of the cluster.
+pub const CLUSTER_INSTANCES: &str = "actionwarden_cluster_instances";
+/// Counter: actions claimed from the journal.
+pub const ACTIONS_CLAIMED: &str = "actionwarden_actions_claimed_total";
+/// Counter: actions claimed from a dead instance.
+pub const ACTIONS_RESCUED: &str = "actionwarden_actions_rescued_total";
+/// Histogram: seconds per journal group commit.
+pub const JOURNAL_COMMIT: &str = "actionwarden_journal_commit_seconds";
 /// Counter: actions dropped because another claim took them over.
 pub const OWNERSHIP_LOST: &str = "actionwarden_ownership_lost_total";
 /// Counter: audit records written, by event type.
@@ -43,7 +51,7 @@ pub const BUILD_INFO: &str = "actionwarden_build_info";
 
 /// Every `actionwarden_*` metric name above, for tools that check dashboards and alert
 /// rules against what the daemon exports.
-pub const ACTIONWARDEN_METRICS: [&str; 16] = [
+pub const ACTIONWARDEN_METRICS: [&str; 21] = [
     ACTIONS_SUBMITTED,
     ACTIONS_FINISHED,
     ACTION_RETRIES,
@@ -60,6 +68,11 @@ pub const ACTIONWARDEN_METRICS: [&str; 16] = [
     JOURNAL_ERRORS,
     AUDIT_ERRORS,
     BUILD_INFO,
+    OWNERSHIP_LOST,
+    CLUSTER_INSTANCES,
+    ACTIONS_CLAIMED,
+    ACTIONS_RESCUED,
+    JOURNAL_COMMIT,
 ];
 
 /// The standard process metrics of Prometheus client libraries, as exported here (Linux
@@ -105,6 +118,11 @@ const HTTP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Buckets for journal group commits: 0.5ms to 5s.
+const COMMIT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
 /// Buckets for action duration: 10ms to 4h.
 const ACTION_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
@@ -119,6 +137,8 @@ pub fn install() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), HTTP_BUCKETS)
                 .expect("static buckets are valid")
                 .set_buckets_for_metric(Matcher::Full(ACTION_DURATION.into()), ACTION_BUCKETS)
+                .expect("static buckets are valid")
+                .set_buckets_for_metric(Matcher::Full(JOURNAL_COMMIT.into()), COMMIT_BUCKETS)
                 .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
@@ -161,7 +181,9 @@ pub fn register_globals() {
     for result in ["ok", "rejected", "error"] {
         counter!(TOKEN_REFRESHES, "result" => result).increment(0);
     }
-    metrics::counter!(OWNERSHIP_LOST).increment(0);
+    counter!(OWNERSHIP_LOST).increment(0);
+    counter!(ACTIONS_CLAIMED).increment(0);
+    counter!(ACTIONS_RESCUED).increment(0);
     for event_type in AUDIT_EVENT_TYPES {
         counter!(AUDIT_RECORDS, "event_type" => event_type).increment(0);
     }
@@ -226,6 +248,10 @@ fn describe() {
     );
     describe_counter!(AUDIT_RECORDS, "Audit records written by event type.");
     describe_counter!(OWNERSHIP_LOST, "Actions dropped because another claim took them over.");
+    describe_gauge!(CLUSTER_INSTANCES, "Live instances of the cluster (PostgreSQL journal).");
+    describe_counter!(ACTIONS_CLAIMED, "Actions claimed from the journal.");
+    describe_counter!(ACTIONS_RESCUED, "Actions claimed from an instance that died.");
+    describe_histogram!(JOURNAL_COMMIT, Unit::Seconds, "Journal group commits.");
     describe_counter!(
         JOURNAL_ERRORS,
         "Journal commits that failed (retried; nothing is lost)."

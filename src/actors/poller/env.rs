@@ -55,6 +55,8 @@ pub struct PollerEnv {
     pub journal: Journal,
     /// Where a failure only an operator can fix is reported (`/readyz`, `run --once`).
     pub blockers: Blockers,
+    /// The cluster membership: no request starts while this member is fenced.
+    pub cluster: Option<std::sync::Arc<crate::journal::Cluster>>,
     /// Set at shutdown: no new request starts.
     pub stopping: Cell<bool>,
     /// Steps allowed to have a request in flight (`cxone.max_connections`).
@@ -62,6 +64,9 @@ pub struct PollerEnv {
     /// CXone requests in flight (shutdown waits for them).
     pub requests: InFlightRequests,
 }
+
+/// How often a fenced member looks whether its heartbeat was renewed.
+const FENCED_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One request in flight.
 struct RequestGuard<'a>(&'a InFlightRequests);
@@ -163,6 +168,11 @@ impl PollerEnv {
     ) -> Result<T, CallError> {
         if self.stopping.get() {
             std::future::pending::<()>().await;
+        }
+        // A member that could not renew its heartbeat may have lost its actions to the
+        // others: it starts no request until the database answers again.
+        while self.cluster.as_ref().is_some_and(|c| c.fenced()) {
+            actix_rt::time::sleep(FENCED_RETRY).await;
         }
         let _counted = self.requests.start();
         call(token).await

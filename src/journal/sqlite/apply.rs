@@ -129,7 +129,9 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
             .execute(params![batch.as_ref(), path, hash, *actions as i64, now_ms()])?;
             Done::Nothing
         }
-        Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
+        // One daemon owns a SQLite journal: nobody else to rescue from or tell.
+        Op::RescueAudit(_) => Done::Lines(Vec::new()),
+        Op::PublishPause { .. } | Op::Release | Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
     })
 }
 

@@ -9,7 +9,7 @@ use super::apply::{read_row, ROW_COLUMNS};
 use crate::action::Identity;
 use crate::journal::read::{JournalRead, MAX_PAGE};
 use crate::journal::record::{now_ms, StateWord};
-use crate::journal::view::{rfc3339_ms, DeadLetterFilter};
+use crate::journal::view::{rfc3339_ms, DeadLetterFilter, InstanceView};
 use crate::journal::{
     ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, HistoryEvent, JournalError, Page,
     Pruned,
@@ -351,5 +351,9 @@ impl JournalRead for Reader {
             .execute_batch("PRAGMA incremental_vacuum")
             .map_err(self.sql())?;
         Ok(total)
+    }
+
+    fn instances(&self) -> Result<Vec<InstanceView>, JournalError> {
+        Ok(Vec::new())
     }
 }
