@@ -120,9 +120,10 @@ impl AuditActor {
         let (tx, rx) = mpsc::channel();
         let path = path.to_owned();
         let writer_journal = journal.clone();
+        let cluster = rescue.is_some();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer_loop(file, path, fsync, writer_journal, rx))?;
+            .spawn(move || writer_loop(file, path, fsync, writer_journal, cluster, rx))?;
         Ok(AuditActor {
             writer: tx,
             journal,
@@ -211,13 +212,23 @@ pub fn open_private_append(path: &Path) -> std::io::Result<File> {
     options.open(path)
 }
 
-fn writer_loop(mut file: File, path: PathBuf, fsync: bool, journal: Journal, rx: mpsc::Receiver<WriterMsg>) {
+/// The writer thread. `cluster`: outcome lines are written only once claimed for
+/// writing in the journal (a member taken for dead may have lost them to another).
+fn writer_loop(
+    mut file: File,
+    path: PathBuf,
+    fsync: bool,
+    journal: Journal,
+    cluster: bool,
+    rx: mpsc::Receiver<WriterMsg>,
+) {
     let mut buffer = Vec::with_capacity(1 << 16);
     let mut waiters = Vec::new();
     let mut confirmed = Vec::new();
+    let mut outcomes: Vec<OutcomeLine> = Vec::new();
     loop {
         // With a failed group still buffered, wake up to retry it even if nothing new comes.
-        let first = if buffer.is_empty() {
+        let first = if buffer.is_empty() && outcomes.is_empty() {
             match rx.recv() {
                 Ok(msg) => Some(msg),
                 Err(_) => return,
@@ -234,10 +245,7 @@ fn writer_loop(mut file: File, path: PathBuf, fsync: bool, journal: Journal, rx:
         while let Some(msg) = next.take() {
             match msg {
                 WriterMsg::Line(line) => buffer.extend_from_slice(&line),
-                WriterMsg::Outcome(outcome) => {
-                    buffer.extend_from_slice(&outcome.line);
-                    confirmed.push(outcome.event_id);
-                }
+                WriterMsg::Outcome(outcome) => outcomes.push(outcome),
                 WriterMsg::Flush(tx) => waiters.push(tx),
             }
             taken += 1;
@@ -245,6 +253,7 @@ fn writer_loop(mut file: File, path: PathBuf, fsync: bool, journal: Journal, rx:
                 next = rx.try_recv().ok();
             }
         }
+        take_outcomes(&journal, cluster, &mut outcomes, &mut buffer, &mut confirmed);
         let result = write_group(&mut file, &buffer, fsync).map_err(|source| AuditError::Write {
             path: path.clone(),
             source: std::sync::Arc::new(source),
@@ -261,6 +270,40 @@ fn writer_loop(mut file: File, path: PathBuf, fsync: bool, journal: Journal, rx:
         }
         for waiter in waiters.drain(..) {
             let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+/// Moves the pending outcome lines into the group: all of them, or in a cluster those the
+/// journal still gives this member (the rest were taken over and are another's to
+/// write). When the journal cannot answer, they wait for the next group.
+fn take_outcomes(
+    journal: &Journal,
+    cluster: bool,
+    outcomes: &mut Vec<OutcomeLine>,
+    buffer: &mut Vec<u8>,
+    confirmed: &mut Vec<String>,
+) {
+    if outcomes.is_empty() {
+        return;
+    }
+    let ours: HashSet<String> = if cluster {
+        match journal.claim_writing(outcomes.iter().map(|o| o.event_id.clone()).collect()) {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot claim outcome lines for writing; trying again.");
+                return;
+            }
+        }
+    } else {
+        outcomes.iter().map(|o| o.event_id.clone()).collect()
+    };
+    for outcome in outcomes.drain(..) {
+        if ours.contains(&outcome.event_id) {
+            buffer.extend_from_slice(&outcome.line);
+            confirmed.push(outcome.event_id);
+        } else {
+            tracing::warn!(event_id = %outcome.event_id, "Outcome line taken over by another cluster member; not written here.");
         }
     }
 }

@@ -62,6 +62,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     // anything. Opening blocks (PostgreSQL connects): off the actors' thread.
     let open_options = journal::OpenOptions {
         instance_name: cfg.cluster.instance_name(),
+        audit_path: std::path::absolute(&cfg.audit.path).unwrap_or_else(|_| cfg.audit.path.clone()),
         forget_poll_ids: cfg.cxone.uses_simulator() && cfg.journal.backend == Backend::Sqlite,
     };
     let opening = cfg.clone();

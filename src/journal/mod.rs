@@ -306,6 +306,10 @@ pub(crate) enum Op {
         reply: Reply<Option<String>>,
     },
     RescueAudit(Reply<Vec<OutcomeLine>>),
+    ClaimWriting {
+        event_ids: Vec<String>,
+        reply: Reply<Vec<String>>,
+    },
     PublishPause {
         endpoint: crate::telemetry::metrics::Endpoint,
         until_ms: i64,
@@ -325,6 +329,9 @@ pub(crate) enum Op {
 pub struct OpenOptions {
     /// This daemon's name, written into every history event.
     pub instance_name: String,
+    /// The audit file: a cluster member restarted on the same host with the same file
+    /// reconciles the lines its predecessor was writing when it died.
+    pub audit_path: std::path::PathBuf,
     /// The embedded simulator restarted with this process (SQLite: ids polled before
     /// exist nowhere any more).
     pub forget_poll_ids: bool,
@@ -374,6 +381,7 @@ pub fn open(config: &crate::config::Config, options: &OpenOptions) -> Result<Ope
                 url_env: config.journal.url_env.clone(),
                 schema: config.journal.schema.clone(),
                 instance_name: options.instance_name.clone(),
+                audit_path: options.audit_path.display().to_string(),
                 heartbeat: config.cluster.heartbeat,
                 lease_timeout: config.cluster.lease_timeout,
             })?;
@@ -577,6 +585,13 @@ impl Journal {
     /// in their audit files (none with SQLite): the caller appends them.
     pub fn rescue_audit(&self) -> impl Future<Output = Result<Vec<OutcomeLine>, JournalError>> + 'static {
         self.request(Op::RescueAudit)
+    }
+
+    /// Before the audit writer appends outcome lines: marks them being written by this
+    /// daemon and returns those still its own (a cluster member taken for dead may have
+    /// lost some to another, which appends them instead). Blocks: for the writer thread.
+    pub fn claim_writing(&self, event_ids: Vec<String>) -> Result<Vec<String>, JournalError> {
+        self.request_blocking(move |reply| Op::ClaimWriting { event_ids, reply })
     }
 
     /// Tells the cluster that `endpoint` is paused until `until_ms` (a 429); nothing with

@@ -29,6 +29,7 @@ pub(crate) enum Done {
     Source(Option<String>),
     Letters(Vec<(crate::dead_letter::DeadLetter, u32)>),
     Lines(Vec<super::OutcomeLine>),
+    Ids(Vec<String>),
 }
 
 /// The writer loop: group commits until every handle is dropped.
@@ -119,6 +120,10 @@ fn answer(op: Op, result: Result<Done, JournalError>) {
         }),
         Op::Source { reply, .. } => send(reply, result, |d| match d {
             Done::Source(v) => Some(v),
+            _ => None,
+        }),
+        Op::ClaimWriting { reply, .. } => send(reply, result, |d| match d {
+            Done::Ids(v) => Some(v),
             _ => None,
         }),
         Op::RescueAudit(reply) => send(reply, result, |d| match d {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod checks;
+pub mod pg;
 
 // Each test binary uses some of these; the others are unused there.
 #[allow(unused_imports)]
@@ -154,6 +155,8 @@ pub struct Harness {
     /// True: journal and audit keep their shipped `fsync = true`; false (the default,
     /// for speed): the test configs turn disk syncs off.
     pub durable: bool,
+    /// With `ACTIONWARDEN_TEST_BACKEND=postgres`: the schema the journal lives in.
+    pub pg: Option<pg::Schema>,
 }
 
 impl Harness {
@@ -163,6 +166,7 @@ impl Harness {
             dir: tempfile::tempdir().expect("temp dir"),
             sim: Sim::start(sim_args),
             durable: false,
+            pg: test_schema(),
         }
     }
 
@@ -181,6 +185,7 @@ impl Harness {
             dir: tempfile::tempdir().expect("temp dir"),
             sim: Sim::start_with(sim_args, false),
             durable: false,
+            pg: test_schema(),
         }
     }
 
@@ -202,7 +207,11 @@ impl Harness {
             ("retry", "max_retries = 3\nbase_delay = \"10ms\"\nmax_delay = \"50ms\"\njitter = \"none\"".to_string()),
             ("dead_letter", format!("webhook_url = \"{url}/sim/webhook\"\nsigning_secret_env = \"{WEBHOOK_KEY_ENV}\"\ndrain_timeout = \"20s\"")),
             ("audit", format!("path = \"{dir}/audit.jsonl\"{fsync}")),
-            ("journal", format!("path = \"{dir}/actionwarden.journal\"{fsync}")),
+            ("journal", match &self.pg {
+                Some(schema) => schema.journal_table(),
+                None => format!("path = \"{dir}/actionwarden.journal\"{fsync}"),
+            }),
+            ("cluster", pg::Schema::cluster_table("test")),
             ("admin", "listen = \"\"".to_string()),
         ];
         let mut text = String::new();
@@ -273,6 +282,19 @@ impl Harness {
     }
 }
 
+/// The journal tests' schema when they run against PostgreSQL.
+fn test_schema() -> Option<pg::Schema> {
+    if !pg::postgres_backend() {
+        return None;
+    }
+    let schema = pg::Schema::fresh("journal tests on PostgreSQL");
+    assert!(
+        schema.is_some(),
+        "ACTIONWARDEN_TEST_BACKEND=postgres needs a reachable PostgreSQL"
+    );
+    schema
+}
+
 /// True under CI (`.ci/run` sets `ACTIONWARDEN_CI=1`): a tool a test promises to use
 /// must be there, and the test fails rather than fall back.
 pub fn under_ci() -> bool {
@@ -288,6 +310,7 @@ pub fn daemon_cmd(args: &[&str], config: &Path) -> Command {
         .arg(config)
         .env(SECRET_ENV, SIM_SECRET)
         .env(WEBHOOK_KEY_ENV, WEBHOOK_KEY)
+        .env(pg::DB_URL_ENV, pg::database_url())
         .env_remove("RUST_LOG")
         .env_remove("ACTIONWARDEN_CONFIG");
     without_proxies(&mut command);

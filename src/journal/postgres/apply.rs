@@ -110,7 +110,7 @@ fn apply_one(tx: &mut Transaction<'_>, cluster: &Cluster, name: &str, op: &Op) -
     let lease = cluster.lease_timeout.as_millis() as i64;
     Ok(match op {
         Op::Insert { batch, rows, .. } => Done::Inserted(insert(tx, batch, rows)?),
-        Op::Claim { batch, limit, .. } => Done::Claimed(claim(tx, me, lease, batch, *limit)?),
+        Op::Claim { batch, limit, .. } => Done::Claimed(claim(tx, me, name, lease, batch, *limit)?),
         Op::Reload { claim, .. } => Done::Row(
             tx.query_opt(
                 &format!("SELECT {ROW_COLUMNS} FROM actions WHERE id = $1 AND fence = $2 AND owner = $3"),
@@ -183,6 +183,16 @@ fn apply_one(tx: &mut Transaction<'_>, cluster: &Cluster, name: &str, op: &Op) -
             Done::Nothing
         }
         Op::RescueAudit(_) => Done::Lines(rescue_audit(tx, me, lease)?),
+        Op::ClaimWriting { event_ids, .. } => Done::Ids(
+            tx.query(
+                "UPDATE outcomes SET writing = TRUE WHERE event_id = ANY($1) AND auditor = $2 AND NOT audited
+                 RETURNING event_id",
+                &[event_ids, &me],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+        ),
         Op::PublishPause { endpoint, until_ms } => {
             tx.execute(
                 "INSERT INTO pauses (endpoint, until_ms) VALUES ($1, $2)
@@ -259,6 +269,7 @@ fn insert(
 fn claim(
     tx: &mut Transaction<'_>,
     me: &str,
+    name: &str,
     lease: i64,
     batch: &str,
     limit: usize,
@@ -278,20 +289,25 @@ fn claim(
     );
     let rows = tx.query(&sql, &[&batch, &(limit as i64), &me, &lease])?;
     let mut rescued = 0;
+    let taken_over = Note {
+        detail: Some("taken over from an instance that stopped renewing its heartbeat".into()),
+        ..Note::default()
+    };
+    for r in rows.iter().filter(|r| r.get::<_, bool>("rescued")) {
+        rescued += 1;
+        let mut row = read_row(r);
+        row.updated_ms = now_ms();
+        write::event(tx, r.get("id"), &row, &taken_over, name)?;
+    }
     let mut claimed: Vec<Claimed> = rows
         .iter()
-        .map(|r| {
-            if r.get::<_, bool>("rescued") {
-                rescued += 1;
-            }
-            Claimed {
-                claim: Claim {
-                    id: r.get("id"),
-                    fence: r.get("fence"),
-                },
-                row: read_row(r),
-                body: Bytes::from(r.get::<_, Vec<u8>>("body")),
-            }
+        .map(|r| Claimed {
+            claim: Claim {
+                id: r.get("id"),
+                fence: r.get("fence"),
+            },
+            row: read_row(r),
+            body: Bytes::from(r.get::<_, Vec<u8>>("body")),
         })
         .collect();
     claimed.sort_by_key(|c| c.claim.id);
@@ -358,13 +374,14 @@ fn claim_letters(
         .collect())
 }
 
-/// Takes over the outcome lines that dead instances committed but never confirmed in
-/// their audit files: this instance appends them.
+/// Takes over the outcome lines that dead instances committed but never began to write:
+/// they are in no audit file, and this instance appends them. (A line a dead instance
+/// was writing may be in its file: the instance restarted on its host reconciles it.)
 fn rescue_audit(tx: &mut Transaction<'_>, me: &str, lease: i64) -> Result<Vec<OutcomeLine>, postgres::Error> {
     let sql = lease_sql(
         &format!(
             "UPDATE outcomes SET auditor = $1
-             WHERE event_id IN (SELECT event_id FROM outcomes WHERE NOT audited AND auditor <> $1
+             WHERE event_id IN (SELECT event_id FROM outcomes WHERE NOT audited AND NOT writing AND auditor <> $1
                                   AND auditor NOT IN ({LIVE}) FOR UPDATE SKIP LOCKED)
              RETURNING event_id, line"
         ),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use postgres::Client;
 
 use super::{Cluster, Target};
-use crate::journal::JournalError;
+use crate::journal::{JournalError, OutcomeLine};
 use crate::telemetry::metrics::Endpoint;
 
 /// How often the pauses are read at most apart, whatever the heartbeat: a 429 learned by
@@ -25,19 +25,50 @@ pub(super) fn register(
     target: &Target,
     cluster: &Cluster,
     name: &str,
+    audit_path: &str,
 ) -> Result<(), JournalError> {
     client
         .execute(
-            "INSERT INTO instances (id, name, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, now(), now())",
+            "INSERT INTO instances (id, name, host, pid, started_at, heartbeat_at, audit_path)
+             VALUES ($1, $2, $3, $4, now(), now(), $5)",
             &[
                 &cluster.instance,
                 &name,
                 &crate::config::host_name(),
                 &(std::process::id() as i32),
+                &audit_path,
             ],
         )
         .map_err(target.error())?;
     Ok(())
+}
+
+/// Takes over the outcome lines that dead instances of this host, writing to this audit
+/// file, had begun to write: the file tells whether they made it.
+pub(super) fn predecessors_lines(
+    client: &mut Client,
+    target: &Target,
+    cluster: &Cluster,
+    audit_path: &str,
+) -> Result<Vec<OutcomeLine>, JournalError> {
+    let lease = cluster.lease_timeout.as_millis() as i64;
+    let rows = client
+        .query(
+            "UPDATE outcomes SET auditor = $1
+             WHERE NOT audited AND writing AND auditor IN (
+                 SELECT id FROM instances WHERE host = $2 AND audit_path = $3 AND id <> $1
+                   AND (stopped_at IS NOT NULL OR heartbeat_at <= now() - $4::bigint * interval '1 millisecond'))
+             RETURNING event_id, line",
+            &[&cluster.instance, &crate::config::host_name(), &audit_path, &lease],
+        )
+        .map_err(target.error())?;
+    Ok(rows
+        .iter()
+        .map(|r| OutcomeLine {
+            event_id: r.get(0),
+            line: r.get(1),
+        })
+        .collect())
 }
 
 /// Starts the heartbeat thread; it stops when the cluster handle is dropped.

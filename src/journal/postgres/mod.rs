@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use postgres::config::SslMode;
 use postgres::{Client, Config, NoTls};
 
-use super::{Journal, JournalError, OutcomeLine, Snapshot};
+use super::{Journal, JournalError, Snapshot};
 use crate::telemetry::metrics::Endpoint;
 
 /// How long a connection attempt may take.
@@ -41,6 +41,8 @@ pub struct Options {
     pub schema: String,
     /// This daemon's name.
     pub instance_name: String,
+    /// Its audit file (for the reconciliation of a predecessor's lines).
+    pub audit_path: String,
     /// `cluster.heartbeat`.
     pub heartbeat: Duration,
     /// `cluster.lease_timeout`.
@@ -54,6 +56,9 @@ pub struct Target {
     /// `host:port/database`, safe to show.
     pub shown: String,
     schema: String,
+    /// The server ends a session idle inside a transaction this long (a member paused
+    /// mid-transaction must not keep rows locked from the others past its lease).
+    idle_in_transaction: Option<Duration>,
 }
 
 impl Target {
@@ -80,7 +85,15 @@ impl Target {
             shown: format!("{host}:{port}/{database}"),
             config,
             schema: schema.to_owned(),
+            idle_in_transaction: None,
         })
+    }
+
+    /// The same target, whose sessions the server ends when idle inside a transaction
+    /// for `timeout`.
+    pub fn idle_in_transaction(mut self, timeout: Duration) -> Self {
+        self.idle_in_transaction = Some(timeout);
+        self
     }
 
     /// A connection with `search_path` set to the journal's schema.
@@ -92,9 +105,14 @@ impl Target {
             _ => self.config.connect(NoTls),
         }
         .map_err(self.error())?;
-        client
-            .batch_execute(&format!("SET search_path TO {}", self.schema))
-            .map_err(self.error())?;
+        let mut setup = format!("SET search_path TO {};", self.schema);
+        if let Some(timeout) = self.idle_in_transaction {
+            setup.push_str(&format!(
+                "SET idle_in_transaction_session_timeout = {};",
+                timeout.as_millis()
+            ));
+        }
+        client.batch_execute(&setup).map_err(self.error())?;
         Ok(client)
     }
 
@@ -202,12 +220,19 @@ impl Drop for Cluster {
 /// Connects, migrates the schema (under an advisory lock), registers this instance, and
 /// starts the writer and heartbeat threads. Blocking: call it off any async runtime.
 pub fn open(options: &Options) -> Result<(Journal, Snapshot, Arc<Cluster>), JournalError> {
-    let target = Target::from_env(&options.url_env, &options.schema)?;
+    let target = Target::from_env(&options.url_env, &options.schema)?.idle_in_transaction(options.lease_timeout);
     let mut setup = schema::connect_and_migrate(&target)?;
     let instance = uuid::Uuid::new_v4().to_string();
     let cluster = Arc::new(Cluster::new(instance.clone(), options.heartbeat, options.lease_timeout));
-    heartbeat::register(&mut setup, &target, &cluster, &options.instance_name)?;
+    heartbeat::register(
+        &mut setup,
+        &target,
+        &cluster,
+        &options.instance_name,
+        &options.audit_path,
+    )?;
     cluster.renewed();
+    let unaudited = heartbeat::predecessors_lines(&mut setup, &target, &cluster, &options.audit_path)?;
     drop(setup);
     let (tx, rx) = mpsc::channel();
     let backend = apply::Postgres::new(target.clone(), cluster.clone(), options.instance_name.clone())?;
@@ -220,10 +245,9 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot, Arc<Cluster>), Jour
         tx,
         _lock: Arc::new(()),
     };
-    // Outcome lines of this instance cannot exist yet (its id is new); those of dead
-    // instances are taken over by the audit actor through `rescue_audit`.
-    let snapshot = Snapshot {
-        unaudited: Vec::<OutcomeLine>::new(),
-    };
+    // The lines a predecessor on this host was writing into this audit file when it
+    // died: the audit actor appends those the file lacks. Lines dead instances never
+    // began to write are taken over through `rescue_audit`.
+    let snapshot = Snapshot { unaudited };
     Ok((journal, snapshot, cluster))
 }

@@ -21,7 +21,8 @@ CREATE TABLE instances (
     pid INTEGER NOT NULL,
     started_at TIMESTAMPTZ NOT NULL,
     heartbeat_at TIMESTAMPTZ NOT NULL,
-    stopped_at TIMESTAMPTZ
+    stopped_at TIMESTAMPTZ,
+    audit_path TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE actions (
     id BIGSERIAL PRIMARY KEY,
@@ -68,6 +69,7 @@ CREATE TABLE outcomes (
     key TEXT NOT NULL,
     line BYTEA NOT NULL,
     audited BOOLEAN NOT NULL DEFAULT FALSE,
+    writing BOOLEAN NOT NULL DEFAULT FALSE,
     auditor TEXT NOT NULL,
     created_ms BIGINT NOT NULL
 );

@@ -131,6 +131,7 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
         }
         // One daemon owns a SQLite journal: nobody else to rescue from or tell.
         Op::RescueAudit(_) => Done::Lines(Vec::new()),
+        Op::ClaimWriting { event_ids, .. } => Done::Ids(event_ids.clone()),
         Op::PublishPause { .. } | Op::Release | Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
     })
 }
