@@ -326,3 +326,39 @@ fn a_schema_newer_than_the_binary_is_refused() {
         show(&output)
     );
 }
+
+#[test]
+fn a_database_restarted_mid_run_loses_nothing() {
+    let Some(server) = common::pg::PrivateServer::start("database_restart") else {
+        return;
+    };
+    let h = Harness::new(&["--profile", "clean"]);
+    let file = mixed_actions(h.dir.path(), 300, "300ms");
+    let journal = "backend = \"postgres\"\nurl_env = \"AW_TEST_PRIVATE_URL\"\nschema = \"aw\"";
+    let admin = "listen = \"127.0.0.1:0\"";
+    let overrides = [
+        FAST[0],
+        FAST[1],
+        ("limits", "max_in_flight = 50"),
+        ("journal", journal),
+        ("cluster", "heartbeat = \"100ms\"\nlease_timeout = \"1s\""),
+        ("admin", admin),
+    ];
+    let config = h.dir.path().join("config.toml");
+    std::fs::write(&config, h.config_text(&overrides, &batch_from_file(&file))).unwrap();
+    let mut daemon = h.spawn_with(&["run", "--once"], &config, &[("AW_TEST_PRIVATE_URL", &server.url())]);
+    let url = daemon.admin_url();
+    wait_until(Duration::from_secs(30), "some outcomes", || h.outcomes().len() >= 50);
+    server.stop();
+    wait_until(Duration::from_secs(10), "readiness to report the database", || {
+        let (code, body) = status_of(&format!("{url}/readyz"));
+        code == 503
+            && body["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("database") || r.contains("heartbeat"))
+    });
+    server.start_again();
+    assert_eq!(daemon.wait(Duration::from_secs(120)), Some(2), "{}", daemon.log_text());
+    assert_exactly_once(&h, 300);
+    assert_eq!(h.sim.stats()["actions_created"], 315, "one upstream action per attempt");
+}

@@ -125,6 +125,17 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// True when the store could not be reached at all (a database that is down), as
+    /// opposed to an operation it refused: nothing is gained by retrying the operations
+    /// of a group one by one.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            JournalError::Postgres { source, .. } => source.is_closed() || source.code().is_none(),
+            JournalError::WriterGone => true,
+            _ => false,
+        }
+    }
+
     /// True when there is no journal at the path yet (nothing has run).
     pub fn is_missing(&self) -> bool {
         matches!(self, JournalError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)

@@ -51,7 +51,7 @@ pub(crate) fn run(mut backend: impl Backend, rx: mpsc::Receiver<Op>) {
         .emit();
         match applied {
             Ok(done) => ops.drain(..).zip(done).for_each(|(op, done)| answer(op, Ok(done))),
-            Err(e) if ops.len() > 1 => {
+            Err(e) if ops.len() > 1 && !e.is_unavailable() => {
                 // One bad operation must not take the others down with it: apply each
                 // alone, so only the failing one is reported.
                 tracing::warn!(error = %e, "Journal group commit failed; committing one by one.");

@@ -78,3 +78,122 @@ impl Drop for Schema {
         }
     }
 }
+
+/// A PostgreSQL server of the test's own (Debian's `initdb`/`pg_ctl`), on a free port in
+/// a temp dir, so a test can stop and restart it. Stopped when dropped.
+pub struct PrivateServer {
+    dir: tempfile::TempDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// Where Debian installs the server binaries.
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivateServer {
+    /// Initializes and starts a server; `None` (after one "skipped" line) when the
+    /// binaries are missing, except under CI.
+    pub fn start(test: &str) -> Option<PrivateServer> {
+        if !std::path::Path::new(PG_BIN).join("initdb").exists() {
+            assert!(!under_ci(), "{PG_BIN}/initdb is required under CI");
+            eprintln!("skipped: {test}: no {PG_BIN}/initdb");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = PrivateServer { dir, port };
+        server.chown();
+        let data = server.data();
+        server.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres"]);
+        server.start_again();
+        Some(server)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// `initdb` refuses root: the server runs as `postgres` when the tests run as root.
+    fn as_root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    }
+
+    fn chown(&self) {
+        if Self::as_root() {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres", &self.dir.path().display().to_string()])
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = format!("{PG_BIN}/{tool}");
+        let mut command = if Self::as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &program]);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let output = command.args(args).output().unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert!(
+            output.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts the (stopped) server and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let dir = self.dir.path().display().to_string();
+        let options = format!("-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off", self.port);
+        let log = format!("{dir}/server.log");
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "start"],
+        );
+    }
+
+    /// Stops the server (fast: open sessions are cut).
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(if Self::as_root() { "runuser" } else { "true" })
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{PG_BIN}/pg_ctl"),
+                "-D",
+                &self.data(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+        if !Self::as_root() {
+            let _ = std::process::Command::new(format!("{PG_BIN}/pg_ctl"))
+                .args(["-D", &self.data(), "-m", "immediate", "stop"])
+                .output();
+        }
+    }
+}
