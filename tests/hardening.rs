@@ -286,6 +286,9 @@ fn chaos_profile_run_gives_every_action_exactly_one_outcome() {
 #[cfg(unix)]
 #[test]
 fn journal_and_audit_files_are_private() {
+    if common::pg::sqlite_only("journal_and_audit_files_are_private") {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let h = Harness::new(&["--profile", "clean"]);
     let output = h.run_once(&h.write_config(&[], &(batch("b", "") + &action("m", ""))));

@@ -83,6 +83,9 @@ fn rerunning_a_finished_file_submits_nothing() {
 
 #[test]
 fn second_daemon_on_the_same_journal_exits_3() {
+    if common::pg::sqlite_only("second_daemon_on_the_same_journal_exits_3") {
+        return;
+    }
     let h = Harness::new(&["--profile", "clean"]);
     let config = h.write_config(&[], &slow_batch(3, "10ms"));
     let mut first = h.spawn(&["run"], &config);
@@ -176,6 +179,9 @@ fn sighup_admits_new_actions_and_ignores_an_invalid_file() {
 
 #[test]
 fn embedded_simulator_runs_resume_after_kill_9() {
+    if common::pg::sqlite_only("embedded_simulator_runs_resume_after_kill_9") {
+        return;
+    }
     let h = Harness::new(&["--profile", "clean"]);
     let overrides = [
         ("cxone", "base_url = \"simulator\""),
@@ -241,6 +247,9 @@ fn sigterm_during_the_dead_letter_drain_stops_promptly() {
 
 #[test]
 fn a_compensation_whose_template_was_removed_is_rollback_failed() {
+    if common::pg::sqlite_only("a_compensation_whose_template_was_removed_is_rollback_failed") {
+        return;
+    }
     let h = Harness::new(&["--profile", "clean"]);
     let overrides = [
         ("cxone", "base_url = \"simulator\""),

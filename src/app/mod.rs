@@ -21,7 +21,7 @@ use crate::actors::admission::{AdmissionActor, BatchSettings, Configure, StopAdm
 use crate::actors::audit::FlushAudit;
 use crate::actors::dead_letter::DrainDeadLetters;
 use crate::actors::token::TokenHealth;
-use crate::config::{self, Backend, Loaded};
+use crate::config::{self, Loaded};
 use crate::error::Error;
 use crate::journal::{self, load, Journal};
 use crate::report::Summary;
@@ -63,7 +63,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     let open_options = journal::OpenOptions {
         instance_name: cfg.cluster.instance_name(),
         audit_path: std::path::absolute(&cfg.audit.path).unwrap_or_else(|_| cfg.audit.path.clone()),
-        forget_poll_ids: cfg.cxone.uses_simulator() && cfg.journal.backend == Backend::Sqlite,
+        forget_poll_ids: cfg.cxone.uses_simulator(),
     };
     let opening = cfg.clone();
     let opened = actix_rt::task::spawn_blocking(move || journal::open(&opening, &open_options))

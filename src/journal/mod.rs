@@ -392,6 +392,7 @@ pub fn open(config: &crate::config::Config, options: &OpenOptions) -> Result<Ope
                 url_env: config.journal.url_env.clone(),
                 schema: config.journal.schema.clone(),
                 instance_name: options.instance_name.clone(),
+                forget_poll_ids: options.forget_poll_ids,
                 audit_path: options.audit_path.display().to_string(),
                 heartbeat: config.cluster.heartbeat,
                 lease_timeout: config.cluster.lease_timeout,

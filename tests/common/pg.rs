@@ -197,3 +197,14 @@ impl Drop for PrivateServer {
         }
     }
 }
+
+/// True (after one "skipped" line) when the journal tests run on PostgreSQL and `test`
+/// is about the SQLite journal itself (its lock, its file, an embedded simulator that
+/// dies with the one daemon owning the journal).
+pub fn sqlite_only(test: &str) -> bool {
+    if postgres_backend() {
+        eprintln!("skipped: {test}: about the SQLite journal");
+        return true;
+    }
+    false
+}

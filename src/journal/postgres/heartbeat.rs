@@ -71,6 +71,19 @@ pub(super) fn predecessors_lines(
         .collect())
 }
 
+/// The embedded simulator restarted with this process: actions a dead instance was
+/// polling repeat their POST with the same key instead (nothing else can know them).
+pub(super) fn forget_poll_ids(client: &mut Client, target: &Target, cluster: &Cluster) -> Result<(), JournalError> {
+    let lease = cluster.lease_timeout.as_millis() as i64;
+    let sql = format!(
+        "UPDATE actions SET state = CASE state WHEN 'polling' THEN 'submitting' ELSE state END, poll_id = NULL
+         WHERE open AND poll_id IS NOT NULL AND (owner IS NULL OR owner NOT IN ({}))",
+        super::apply::LIVE.replace("$LEASE", "$1")
+    );
+    client.execute(&sql, &[&lease]).map_err(target.error())?;
+    Ok(())
+}
+
 /// Starts the heartbeat thread; it stops when the cluster handle is dropped.
 pub(super) fn spawn(target: Target, cluster: Arc<Cluster>) -> Result<(), JournalError> {
     std::thread::Builder::new()

@@ -41,6 +41,8 @@ pub struct Options {
     pub schema: String,
     /// This daemon's name.
     pub instance_name: String,
+    /// The embedded simulator restarted with this process (see the SQLite journal).
+    pub forget_poll_ids: bool,
     /// Its audit file (for the reconciliation of a predecessor's lines).
     pub audit_path: String,
     /// `cluster.heartbeat`.
@@ -105,7 +107,8 @@ impl Target {
             _ => self.config.connect(NoTls),
         }
         .map_err(self.error())?;
-        let mut setup = format!("SET search_path TO {};", self.schema);
+        // Notices ("already exists, skipping") are not worth a log line.
+        let mut setup = format!("SET search_path TO {}; SET client_min_messages = warning;", self.schema);
         if let Some(timeout) = self.idle_in_transaction {
             setup.push_str(&format!(
                 "SET idle_in_transaction_session_timeout = {};",
@@ -233,6 +236,9 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot, Arc<Cluster>), Jour
     )?;
     cluster.renewed();
     let unaudited = heartbeat::predecessors_lines(&mut setup, &target, &cluster, &options.audit_path)?;
+    if options.forget_poll_ids {
+        heartbeat::forget_poll_ids(&mut setup, &target, &cluster)?;
+    }
     drop(setup);
     let (tx, rx) = mpsc::channel();
     let backend = apply::Postgres::new(target.clone(), cluster.clone(), options.instance_name.clone())?;
