@@ -205,7 +205,7 @@ impl Pruned {
     }
 }
 
-/// What the journal held at open that the singletons need.
+/// What the singletons need from the journal: at open, and to rebuild after a restart.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Outcome lines not yet confirmed in the audit file.
@@ -246,7 +246,12 @@ pub(crate) enum Op {
         claim: Claim,
         reply: Reply<Option<ActionRow>>,
     },
-    MarkAudited(Vec<String>),
+    MarkAudited {
+        event_ids: Vec<String>,
+        ack: Option<Reply<()>>,
+    },
+    /// What the singletons rebuild from: unaudited outcome lines, undelivered letters.
+    Snapshot(Reply<Snapshot>),
     Delivery {
         error_id: String,
         attempts: u32,
@@ -393,8 +398,33 @@ impl Journal {
     /// Marks outcome lines as present in the audit file.
     pub fn mark_audited(&self, event_ids: Vec<String>) {
         if !event_ids.is_empty() {
-            let _ = self.tx.send(Op::MarkAudited(event_ids));
+            let _ = self.tx.send(Op::MarkAudited { event_ids, ack: None });
         }
+    }
+
+    /// Marks outcome lines as present in the audit file; the receiver learns whether the
+    /// mark was committed (the audit writer keeps the ids of marks not yet committed).
+    pub fn mark_audited_acked(&self, event_ids: Vec<String>) -> oneshot::Receiver<Result<(), JournalError>> {
+        let (ack, committed) = oneshot::channel();
+        if let Err(mpsc::SendError(Op::MarkAudited { ack: Some(ack), .. })) = self.tx.send(Op::MarkAudited {
+            event_ids,
+            ack: Some(ack),
+        }) {
+            let _ = ack.send(Err(JournalError::WriterGone));
+        }
+        committed
+    }
+
+    /// The outcome lines not yet confirmed in the audit file and the dead letters not
+    /// yet accepted by the webhook, as committed now: what the audit and dead-letter
+    /// actors rebuild from after a restart.
+    pub fn snapshot(&self) -> impl Future<Output = Result<Snapshot, JournalError>> + 'static {
+        self.request(Op::Snapshot)
+    }
+
+    /// `snapshot`, waited for on this (non-async) thread: for the audit writer.
+    pub fn snapshot_blocking(&self) -> Result<Snapshot, JournalError> {
+        self.request_blocking(Op::Snapshot)
     }
 
     /// Records a delivery attempt of a dead letter.

@@ -4,7 +4,7 @@
 
 use std::sync::mpsc;
 
-use super::{ActionRow, BatchCounts, Claimed, Inserted, JournalError, Op, Pruned, Replay, Written};
+use super::{ActionRow, BatchCounts, Claimed, Inserted, JournalError, Op, Pruned, Replay, Snapshot, Written};
 
 /// Most operations applied in one transaction.
 const MAX_GROUP: usize = 4096;
@@ -27,6 +27,7 @@ pub(crate) enum Done {
     Counts(Vec<BatchCounts>),
     Pruned(Pruned),
     Source(Option<String>),
+    Snapshot(Snapshot),
 }
 
 /// The writer loop: group commits until every handle is dropped.
@@ -109,7 +110,16 @@ fn answer(op: Op, result: Result<Done, JournalError>) {
             Done::Source(v) => Some(v),
             _ => None,
         }),
-        Op::Flush(reply) | Op::Vacuum(reply) => send(reply, result, |_| Some(())),
-        Op::Save { ack: None, .. } | Op::MarkAudited(_) | Op::Delivery { .. } | Op::RecordSource { .. } => {}
+        Op::Snapshot(reply) => send(reply, result, |d| match d {
+            Done::Snapshot(v) => Some(v),
+            _ => None,
+        }),
+        Op::Flush(reply) | Op::Vacuum(reply) | Op::MarkAudited { ack: Some(reply), .. } => {
+            send(reply, result, |_| Some(()))
+        }
+        Op::Save { ack: None, .. }
+        | Op::MarkAudited { ack: None, .. }
+        | Op::Delivery { .. }
+        | Op::RecordSource { .. } => {}
     }
 }

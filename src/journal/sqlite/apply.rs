@@ -69,9 +69,9 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
             ..
         } => Done::Written(resolve(tx, instance, *claim, row, note, outcome, letter.as_deref())?),
         Op::Reload { claim, .. } => Done::Row(reload(tx, instance, *claim)?),
-        Op::MarkAudited(ids) => {
+        Op::MarkAudited { event_ids, .. } => {
             let mut stmt = tx.prepare_cached("UPDATE outcomes SET audited = 1 WHERE event_id = ?1")?;
-            for id in ids {
+            for id in event_ids {
                 stmt.execute(params![id])?;
             }
             Done::Nothing
@@ -113,6 +113,7 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
             .execute(params![batch.as_ref(), path, hash, *actions as i64, now_ms()])?;
             Done::Nothing
         }
+        Op::Snapshot(_) => Done::Snapshot(super::snapshot(tx)?),
         Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
     })
 }

@@ -98,8 +98,8 @@ fn forget_poll_ids(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// What the audit and dead-letter actors need at start.
-fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
+/// What the audit and dead-letter actors need at start and to rebuild after a restart.
+pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut snapshot = Snapshot::default();
     let mut stmt = conn.prepare("SELECT event_id, line FROM outcomes WHERE audited = 0")?;
     for row in stmt.query_map([], |r| {
