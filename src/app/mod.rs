@@ -18,11 +18,13 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::actors::admission::{AdmissionActor, BatchSettings, Configure, StopAdmitting, Wake};
-use crate::actors::audit::FlushAudit;
+use crate::actors::audit::{AuditError, FlushAudit};
 use crate::actors::dead_letter::DrainDeadLetters;
+use crate::actors::singleton::send_until_answered;
 use crate::actors::token::TokenHealth;
 use crate::config::{self, Loaded};
 use crate::error::Error;
+use crate::health::Blockers;
 use crate::journal::{self, load, Journal};
 use crate::report::Summary;
 use crate::simulator::RunningSimulator;
@@ -35,6 +37,10 @@ use wiring::Daemon;
 const REPLAY_POLL: Duration = Duration::from_millis(500);
 /// How often histograms are compacted by the Prometheus recorder.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+/// How long to wait before asking a restarting singleton again.
+const MAILBOX_RETRY: Duration = Duration::from_millis(20);
+/// How often the end of a run asks a restarting singleton before giving up on it.
+const ASK_TRIES: u32 = 50;
 
 /// What a caller may hand to `run_with` besides the configuration.
 #[derive(Default)]
@@ -58,6 +64,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut control = Control::new(options.stop)?;
     let cfg = loaded.config.clone();
+    let blockers = Blockers::default();
     // The journal first: a second daemon on it must stop before touching anything.
     let (journal, snapshot) = journal::open(&journal::Options {
         path: cfg.journal.path.clone(),
@@ -77,7 +84,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
         "Actions loaded into the journal."
     );
     let creds = credentials::resolve(&cfg, options.simulator).await?;
-    let daemon = wiring::start(&cfg, creds, journal, snapshot)?;
+    let daemon = wiring::start(&cfg, creds, journal, snapshot, blockers)?;
     configure(&daemon.journal, &daemon.admission, &cfg).await?;
     tracing::info!(once, "Running.");
 
@@ -178,6 +185,7 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
                 }
             }
             reason = daemon.blockers.blocked(), if once => return Ending::Blocked(reason),
+            reason = daemon.blockers.fatal() => return Ending::Blocked(reason),
         }
     }
 }
@@ -188,19 +196,20 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
 /// only an operator can fix. Returns how the run ended and the dead letters still
 /// undelivered.
 async fn drain(daemon: &Daemon, cfg: &config::Config, ending: Ending, control: &mut Control) -> (Ending, usize) {
-    let letters = || async {
+    let letters = || {
         let asked = DrainDeadLetters {
             timeout: Duration::ZERO,
         };
-        daemon.dead_letter.send(asked).await.unwrap_or(usize::MAX)
+        ask_restarting(&daemon.dead_letter, asked, usize::MAX)
     };
     match ending {
         Ending::Finished => {
-            let drain = daemon.dead_letter.send(DrainDeadLetters {
+            let asked = DrainDeadLetters {
                 timeout: cfg.dead_letter.drain_timeout,
-            });
+            };
+            let drain = send_until_answered(&daemon.dead_letter, asked, MAILBOX_RETRY);
             let (ending, left) = tokio::select! {
-                left = drain => (Ending::Finished, left.unwrap_or(usize::MAX)),
+                left = drain => (Ending::Finished, left),
                 _ = control.next_stop() => (Ending::Finished, letters().await),
                 reason = daemon.blockers.blocked() => (Ending::Blocked(reason), letters().await),
             };
@@ -234,12 +243,30 @@ async fn drain(daemon: &Daemon, cfg: &config::Config, ending: Ending, control: &
     }
 }
 
+/// Asks a singleton that may be restarting, a bounded number of times (one in a crash
+/// loop must not hold up the end); `gave_up` when it never answered.
+async fn ask_restarting<A, M>(addr: &Addr<A>, msg: M, gave_up: M::Result) -> M::Result
+where
+    A: actix::Actor + actix::Handler<M>,
+    A::Context: actix::dev::ToEnvelope<A, M>,
+    M: actix::Message + Clone + Send + 'static,
+    M::Result: Send,
+{
+    for _ in 0..ASK_TRIES {
+        match addr.send(msg.clone()).await {
+            Ok(answer) => return answer,
+            Err(_) => actix_rt::time::sleep(MAILBOX_RETRY).await,
+        }
+    }
+    gave_up
+}
+
 /// Flushes journal and audit, prints the summary, stops the servers.
 async fn close(daemon: Daemon, summary: &crate::report::Summary) {
     if let Err(e) = daemon.journal.flush().await {
         tracing::error!(error = %e, "Journal flush failed.");
     }
-    if let Ok(Err(e)) = daemon.audit.send(FlushAudit).await {
+    if let Err(e) = ask_restarting(&daemon.audit, FlushAudit, Err(AuditError::WriterGone)).await {
         tracing::error!(error = %e, "Audit flush failed.");
     }
     if let Err(e) = crate::commands::output::print(&summary.render()) {

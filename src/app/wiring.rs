@@ -15,14 +15,15 @@ use tokio::sync::watch;
 
 use super::credentials::Credentials;
 use crate::actors::admission::{AdmissionActor, Idle};
-use crate::actors::audit::AuditActor;
+use crate::actors::audit::{AuditActor, AuditSettings};
 use crate::actors::classifier::ClassifierActor;
 use crate::actors::dead_letter::{DeadLetterActor, Webhook};
 use crate::actors::poller::PollerEnv;
-use crate::actors::token::{TokenActor, TokenCache, TokenHealth};
+use crate::actors::singleton::Life;
+use crate::actors::token::{TokenActor, TokenCache, TokenHealth, TokenSource};
 use crate::admin::Readiness;
 use crate::classify::Rules;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Singleton};
 use crate::cxone::{CxoneClient, Gate};
 use crate::error::Error;
 use crate::health::Blockers;
@@ -58,25 +59,42 @@ pub struct Daemon {
     pub metrics: PrometheusHandle,
 }
 
-/// Starts every part; `snapshot` is what the journal held at open.
-pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snapshot) -> Result<Daemon, Error> {
+/// Starts every part; `snapshot` is what the journal held at open, `blockers` where the
+/// parts report problems.
+pub fn start(
+    cfg: &Config,
+    creds: Credentials,
+    journal: Journal,
+    snapshot: Snapshot,
+    blockers: Blockers,
+) -> Result<Daemon, Error> {
     let metrics = crate::telemetry::metrics::install();
     crate::telemetry::metrics::register_globals();
     let egress = Egresses::from_config(cfg)?;
     let gate = Rc::new(Gate::new(cfg.retry.base_delay, cfg.limits.requests_per_second));
     let client = Rc::new(CxoneClient::new(&cfg.cxone, &creds.base_url, gate, &egress.cxone));
+    let chaos_seed = cfg.chaos.rng_seed();
+    tracing::info!(chaos_seed, "Random draws (chaos, jitter) seeded.");
+    let life = |actor| Life::new(actor, &cfg.chaos, chaos_seed, &cfg.supervisor, blockers.clone());
 
-    let audit_actor =
-        AuditActor::open(&cfg.audit.path, cfg.audit.fsync, journal.clone(), snapshot.unaudited).map_err(|source| {
-            Error::Audit {
-                path: cfg.audit.path.clone(),
-                source,
-            }
-        })?;
+    let settings = AuditSettings {
+        path: cfg.audit.path.clone(),
+        fsync: cfg.audit.fsync,
+    };
+    let audit_actor = AuditActor::open(
+        settings,
+        journal.clone(),
+        snapshot.unaudited,
+        blockers.clone(),
+        life(Singleton::Audit),
+    )
+    .map_err(|source| Error::Audit {
+        path: cfg.audit.path.clone(),
+        source,
+    })?;
     let audit = Supervisor::start(move |_| audit_actor);
 
     let (health_tx, token_health) = watch::channel(TokenHealth::Missing);
-    let blockers = Blockers::default();
     let readiness = Arc::new(Readiness {
         token: token_health.clone(),
         blockers: blockers.clone(),
@@ -99,12 +117,16 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
     };
 
     let token_cache = TokenCache::default();
-    let (token_client, actor_cache, skew) = (client.clone(), token_cache.clone(), cfg.cxone.token_refresh_skew);
-    let (client_id, secret) = (creds.client_id, creds.secret);
-    let token =
-        Supervisor::start(move |_| TokenActor::new(token_client, client_id, secret, skew, health_tx, actor_cache));
-    let rules = Rules::new(&cfg.classifier);
-    let classifier = Supervisor::start(move |_| ClassifierActor::new(rules));
+    let source = TokenSource {
+        client: client.clone(),
+        client_id: creds.client_id,
+        secret: creds.secret,
+        skew: cfg.cxone.token_refresh_skew,
+    };
+    let (actor_cache, token_life) = (token_cache.clone(), life(Singleton::Token));
+    let token = Supervisor::start(move |_| TokenActor::new(source, health_tx, actor_cache, token_life));
+    let (rules, classifier_life) = (Rules::new(&cfg.classifier), life(Singleton::Classifier));
+    let classifier = Supervisor::start(move |_| ClassifierActor::new(rules, classifier_life));
     let webhook = Webhook {
         url: creds.webhook_url,
         signing_key: creds.signing_key,
@@ -114,10 +136,9 @@ pub fn start(cfg: &Config, creds: Credentials, journal: Journal, snapshot: Snaps
         blockers: blockers.clone(),
     };
     let (dl_audit, dl_journal, undelivered) = (audit.clone(), journal.clone(), snapshot.undelivered);
-    let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal, undelivered));
-
-    let chaos_seed = cfg.chaos.rng_seed();
-    tracing::info!(chaos_seed, "Pollers' random draws (chaos, jitter) seeded.");
+    let dl_life = life(Singleton::DeadLetter);
+    let dead_letter =
+        Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal, undelivered, dl_life));
     let env = Rc::new(PollerEnv {
         client,
         token,

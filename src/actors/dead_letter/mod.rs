@@ -1,11 +1,19 @@
 //! `DeadLetterActor`: stores each dead letter, then delivers it to the webhook until the
-//! webhook accepts (2xx), with redelivery backoff (1s doubling, capped).
+//! webhook accepts (2xx), with redelivery backoff (1s doubling, capped); each delivery is
+//! a task of its own (delivery.rs).
 //!
-//! Store-then-deliver is the contract of SPEC §9: a letter reaches this actor only after
-//! the poller committed it to the journal with the action's outcome, and every delivery
-//! attempt is journaled, so undelivered letters are picked up again after a restart.
+//! Store, then deliver: a letter reaches this actor only after the poller committed it
+//! to the journal with the action's outcome, and every delivery attempt is journaled, so
+//! undelivered letters are picked up again after a restart of the daemon. After a
+//! restart of the actor (a panic), `restarting` rebuilds the letters and their delivery
+//! schedule from the journal before the next message: a letter whose `StoreDeadLetter`
+//! was lost is found there, one whose delivery task still runs is left to it, and the
+//! others are scheduled by their attempts so far. Letters are kept by `error_id`, so a
+//! `StoreDeadLetter` sent again is applied once.
 
-use std::collections::BTreeMap;
+mod delivery;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -13,17 +21,16 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::action::Identity;
-use crate::actors::audit::{AppendAudit, AuditActor};
-use crate::audit::AuditRecord;
+use super::singleton::{self, Life, Reply, Supervise};
+use crate::actors::audit::AuditActor;
 use crate::backoff::redelivery_delay;
 use crate::config::Secret;
-use crate::dead_letter::{signature, DeadLetter};
-use crate::health::{Blockers, WEBHOOK};
-use crate::journal::Journal;
-use crate::net::{self, Diagnosis, Egress};
-use crate::telemetry::events::{DeadLettered, HttpRequestDone, UndeliveredDeadLetters};
-use crate::telemetry::metrics::Endpoint;
+use crate::dead_letter::DeadLetter;
+use crate::health::Blockers;
+use crate::journal::{Journal, JournalError, Snapshot};
+use crate::net::{self, Egress};
+use crate::telemetry::events::{DeadLettered, UndeliveredDeadLetters};
+use delivery::Delivery;
 
 /// A stored letter and its delivery state.
 #[derive(Debug, Clone, Serialize)]
@@ -38,8 +45,9 @@ pub struct StoredLetter {
     pub last_error: Option<String>,
 }
 
-/// Store a letter and start delivering it. Resolves once stored.
-#[derive(Message)]
+/// Store a letter and start delivering it. Resolves once stored; send it again if the
+/// reply is lost (a letter is stored once per `error_id`).
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct StoreDeadLetter {
     /// The letter.
@@ -47,7 +55,7 @@ pub struct StoreDeadLetter {
 }
 
 /// Resolves with the number of undelivered letters once none is left or `timeout` passed.
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "usize")]
 pub struct DrainDeadLetters {
     /// How long to wait.
@@ -55,7 +63,7 @@ pub struct DrainDeadLetters {
 }
 
 /// Lists every stored letter.
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "Vec<StoredLetter>")]
 pub struct ListDeadLetters;
 
@@ -77,8 +85,22 @@ pub struct Webhook {
     pub blockers: Blockers,
 }
 
+/// A delivery task's report of one attempt (or of its own panic).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DeliveryReport {
+    error_id: Uuid,
+    attempts: u32,
+    /// `Err`: why the webhook did not accept it.
+    result: Result<(), String>,
+    /// The task itself panicked: a panic of the actor's spawned work.
+    panicked: bool,
+}
+
 /// Connections kept to the webhook (awc's default).
 const WEBHOOK_MAX_CONNECTIONS: usize = 100;
+/// How often drain waits whose deadline passed are answered.
+const DRAIN_TICK: Duration = Duration::from_millis(100);
 
 /// The dead-letter actor.
 pub struct DeadLetterActor {
@@ -87,32 +109,29 @@ pub struct DeadLetterActor {
     audit: Addr<AuditActor>,
     journal: Journal,
     letters: BTreeMap<Uuid, StoredLetter>,
+    /// The delivery task of each letter being delivered.
+    deliveries: HashMap<Uuid, actix_rt::task::JoinHandle<()>>,
     drains: Vec<(Instant, oneshot::Sender<usize>)>,
+    /// Set by `restarting`: `started` leaves the deliveries to the rebuild.
+    rebuilding: bool,
+    life: Life,
 }
 
 impl DeadLetterActor {
-    /// A dead-letter actor delivering to `webhook`.
+    /// A dead-letter actor delivering to `webhook`; `undelivered` are the letters the
+    /// journal held at open, with their attempts so far.
     pub fn new(
         webhook: Webhook,
         audit: Addr<AuditActor>,
         journal: Journal,
         undelivered: Vec<(DeadLetter, u32)>,
+        life: Life,
     ) -> Self {
         let client = net::client(&webhook.egress, webhook.timeout, WEBHOOK_MAX_CONNECTIONS);
         let delivered = webhook.url.is_none();
         let letters = undelivered
             .into_iter()
-            .map(|(letter, attempts)| {
-                (
-                    letter.error_id,
-                    StoredLetter {
-                        letter,
-                        delivered,
-                        attempts,
-                        last_error: None,
-                    },
-                )
-            })
+            .map(|(letter, attempts)| (letter.error_id, stored(letter, attempts, delivered)))
             .collect();
         DeadLetterActor {
             webhook,
@@ -120,7 +139,10 @@ impl DeadLetterActor {
             audit,
             journal,
             letters,
+            deliveries: HashMap::new(),
             drains: Vec::new(),
+            rebuilding: false,
+            life,
         }
     }
 
@@ -138,82 +160,94 @@ impl DeadLetterActor {
         }
     }
 
-    /// One delivery attempt of `error_id`; reschedules itself until accepted.
-    fn deliver(&mut self, error_id: Uuid, ctx: &mut Context<Self>) {
-        let (Some(url), Some(stored)) = (self.webhook.url.clone(), self.letters.get_mut(&error_id)) else {
-            return;
-        };
-        if stored.delivered {
+    /// Starts the delivery task of `error_id` after `delay`, unless it has one running.
+    fn deliver(&mut self, error_id: Uuid, delay: Duration, ctx: &mut Context<Self>) {
+        if self.webhook.url.is_none() || self.deliveries.get(&error_id).is_some_and(|t| !t.is_finished()) {
             return;
         }
-        stored.attempts += 1;
-        let body = serde_json::to_vec(&stored.letter).expect("a letter always serializes");
-        let mut request = self
-            .client
-            .post(&url)
-            .timeout(self.webhook.timeout)
-            .insert_header(("Content-Type", "application/json"))
-            .insert_header(("Idempotency-Key", error_id.to_string()));
-        if let Some(key) = &self.webhook.signing_key {
-            request = request.insert_header(("X-Actionwarden-Signature", signature(key, &body)));
-        }
-        let started = Instant::now();
-        let (host, table) = (net::host_port(&url), self.webhook.egress.table);
-        let send = async move {
-            let result = request.send_body(body).await;
-            let status = result.as_ref().ok().map(|r| r.status().as_u16());
-            HttpRequestDone {
-                endpoint: Endpoint::Webhook,
-                status,
-                elapsed: started.elapsed(),
-            }
-            .emit();
-            match result {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) if r.status().as_u16() == net::PROXY_AUTHENTICATION_REQUIRED => {
-                    Err(net::proxy_status(&host, table))
-                }
-                Ok(r) => Err(Diagnosis::Network(format!("webhook answered {}", r.status()))),
-                Err(e) => Err(match net::diagnose(&e, &host, table) {
-                    Diagnosis::Network(m) => Diagnosis::Network(format!("webhook unreachable: {m}")),
-                    other => other,
-                }),
-            }
+        let Some(stored) = self.letters.get(&error_id).filter(|l| !l.delivered) else {
+            return;
         };
-        ctx.spawn(send.into_actor(self).map(move |result, act, ctx| {
-            let Some(stored) = act.letters.get_mut(&error_id) else { return };
-            match result {
-                Ok(()) => {
-                    act.webhook.blockers.clear(WEBHOOK);
-                    stored.delivered = true;
-                    stored.last_error = None;
-                    act.journal.record_delivery(error_id.to_string(), stored.attempts, true, None);
-                    tracing::info!(%error_id, batch = %stored.letter.batch, key = %stored.letter.key, attempts = stored.attempts, "Dead letter delivered.");
-                    let identity = Identity::new(stored.letter.batch.as_str(), stored.letter.key.as_str());
-                    let record = AuditRecord::new("DEAD_LETTER_DELIVERED", &identity)
-                        .with("error_id", error_id.to_string())
-                        .with("attempts", stored.attempts);
-                    act.audit.do_send(AppendAudit { record });
-                    act.publish();
-                }
-                Err(diagnosis) => {
-                    let e = match diagnosis {
-                        Diagnosis::Misconfigured { host, reason } => {
-                            tracing::error!(%host, %reason, "Dead letters cannot be delivered until the configuration is fixed.");
-                            act.webhook.blockers.block(WEBHOOK, reason.clone());
-                            reason
+        let task = Delivery {
+            letter: stored.letter.clone(),
+            attempts: stored.attempts,
+            delay,
+            webhook: self.webhook.clone(),
+            client: self.client.clone(),
+            audit: self.audit.clone(),
+            journal: self.journal.clone(),
+            actor: ctx.address(),
+        }
+        .spawn();
+        self.deliveries.insert(error_id, task);
+    }
+
+    /// Starts delivering every undelivered letter without a task, except those in `busy`.
+    /// At the daemon's start (`scheduled` false) at once: the webhook may be back. After a
+    /// restart of the actor at once if it was never tried, else after the redelivery
+    /// delay its attempts so far call for.
+    fn resume(&mut self, scheduled: bool, busy: &HashSet<Uuid>, ctx: &mut Context<Self>) {
+        let pending: Vec<(Uuid, u32)> = self
+            .letters
+            .iter()
+            .filter(|(id, l)| !l.delivered && !busy.contains(id))
+            .map(|(id, l)| (*id, l.attempts))
+            .collect();
+        for (id, attempts) in pending {
+            let delay = match attempts {
+                n if n > 0 && scheduled => redelivery_delay(n, self.webhook.max_delay),
+                _ => Duration::ZERO,
+            };
+            self.deliver(id, delay, ctx);
+        }
+        self.publish();
+    }
+
+    /// After a restart: the journal's undelivered letters are the truth, except for the
+    /// letters in `busy`, whose delivery task ran when the journal was asked (it may have
+    /// delivered since; its report is on the way). A letter the journal no longer lists
+    /// was delivered (or replayed); one it lists that is not known here was stored while
+    /// its message was lost.
+    fn rebuild(&mut self, snapshot: Result<Snapshot, JournalError>, busy: HashSet<Uuid>, ctx: &mut Context<Self>) {
+        self.rebuilding = false;
+        match snapshot {
+            Ok(snapshot) => {
+                let store_only = self.webhook.url.is_none();
+                let mut listed = HashSet::new();
+                for (letter, attempts) in snapshot.undelivered {
+                    listed.insert(letter.error_id);
+                    let known = self.letters.entry(letter.error_id).or_insert_with(|| {
+                        DeadLettered {
+                            batch: &letter.batch,
+                            error_code: &letter.error_code,
                         }
-                        Diagnosis::Timeout => "webhook unreachable: request timed out".to_owned(),
-                        Diagnosis::Network(message) => message,
-                    };
-                    let delay = redelivery_delay(stored.attempts, act.webhook.max_delay);
-                    tracing::warn!(%error_id, error = %e, retry_in = ?delay, "Dead letter delivery failed.");
-                    act.journal.record_delivery(error_id.to_string(), stored.attempts, false, Some(e.clone()));
-                    stored.last_error = Some(e);
-                    ctx.run_later(delay, move |act, ctx| act.deliver(error_id, ctx));
+                        .emit();
+                        stored(letter, attempts, store_only)
+                    });
+                    known.attempts = known.attempts.max(attempts);
                 }
+                for (id, stored) in self.letters.iter_mut() {
+                    if !stored.delivered && !listed.contains(id) && !busy.contains(id) {
+                        stored.delivered = true;
+                    }
+                }
+                tracing::info!(undelivered = listed.len(), "Dead letters rebuilt from the journal.");
             }
-        }));
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read the journal to rebuild the dead letters; going on with those held.")
+            }
+        }
+        self.resume(true, &busy, ctx);
+    }
+}
+
+/// A letter as held by the actor.
+fn stored(letter: DeadLetter, attempts: u32, delivered: bool) -> StoredLetter {
+    StoredLetter {
+        letter,
+        delivered,
+        attempts,
+        last_error: None,
     }
 }
 
@@ -222,21 +256,15 @@ impl Actor for DeadLetterActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
-        let pending: Vec<Uuid> = self
-            .letters
-            .iter()
-            .filter(|(_, l)| !l.delivered)
-            .map(|(id, _)| *id)
-            .collect();
-        if !pending.is_empty() {
-            tracing::info!(count = pending.len(), "Redelivering dead letters from the journal.");
+        if !self.rebuilding {
+            let pending = self.undelivered();
+            if pending > 0 && self.webhook.url.is_some() {
+                tracing::info!(count = pending, "Redelivering dead letters from the journal.");
+            }
+            self.resume(false, &HashSet::new(), ctx);
         }
-        for id in pending {
-            self.deliver(id, ctx);
-        }
-        self.publish();
         // Expire drain waits whose deadline passed.
-        ctx.run_interval(Duration::from_millis(100), |act, _| {
+        ctx.run_interval(DRAIN_TICK, |act, _| {
             let now = Instant::now();
             let left = act.undelivered();
             let (due, keep): (Vec<_>, Vec<_>) = act.drains.drain(..).partition(|(deadline, _)| *deadline <= now);
@@ -249,58 +277,96 @@ impl Actor for DeadLetterActor {
 }
 
 impl Supervised for DeadLetterActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        // Stored letters survive in the struct and `started` (which runs again after this)
-        // resumes their delivery; scheduling it here too would deliver twice.
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        self.life.restarted(Instant::now());
+        // Rebuild before the next message: `wait` holds the mailbox until it is done.
+        // The letters whose delivery runs now: the journal may not show their outcome.
+        self.rebuilding = true;
+        self.deliveries.retain(|_, task| !task.is_finished());
+        let busy: HashSet<Uuid> = self.deliveries.keys().copied().collect();
+        let snapshot = self.journal.snapshot();
+        ctx.wait(snapshot.into_actor(self).map(|result, act, ctx| {
+            singleton::work(act, ctx, |act, ctx| act.rebuild(result, busy, ctx));
+        }));
+    }
+}
+
+impl Supervise for DeadLetterActor {
+    fn life(&mut self) -> &mut Life {
+        &mut self.life
     }
 }
 
 impl Handler<StoreDeadLetter> for DeadLetterActor {
-    type Result = ();
+    type Result = Reply<()>;
 
-    fn handle(&mut self, msg: StoreDeadLetter, ctx: &mut Context<Self>) {
-        let error_id = msg.letter.error_id;
-        if self.letters.contains_key(&error_id) {
-            return;
-        }
-        DeadLettered {
-            batch: &msg.letter.batch,
-            error_code: &msg.letter.error_code,
-        }
-        .emit();
-        let delivered = self.webhook.url.is_none();
-        self.letters.insert(
-            error_id,
-            StoredLetter {
-                letter: msg.letter,
-                delivered,
-                attempts: 0,
-                last_error: None,
-            },
-        );
-        self.publish();
-        self.deliver(error_id, ctx);
+    fn handle(&mut self, msg: StoreDeadLetter, ctx: &mut Context<Self>) -> Self::Result {
+        singleton::handle(self, ctx, |act, ctx| {
+            let error_id = msg.letter.error_id;
+            if act.letters.contains_key(&error_id) {
+                return;
+            }
+            DeadLettered {
+                batch: &msg.letter.batch,
+                error_code: &msg.letter.error_code,
+            }
+            .emit();
+            let store_only = act.webhook.url.is_none();
+            act.letters.insert(error_id, stored(msg.letter, 0, store_only));
+            act.publish();
+            act.deliver(error_id, Duration::ZERO, ctx);
+        })
+    }
+}
+
+impl Handler<DeliveryReport> for DeadLetterActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: DeliveryReport, ctx: &mut Context<Self>) -> Self::Result {
+        singleton::handle(self, ctx, |act, _| {
+            if msg.panicked {
+                act.deliveries.remove(&msg.error_id);
+                panic!("{}", msg.result.err().unwrap_or_default());
+            }
+            let Some(stored) = act.letters.get_mut(&msg.error_id) else {
+                return;
+            };
+            stored.attempts = stored.attempts.max(msg.attempts);
+            match msg.result {
+                Ok(()) => {
+                    stored.delivered = true;
+                    stored.last_error = None;
+                    act.deliveries.remove(&msg.error_id);
+                    act.publish();
+                }
+                Err(e) => stored.last_error = Some(e),
+            }
+        })
     }
 }
 
 impl Handler<DrainDeadLetters> for DeadLetterActor {
-    type Result = ResponseFuture<usize>;
+    type Result = Reply<ResponseFuture<usize>>;
 
-    fn handle(&mut self, msg: DrainDeadLetters, _ctx: &mut Context<Self>) -> Self::Result {
-        let left = self.undelivered();
-        if left == 0 {
-            return Box::pin(async { 0 });
-        }
-        let (tx, rx) = oneshot::channel();
-        self.drains.push((Instant::now() + msg.timeout, tx));
-        Box::pin(async move { rx.await.unwrap_or(left) })
+    fn handle(&mut self, msg: DrainDeadLetters, ctx: &mut Context<Self>) -> Self::Result {
+        singleton::handle(self, ctx, |act, _| -> ResponseFuture<usize> {
+            let left = act.undelivered();
+            if left == 0 {
+                return Box::pin(async { 0 });
+            }
+            let (tx, rx) = oneshot::channel();
+            act.drains.push((Instant::now() + msg.timeout, tx));
+            Box::pin(async move { rx.await.unwrap_or(left) })
+        })
     }
 }
 
 impl Handler<ListDeadLetters> for DeadLetterActor {
-    type Result = MessageResult<ListDeadLetters>;
+    type Result = Reply<MessageResult<ListDeadLetters>>;
 
-    fn handle(&mut self, _: ListDeadLetters, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.letters.values().cloned().collect())
+    fn handle(&mut self, _: ListDeadLetters, ctx: &mut Context<Self>) -> Self::Result {
+        singleton::handle(self, ctx, |act, _| {
+            MessageResult(act.letters.values().cloned().collect())
+        })
     }
 }

@@ -11,6 +11,7 @@ use super::{ActionDone, PollerEnv, JOURNAL_RETRY, MAILBOX_RETRY};
 use crate::action::Outcome;
 use crate::actors::audit::{AppendAudit, AppendOutcome};
 use crate::actors::dead_letter::StoreDeadLetter;
+use crate::actors::singleton::send_until_answered;
 use crate::health::CXONE_API;
 use crate::journal::{ActionRow, Claim, JournalError, OutcomeLine, Written};
 use crate::state::Note;
@@ -40,7 +41,9 @@ pub(super) async fn perform(env: &PollerEnv, claim: Claim, machine: &RefCell<Mac
                     return Held::Lost;
                 }
             }
-            Effect::Audit(record) => env.audit.do_send(AppendAudit { record }),
+            Effect::Audit(record) => {
+                send_until_answered(&env.audit, AppendAudit::new(record), MAILBOX_RETRY).await;
+            }
             Effect::RetrySpent {
                 reason,
                 error_code,
@@ -165,19 +168,15 @@ pub(super) async fn resolve(
     if written == Written::Lost {
         return lost(machine, claim);
     }
-    env.audit.do_send(AppendOutcome {
+    // Both are committed already: a lost message is sent again, and the receivers apply
+    // each once (by event id, by error id).
+    let append = AppendOutcome {
         event_type: record.event_type,
         outcome: line,
-    });
+    };
+    send_until_answered(&env.audit, append, MAILBOX_RETRY).await;
     if let Some(letter) = letter {
-        while env
-            .dead_letter
-            .send(StoreDeadLetter { letter: letter.clone() })
-            .await
-            .is_err()
-        {
-            actix_rt::time::sleep(MAILBOX_RETRY).await;
-        }
+        send_until_answered(&env.dead_letter, StoreDeadLetter { letter }, MAILBOX_RETRY).await;
     }
     ActionFinished {
         batch: &identity.batch,

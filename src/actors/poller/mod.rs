@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::action::{ActionSpec, Identity, Outcome};
 use crate::actors::audit::AppendAudit;
+use crate::actors::singleton::send_until_answered;
 use crate::cxone::PollStatus;
 use crate::journal::Claim;
 use crate::state::ActionState;
@@ -179,7 +180,10 @@ impl Supervised for PollerActor {
             batch: &self.spec.identity.batch,
         }
         .emit();
-        self.env.audit.do_send(AppendAudit { record });
+        let audit = self.env.audit.clone();
+        actix_rt::spawn(async move {
+            send_until_answered(&audit, AppendAudit::new(record), MAILBOX_RETRY).await;
+        });
     }
 }
 
