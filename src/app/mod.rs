@@ -18,7 +18,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::actors::admission::{AdmissionActor, BatchSettings, Configure, StopAdmitting, Wake};
-use crate::actors::audit::{AuditError, FlushAudit};
+use crate::actors::audit::{AuditError, FlushAudit, ReopenAudit};
 use crate::actors::dead_letter::DrainDeadLetters;
 use crate::actors::singleton::send_until_answered;
 use crate::actors::token::TokenHealth;
@@ -282,8 +282,15 @@ async fn close(daemon: Daemon, summary: &crate::report::Summary) {
 
 /// SIGHUP: reads the file again, loads new actions and applies the batches' settings
 /// (limits, compensation templates) exactly as at start; an invalid file is logged and
-/// ignored. Runs beside the main loop: loading a big file must not hold it up.
+/// ignored. Also reopens the audit file (after logrotate renamed it, later records go to
+/// a new file). Runs beside the main loop: loading a big file must not hold it up.
 fn reload(path: &Path, daemon: &Daemon) {
+    let audit = daemon.audit.clone();
+    actix_rt::spawn(async move {
+        if let Err(e) = ask_restarting(&audit, ReopenAudit, Err(AuditError::WriterGone)).await {
+            tracing::error!(error = %e, "Cannot reopen the audit file.");
+        }
+    });
     let (path, journal) = (path.to_owned(), daemon.journal.clone());
     let (admission, env) = (daemon.admission.clone(), daemon.env.clone());
     actix_rt::spawn(async move {
