@@ -68,3 +68,134 @@ fn a_rotated_audit_file_is_reopened_on_sighup_and_no_record_is_lost_or_doubled()
     let mode = std::fs::metadata(h.audit_path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the new audit file is private: {mode:o}");
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "3m") at `dir`; `None` when mounting is not allowed.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `path` with a file there, until a write fails.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 16 * 1024];
+    while file.write_all(&block).and_then(|()| file.sync_data()).is_ok() {}
+    // The last block may have fit in part: the disk is full now.
+}
+
+/// Lines of `log` reporting a failed journal or audit write, by message.
+fn failure_lines(log: &str) -> HashMap<&'static str, usize> {
+    const MESSAGES: [&str; 6] = [
+        "Journal commit failed",
+        "Journal group commit failed",
+        "Cannot write the journal",
+        "Cannot write the audit log",
+        "Cannot claim actions",
+        "Cannot take replay requests",
+    ];
+    let mut counts = HashMap::new();
+    for line in log.lines() {
+        if let Some(message) = MESSAGES.iter().find(|m| line.contains(*m)) {
+            *counts.entry(*message).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_full_disk_turns_readyz_503_counts_errors_logs_rarely_and_loses_nothing() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n");
+    let h = Harness::new(&["--profile", "clean"]);
+    let disk = h.dir.path().join("disk");
+    let Some(_tmpfs) = root.unwrap_or(false).then(|| Tmpfs::mount(&disk, "16m")).flatten() else {
+        assert!(!under_ci(), "CI runs as root and must mount a tmpfs for this test");
+        println!("skipped: needs root to mount a tmpfs");
+        return;
+    };
+    let d = disk.display();
+    let audit = format!("path = \"{d}/audit.jsonl\"\nfsync = false");
+    let journal = format!("path = \"{d}/actionwarden.journal\"\nfsync = false");
+    let overrides = [
+        ("audit", audit.as_str()),
+        ("journal", journal.as_str()),
+        ("admin", "listen = \"127.0.0.1:0\""),
+    ];
+    let mut batches = batch("full", "max_in_flight = 40");
+    for i in 0..400 {
+        batches.push_str(&action(&format!("f{i:03}"), "duration = \"400ms\""));
+    }
+    let config = h.write_config(&overrides, &batches);
+    let mut daemon = h.spawn(&["run", "--once"], &config);
+    let url = daemon.admin_url();
+    let audit_path = disk.join("audit.jsonl");
+    let outcomes = || outcomes_by_identity(&read_jsonl(&audit_path)).len();
+    wait_until(Duration::from_secs(30), "the first outcomes", || outcomes() >= 20);
+
+    let filler = disk.join("filler");
+    fill(&filler);
+    let before = daemon.log_text().len();
+    wait_until(
+        Duration::from_secs(20),
+        "/readyz 503 for the journal or the audit file",
+        || {
+            let (status, body) = get_status(&format!("{url}/readyz"));
+            let reason = body["reason"].as_str().unwrap_or_default();
+            status == 503 && (reason.starts_with("journal:") || reason.starts_with("audit:"))
+        },
+    );
+    let errors = || {
+        metric(&url, "actionwarden_journal_errors_total", &[]).unwrap_or(0.0)
+            + metric(&url, "actionwarden_audit_errors_total", &[]).unwrap_or(0.0)
+    };
+    let first = errors();
+    assert!(first > 0.0, "failures are counted");
+    wait_until(Duration::from_secs(10), "the error counters rising", || {
+        errors() > first
+    });
+    // Several seconds of failing writes (every poller retries twice a second).
+    let failing_since = std::time::Instant::now();
+    wait_until(Duration::from_secs(10), "four seconds of failures", || {
+        failing_since.elapsed() > Duration::from_secs(4)
+    });
+    let log = daemon.log_text();
+    let lines = failure_lines(&log[before..]);
+    assert!(!lines.is_empty(), "the failure is logged: {}", &log[before..]);
+    for (message, n) in &lines {
+        // One line per kind per 10 s: at most two inside this window, whatever the retries.
+        assert!(*n <= 2, "{message:?} logged {n} times in a few seconds: {lines:?}");
+    }
+
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(daemon.wait(Duration::from_secs(60)), Some(0), "{}", daemon.log_text());
+    let records = read_jsonl(&audit_path);
+    let by_identity = outcomes_by_identity(&records);
+    assert_eq!(by_identity.len(), 400, "every action finished once space was back");
+    assert!(by_identity.values().all(|n| *n == 1), "none twice");
+    let ids: HashSet<String> = records.iter().map(|r| r["event_id"].to_string()).collect();
+    assert_eq!(ids.len(), records.len(), "no event_id twice");
+    assert!(
+        daemon.log_text().contains("suppressed="),
+        "log lines say how many repeats they stand for"
+    );
+}

@@ -28,6 +28,7 @@ use crate::health::Blockers;
 use crate::journal::{self, load, Journal};
 use crate::report::Summary;
 use crate::simulator::RunningSimulator;
+use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
 pub use control::wait_for_stop_signal;
 use control::{Control, Request};
 pub use shutdown::{exit_code, Ending, Tally};
@@ -37,6 +38,8 @@ use wiring::Daemon;
 const REPLAY_POLL: Duration = Duration::from_millis(500);
 /// How often histograms are compacted by the Prometheus recorder.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+/// Log lines about failed replay pickups (a full disk fails every one).
+static REPLAYS_FAILED: Throttle = Throttle::new(FAILURE_LOG_PERIOD);
 /// How long to wait before asking a restarting singleton again.
 const MAILBOX_RETRY: Duration = Duration::from_millis(20);
 /// How often the end of a run asks a restarting singleton before giving up on it.
@@ -71,6 +74,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
         fsync: cfg.journal.fsync,
         instance: instance_name(),
         forget_poll_ids: cfg.cxone.uses_simulator(),
+        health: blockers.clone(),
     })?;
     // Replays requested while no daemon ran count as due from the first claim on.
     for replay in journal.take_replays().await? {
@@ -165,7 +169,9 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
                     daemon.admission.do_send(Wake { batches });
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "Cannot take replay requests."),
+                Err(e) => if let Some(suppressed) = REPLAYS_FAILED.allow() {
+                    tracing::error!(error = %e, suppressed, "Cannot take replay requests.");
+                },
             },
             request = control.next() => match request {
                 Request::Stop => return Ending::Stopped,

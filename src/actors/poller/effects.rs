@@ -16,6 +16,10 @@ use crate::health::CXONE_API;
 use crate::journal::{ActionRow, Claim, JournalError, OutcomeLine, Written};
 use crate::state::Note;
 use crate::telemetry::events::{ActionFinished, ActionSubmitted, RetrySpent};
+use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
+
+/// Log lines of pollers retrying a journal write (every poller retries on a full disk).
+static JOURNAL_RETRIES: Throttle = Throttle::new(FAILURE_LOG_PERIOD);
 
 /// Whether the poller still holds its action's claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +97,9 @@ where
         match write().await {
             Ok(value) => return value,
             Err(e) => {
-                tracing::error!(error = %e, "Cannot write the journal; retrying.");
+                if let Some(suppressed) = JOURNAL_RETRIES.allow() {
+                    tracing::error!(error = %e, retry_in = ?JOURNAL_RETRY, suppressed, "Cannot write the journal; retrying.");
+                }
                 actix_rt::time::sleep(JOURNAL_RETRY).await;
             }
         }

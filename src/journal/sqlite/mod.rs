@@ -15,9 +15,10 @@ use rusqlite::Connection;
 
 use super::{Journal, JournalError, OutcomeLine, Snapshot};
 use crate::dead_letter::DeadLetter;
+use crate::health::Blockers;
 
 /// How to open the journal.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// The database file.
     pub path: PathBuf,
@@ -28,6 +29,8 @@ pub struct Options {
     /// The embedded simulator restarted with this process: ids polled before exist
     /// nowhere any more, so those actions repeat their POST (same key) instead.
     pub forget_poll_ids: bool,
+    /// Where failed commits are reported (`/readyz`) until a write commits again.
+    pub health: Blockers,
 }
 
 /// Locks and opens (creating, mode 0600) the journal, migrates it, and starts the
@@ -47,9 +50,10 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot), JournalError> {
     let snapshot = snapshot(&conn).map_err(&sql)?;
     let (tx, rx) = mpsc::channel();
     let backend = apply::Sqlite::new(conn, path.clone(), options.instance.clone());
+    let health = options.health.clone();
     std::thread::Builder::new()
         .name("journal-writer".into())
-        .spawn(move || super::writer::run(backend, rx))
+        .spawn(move || super::writer::run(backend, rx, health))
         .map_err(JournalError::io(path))?;
     Ok((
         Journal {
