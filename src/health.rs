@@ -12,8 +12,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The webhook of the dead-letter actor.
 pub const WEBHOOK: &str = "webhook";
@@ -121,6 +122,44 @@ impl Blockers {
     }
 }
 
+/// Asks the event loop that runs the actors whether it still turns: `/healthz` sends a
+/// probe from the admin server's thread, and a task on that loop answers it. A wedged
+/// loop answers nothing, and the probe times out.
+#[derive(Clone)]
+pub struct Liveness(mpsc::Sender<oneshot::Sender<()>>);
+
+/// The answering side of `Liveness`, to run on the actors' event loop.
+pub struct LivenessResponder(mpsc::Receiver<oneshot::Sender<()>>);
+
+/// Probes that may wait at once; more are refused (a wedged loop must not pile them up).
+const PENDING_PROBES: usize = 64;
+
+/// A probe and its responder.
+pub fn liveness() -> (Liveness, LivenessResponder) {
+    let (tx, rx) = mpsc::channel(PENDING_PROBES);
+    (Liveness(tx), LivenessResponder(rx))
+}
+
+impl Liveness {
+    /// Whether the loop answered within `timeout`.
+    pub async fn probe(&self, timeout: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.0.try_send(tx).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
+    }
+}
+
+impl LivenessResponder {
+    /// Answers probes until every `Liveness` is dropped.
+    pub async fn serve(mut self) {
+        while let Some(probe) = self.0.recv().await {
+            let _ = probe.send(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +192,24 @@ mod tests {
             wait.await.unwrap()
         });
         assert_eq!(reason, "webhook: proxy demands credentials");
+    }
+
+    #[test]
+    fn liveness_answers_only_while_its_responder_runs() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let short = Duration::from_millis(50);
+        runtime.block_on(async {
+            let (probe, responder) = liveness();
+            assert!(!probe.probe(short).await, "no responder running: no answer");
+            let serving = tokio::spawn(responder.serve());
+            assert!(probe.probe(short).await, "a running loop answers");
+            serving.abort();
+            let _ = serving.await;
+            assert!(!probe.probe(short).await, "a stopped loop does not");
+        });
     }
 
     #[test]

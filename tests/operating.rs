@@ -199,3 +199,83 @@ fn a_full_disk_turns_readyz_503_counts_errors_logs_rarely_and_loses_nothing() {
         "log lines say how many repeats they stand for"
     );
 }
+
+/// Datagrams received on a unix socket, with their arrival times, gathered by a thread
+/// until the socket is dropped.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+}
+
+impl NotifySocket {
+    fn bind(path: std::path::PathBuf) -> NotifySocket {
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let gathered = messages.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                gathered.lock().unwrap().push((std::time::Instant::now(), text));
+            }
+        });
+        NotifySocket { path, messages }
+    }
+
+    fn messages(&self) -> Vec<(std::time::Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn systemd_hears_ready_then_stopping_and_watchdog_pings_at_half_its_interval() {
+    /// `WATCHDOG_USEC`: pings are due every 100 ms.
+    const WATCHDOG_MS: u64 = 200;
+    let h = Harness::new(&["--profile", "clean"]);
+    let notify = NotifySocket::bind(h.dir.path().join("notify.sock"));
+    let mut batches = batch("sd", "");
+    for i in 0..5 {
+        batches.push_str(&action(&format!("s{i}"), "duration = \"2s\""));
+    }
+    let config = h.write_config(&[("admin", "listen = \"127.0.0.1:0\"")], &batches);
+    let socket = notify.path.display().to_string();
+    let usec = (WATCHDOG_MS * 1000).to_string();
+    let env = [("NOTIFY_SOCKET", socket.as_str()), ("WATCHDOG_USEC", usec.as_str())];
+    let mut daemon = h.spawn_with(&["run", "--once"], &config, &env);
+    let url = daemon.admin_url();
+    let (status, body) = get_status(&format!("{url}/healthz"));
+    assert_eq!(status, 200, "the actors' loop answers /healthz: {body}");
+    assert_eq!(daemon.wait(Duration::from_secs(30)), Some(0), "{}", daemon.log_text());
+    wait_until(Duration::from_secs(5), "STOPPING=1", || {
+        notify.messages().iter().any(|(_, m)| m.contains("STOPPING=1"))
+    });
+
+    let messages = notify.messages();
+    let position = |what: &str| messages.iter().position(|(_, m)| m.lines().any(|l| l == what));
+    let ready = position("READY=1").expect("READY=1 sent");
+    let stopping = position("STOPPING=1").expect("STOPPING=1 sent");
+    assert!(ready < stopping, "READY=1 comes first: {messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|(_, m)| m.starts_with("STATUS=") && m.contains("of 5 actions resolved")),
+        "STATUS= tells the progress: {messages:?}"
+    );
+    let pings: Vec<std::time::Instant> = messages
+        .iter()
+        .filter(|(_, m)| m.trim() == "WATCHDOG=1")
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(pings.len() >= 10, "two seconds of pings every 100ms: {}", pings.len());
+    let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
+    assert!(
+        mean >= Duration::from_millis(WATCHDOG_MS / 2 - 20) && mean <= Duration::from_millis(WATCHDOG_MS / 2 + 20),
+        "pings every half interval: mean gap {mean:?}"
+    );
+    let longest = gaps.iter().max().copied().unwrap_or_default();
+    assert!(
+        longest < Duration::from_millis(WATCHDOG_MS),
+        "never a gap the watchdog would fire on: {longest:?}"
+    );
+}

@@ -6,11 +6,13 @@
 mod control;
 mod credentials;
 mod shutdown;
+mod systemd;
 mod wiring;
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,7 @@ use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
 pub use control::wait_for_stop_signal;
 use control::{Control, Request};
 pub use shutdown::{exit_code, Ending, Tally};
+use systemd::{Notifier, Tracked};
 use wiring::Daemon;
 
 /// How often the daemon looks for `dlq replay` requests made by other processes.
@@ -89,10 +92,15 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     );
     let creds = credentials::resolve(&cfg, options.simulator).await?;
     let daemon = wiring::start(&cfg, creds, journal, snapshot, blockers)?;
-    configure(&daemon.journal, &daemon.admission, &cfg).await?;
+    let notifier = Notifier::from_env();
+    let watchdog = notifier.spawn_watchdog();
+    let tracked = Rc::new(Tracked::default());
+    configure(&daemon.journal, &daemon.admission, &cfg, &tracked).await?;
     tracing::info!(once, "Running.");
+    notifier.ready();
 
-    let ending = watch(&daemon, &mut control, once, &loaded.path).await;
+    let ending = watch(&daemon, &mut control, once, &loaded.path, (&notifier, &tracked)).await;
+    notifier.stopping();
     daemon.admission.do_send(StopAdmitting);
     daemon.readiness.shutting_down.store(true, Ordering::Relaxed);
     let (ending, undelivered) = drain(&daemon, &cfg, ending, &mut control).await;
@@ -108,6 +116,9 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
         eprintln!("actionwarden: cannot run: {reason}");
     }
     close(daemon, &summary).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     Ok(exit_code(&ending, once, tally))
 }
 
@@ -134,9 +145,16 @@ async fn load(journal: Journal, loaded: Arc<Loaded>) -> Result<load::Report, Err
         .map_err(Error::from)
 }
 
-/// Tells admission the configured batches, their limits and where they stand.
-async fn configure(journal: &Journal, admission: &Addr<AdmissionActor>, cfg: &config::Config) -> Result<(), Error> {
+/// Tells admission the configured batches, their limits and where they stand (and
+/// `tracked`, what systemd's `STATUS=` counts).
+async fn configure(
+    journal: &Journal,
+    admission: &Addr<AdmissionActor>,
+    cfg: &config::Config,
+    tracked: &Tracked,
+) -> Result<(), Error> {
     let counts = journal.counts(batch_names(cfg)).await?;
+    tracked.set(batch_names(cfg), counts.iter().map(|c| c.total).sum());
     let batches = cfg
         .batches
         .iter()
@@ -152,14 +170,27 @@ async fn configure(journal: &Journal, admission: &Addr<AdmissionActor>, cfg: &co
     Ok(())
 }
 
-/// Waits for the end of the run, reloading on SIGHUP and picking up replay requests.
-async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) -> Ending {
+/// Waits for the end of the run, reloading on SIGHUP, picking up replay requests and
+/// telling systemd the progress.
+async fn watch(
+    daemon: &Daemon,
+    control: &mut Control,
+    once: bool,
+    path: &Path,
+    (notifier, tracked): (&Notifier, &Rc<Tracked>),
+) -> Ending {
     let mut replay_tick = tokio::time::interval(REPLAY_POLL);
     let mut upkeep_tick = tokio::time::interval(METRICS_UPKEEP);
+    let mut status_tick = tokio::time::interval(systemd::STATUS_INTERVAL);
     let (mut idle, mut health) = (daemon.idle.clone(), daemon.token_health.clone());
     loop {
         tokio::select! {
             _ = upkeep_tick.tick() => daemon.metrics.run_upkeep(),
+            _ = status_tick.tick(), if notifier.enabled() => {
+                if let Ok(unresolved) = daemon.journal.unresolved(tracked.batches()).await {
+                    notifier.status(&systemd::progress(tracked.total(), unresolved));
+                }
+            }
             _ = replay_tick.tick() => match daemon.journal.take_replays().await {
                 Ok(replays) if !replays.is_empty() => {
                     for replay in &replays {
@@ -175,7 +206,7 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
             },
             request = control.next() => match request {
                 Request::Stop => return Ending::Stopped,
-                Request::Reload => reload(path, daemon),
+                Request::Reload => reload(path, daemon, tracked.clone()),
             },
             changed = idle.changed(), if once => {
                 if changed.is_err() || idle.borrow().0 {
@@ -290,7 +321,7 @@ async fn close(daemon: Daemon, summary: &crate::report::Summary) {
 /// (limits, compensation templates) exactly as at start; an invalid file is logged and
 /// ignored. Also reopens the audit file (after logrotate renamed it, later records go to
 /// a new file). Runs beside the main loop: loading a big file must not hold it up.
-fn reload(path: &Path, daemon: &Daemon) {
+fn reload(path: &Path, daemon: &Daemon, tracked: Rc<Tracked>) {
     let audit = daemon.audit.clone();
     actix_rt::spawn(async move {
         if let Err(e) = ask_restarting(&audit, ReopenAudit, Err(AuditError::WriterGone)).await {
@@ -311,7 +342,7 @@ fn reload(path: &Path, daemon: &Daemon) {
             Ok(Ok((loaded, report))) => {
                 env.rollback_templates
                     .replace(wiring::rollback_templates(&loaded.config));
-                match configure(&journal, &admission, &loaded.config).await {
+                match configure(&journal, &admission, &loaded.config, &tracked).await {
                     Ok(()) => tracing::info!(added = report.inserted(), "Configuration reloaded."),
                     Err(e) => tracing::error!(error = %e, "Reload failed."),
                 }

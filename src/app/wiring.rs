@@ -95,10 +95,14 @@ pub fn start(
     let audit = Supervisor::start(move |_| audit_actor);
 
     let (health_tx, token_health) = watch::channel(TokenHealth::Missing);
+    // `/healthz` is answered here, on the loop that runs the actors.
+    let (liveness, responder) = crate::health::liveness();
+    actix_rt::spawn(responder.serve());
     let readiness = Arc::new(Readiness {
         token: token_health.clone(),
         blockers: blockers.clone(),
         shutting_down: AtomicBool::new(false),
+        liveness,
     });
     let admin = match cfg.admin.listen {
         None => None,
