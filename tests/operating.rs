@@ -279,3 +279,45 @@ fn systemd_hears_ready_then_stopping_and_watchdog_pings_at_half_its_interval() {
         "never a gap the watchdog would fire on: {longest:?}"
     );
 }
+
+/// The JSON log lines of `stderr`.
+fn json_lines(stderr: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn quiet_logs_name_their_action_at_every_level_and_say_nothing_of_a_completed_one() {
+    let batches =
+        batch("quiet", "") + &action("ok1", "") + &action("dead1", "outcome = \"FAILED\", code = \"INVALID_CONTACT\"");
+    for level in ["warn", "info"] {
+        let h = Harness::new(&["--profile", "clean"]);
+        let config = h.write_config(&[], &batches);
+        let output = run_to_end(
+            daemon_cmd(&["run", "--once", "--log-format", "json"], &config).env("RUST_LOG", level),
+            Duration::from_secs(60),
+        );
+        assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+        let lines = json_lines(&output.stderr);
+        let dead: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["message"] == "Action dead-lettered.")
+            .collect();
+        assert_eq!(dead.len(), 1, "RUST_LOG={level}: {}", show(&output));
+        let line = dead[0];
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["batch"], "quiet", "RUST_LOG={level}: {line}");
+        assert_eq!(line["key"], "dead1", "RUST_LOG={level}: {line}");
+        assert!(
+            line["action_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "RUST_LOG={level}: {line}"
+        );
+        let about_ok: Vec<&Value> = lines.iter().filter(|l| l["key"] == "ok1").collect();
+        assert!(
+            about_ok.is_empty(),
+            "a completed action writes no line at {level}: {about_ok:?}"
+        );
+    }
+}

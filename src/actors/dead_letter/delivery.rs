@@ -98,7 +98,8 @@ impl Delivery {
                 return;
             }
             let delay = redelivery_delay(self.attempts, self.webhook.max_delay);
-            tracing::warn!(%error_id, batch = %self.letter.batch, key = %self.letter.key, error = result.err().unwrap_or_default(), retry_in = ?delay, "Dead letter delivery failed.");
+            let action_id = self.letter.action_id.as_deref().unwrap_or_default();
+            tracing::warn!(%error_id, batch = %self.letter.batch, key = %self.letter.key, action_id, error = result.err().unwrap_or_default(), retry_in = ?delay, "Dead letter delivery failed.");
             actix_rt::time::sleep(delay).await;
         }
     }

@@ -59,7 +59,7 @@ pub(super) async fn perform(env: &PollerEnv, claim: Claim, machine: &RefCell<Mac
                     reason,
                 }
                 .emit();
-                tracing::debug!(%error_code, reason, retry_in = ?delay, retry_count = m.state().retry_count, "Retry scheduled.");
+                tracing::info!(%error_code, reason, retry_in = ?delay, retry_count = m.state().retry_count, "Retry scheduled.");
             }
             Effect::Submitted { action_id } => {
                 env.blockers.clear(CXONE_API);
@@ -152,7 +152,8 @@ pub(super) async fn resolve(
             tracing::warn!(error_code = %p.error_code, error_id = %p.error_id, directive = %p.recovery_directive, "Action dead-lettered.")
         }
         (Some(p), _) => tracing::info!(error_code = %p.error_code, "Action rolled back."),
-        (None, _) => tracing::info!(attempts, retry_count, "Action {}.", outcome),
+        // Quiet by default: a million completed actions must not write a million lines.
+        (None, _) => tracing::debug!(attempts, retry_count, "Action {}.", outcome),
     }
     let event_id = uuid::Uuid::new_v4();
     let line = OutcomeLine {

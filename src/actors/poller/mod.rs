@@ -94,7 +94,9 @@ impl PollerActor {
     }
 
     fn spawn_drive(&mut self, ctx: &mut Context<Self>) {
-        let span = tracing::info_span!(
+        // At error level, so its fields (batch, key, action_id) are on every line about the
+        // action whatever level the filter lets through.
+        let span = tracing::error_span!(
             "action",
             batch = %self.spec.identity.batch,
             key = %self.spec.identity.key,
@@ -132,7 +134,8 @@ impl PollerActor {
             }
             Err(panic) => {
                 let message = panic_message(&panic);
-                tracing::warn!(batch = %act.spec.identity.batch, key = %act.spec.identity.key, panic = %message, "Poller crashed; restarting from its last known state.");
+                let action_id = act.machine.borrow().current_id().map(str::to_owned).unwrap_or_default();
+                tracing::warn!(batch = %act.spec.identity.batch, key = %act.spec.identity.key, %action_id, panic = %message, "Poller crashed; restarting from its last known state.");
                 act.panic = Some(message);
                 ctx.stop();
             }
