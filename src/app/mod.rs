@@ -306,6 +306,7 @@ async fn close(daemon: Daemon, summary: &crate::report::Summary) {
     if let Err(e) = ask_restarting(&daemon.audit, FlushAudit, Err(AuditError::WriterGone)).await {
         tracing::error!(error = %e, "Audit flush failed.");
     }
+    crate::report::clear_bars();
     if let Err(e) = crate::commands::output::print(&summary.render()) {
         tracing::warn!(error = %e, "Summary not printed.");
     }
