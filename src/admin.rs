@@ -3,11 +3,12 @@
 //!
 //! Handlers run on actix-web's worker thread, not on the daemon's arbiter: they read the
 //! journal through their own connection and reach the daemon only through thread-safe
-//! state (readiness) and the journal's replay requests, which the daemon picks up within
-//! a second.
+//! state (readiness), the journal's replay requests, which the daemon picks up within
+//! a second, and the liveness probe `/healthz` sends to the actors' event loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::header;
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 use crate::action::Identity;
 use crate::actors::token::TokenHealth;
 use crate::config::{Config, Secret};
-use crate::health::Blockers;
+use crate::health::{Blockers, Liveness};
 use crate::journal::view::DeadLetterFilter;
 use crate::journal::{open_reader, ActionFilter, Cluster, Cursor, JournalError, JournalRead, StateWord};
 
@@ -35,7 +36,12 @@ pub struct Readiness {
     pub cluster: Option<Arc<Cluster>>,
     /// Set once shutdown begins.
     pub shutting_down: AtomicBool,
+    /// Answered by the event loop that runs the actors (`/healthz`).
+    pub liveness: Liveness,
 }
+
+/// How long `/healthz` waits for the actors' event loop to answer.
+const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shared by the handlers.
 struct AdminState {
@@ -82,8 +88,17 @@ pub fn start(
     Ok((handle, addr))
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// 200 while the event loop that runs the actors answers; 503 when it is wedged.
+async fn healthz(state: web::Data<AdminState>) -> HttpResponse {
+    if state.readiness.liveness.probe(HEALTHZ_TIMEOUT).await {
+        HttpResponse::Ok().json(json!({"status": "ok"}))
+    } else {
+        let reason = format!(
+            "the event loop running the actors did not answer within {}",
+            humantime::format_duration(HEALTHZ_TIMEOUT)
+        );
+        HttpResponse::ServiceUnavailable().json(json!({"status": "not responding", "reason": reason}))
+    }
 }
 
 async fn readyz(state: web::Data<AdminState>) -> HttpResponse {

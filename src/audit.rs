@@ -52,9 +52,25 @@ impl AuditRecord {
     }
 }
 
-/// RFC 3339 UTC timestamp of now.
+/// RFC 3339 UTC timestamp of now, with exactly six fractional digits like the log lines
+/// (`2026-11-27T22:02:53.123456Z`), so records sort and align as text.
 pub fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    crate::telemetry::logging::timestamp(time::OffsetDateTime::now_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_timestamps_have_six_fractional_digits_and_parse_as_rfc3339() {
+        let identity = Identity::new("b", "k");
+        let line = AuditRecord::new("ACTION_COMPLETED", &identity).to_line(Uuid::nil());
+        let record: Value = serde_json::from_slice(&line).unwrap();
+        let stamp = record["timestamp"].as_str().unwrap();
+        assert_eq!(stamp.len(), "2026-11-27T22:02:53.123456Z".len(), "{stamp}");
+        assert_eq!(&stamp[19..20], ".", "{stamp}");
+        assert!(stamp.ends_with('Z'), "{stamp}");
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).unwrap();
+    }
 }

@@ -171,6 +171,9 @@ pub enum Command {
         /// Latency added to each API response, e.g. "20ms".
         #[arg(long)]
         latency: Option<String>,
+        /// Latency of the token endpoint, e.g. "300ms".
+        #[arg(long)]
+        token_latency: Option<String>,
         /// Form of Retry-After on 429s.
         #[arg(long, value_enum)]
         retry_after_form: Option<RetryAfterForm>,

@@ -10,11 +10,13 @@
 //!
 //! - `main.rs`, `cli.rs`, `error.rs`: the command line, its errors and exit codes.
 //! - `commands/`: one file per subcommand; `app/`: the daemon (credentials, wiring,
-//!   stop and reload requests, the exit-code table of `shutdown.rs`).
+//!   stop and reload requests, systemd notifications, the exit-code table of
+//!   `shutdown.rs`).
 //! - `admin.rs`: health, readiness, metrics and paginated journal views over HTTP.
 //! - `actors/`: `TokenActor`, `PollerActor` (`poller/`: the pure decisions of
 //!   `machine.rs`, their interpreter, what pollers share), `ClassifierActor`,
-//!   `DeadLetterActor`, `AuditActor`, and admission (claims within the limits).
+//!   `DeadLetterActor`, `AuditActor` (each singleton survives its own panics through
+//!   `singleton.rs`), and admission (claims within the limits).
 //! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`, `audit.rs`, `dead_letter.rs`:
 //!   plain data and pure rules, unit-tested.
 //! - `journal/`: the store and work queue (SQLite: group-commit writer, claims with
@@ -23,10 +25,12 @@
 //!   429 gate and request-rate budget.
 //! - `net/`: how requests leave the host: proxies (`CONNECT` tunnels, absolute-form
 //!   requests, `NO_PROXY`), trusted roots, failure diagnosis; builds every awc client.
-//! - `health.rs`: problems only an operator can fix, shared with `/readyz` and `run --once`.
+//! - `health.rs`: problems by severity (degraded, blocked, fatal), shared with `/readyz`
+//!   and the end of a run; the liveness probe `/healthz` sends to the actors' loop.
 //! - `config/`: the TOML file, its defaults, secrets, located errors, and the actions
 //!   read on demand.
-//! - `telemetry/`: logs, metric names, events; `report.rs`: progress and summary;
+//! - `telemetry/`: logs, metric names, events, rate limits for repeating failure lines;
+//!   `report.rs`: progress and summary;
 //!   `table.rs`: the text tables of `status`, `dlq list` and the summary; `version.rs`:
 //!   the version and commit shown by `--version` and `actionwarden_build_info`.
 //! - `simulator/`: a faithful CXone on loopback for demos, tests and benchmarks.

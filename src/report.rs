@@ -123,6 +123,16 @@ impl Drop for LogLine {
     }
 }
 
+/// Clears the bars for good before the closing table is printed: the table goes where
+/// they were, and an action finishing after this (during a shutdown) redraws nothing
+/// over it. A re-run's bars, which never moved, go too.
+pub fn clear_bars() {
+    if let Some(bars) = BARS.get() {
+        let _ = bars.clear();
+        bars.set_draw_target(ProgressDrawTarget::hidden());
+    }
+}
+
 /// Progress bars, one per batch, drawn only when stderr is a terminal.
 pub struct Progress {
     multi: Option<MultiProgress>,

@@ -237,3 +237,39 @@ fn status_and_dlq_tables_keep_long_names_on_one_row_when_piped() {
         "{text}"
     );
 }
+
+#[test]
+fn a_second_ctrl_c_during_the_drain_exits_4_at_once_and_a_rerun_resumes_the_action() {
+    let h = Harness::new(&["--profile", "clean", "--latency", "5s"]);
+    let config = h.write_config(
+        &[("shutdown", "timeout = \"30s\"")],
+        &(batch("slow", "") + &action("s1", "")),
+    );
+    let mut daemon = h.spawn(&["run", "--once"], &config);
+    wait_until(Duration::from_secs(20), "the submit in flight", || {
+        h.sim.stats()["submits"].as_u64().unwrap_or(0) >= 1
+    });
+    daemon.signal("INT");
+    wait_until(Duration::from_secs(10), "the drain", || {
+        daemon.log_text().contains("Shutting down")
+    });
+    let second = std::time::Instant::now();
+    daemon.signal("INT");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(4), "{}", daemon.log_text());
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "the second Ctrl-C ends the drain at once: {:?}",
+        second.elapsed()
+    );
+    assert!(h.outcomes().is_empty(), "the action had no outcome yet");
+
+    h.sim.post("/sim/control", serde_json::json!({"latency": "0ms"}));
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_exactly_once(&h, 1);
+    assert_eq!(
+        h.sim.stats()["actions_created"],
+        1,
+        "the re-run resumed the same action (same Idempotency-Key)"
+    );
+}

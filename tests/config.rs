@@ -482,3 +482,32 @@ fn a_log_level_that_names_no_level_is_refused() {
         show(&output)
     );
 }
+
+#[test]
+fn chaos_probabilities_outside_zero_to_one_are_refused_at_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[cxone]\nbase_url = \"simulator\"\n\n[chaos]\nenabled = true\nsingleton_panic_probability = 1.5\npoller_panic_probability = -0.1\n\n{BATCH}"
+    );
+    let output = check(dir.path(), &text);
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("config.toml:6:1: chaos.singleton_panic_probability"),
+        "{err}"
+    );
+    assert!(err.contains("config.toml:7:1: chaos.poller_panic_probability"), "{err}");
+    assert!(err.contains("expected a probability between 0.0 and 1.0"), "{err}");
+
+    let text = format!(
+        "[cxone]\nbase_url = \"simulator\"\n\n[chaos]\nsingleton_panic_actors = [\"audit\", \"poller\"]\n\n{BATCH}"
+    );
+    let output = check(dir.path(), &text);
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("config.toml:5:"),
+        "an unknown actor is refused at its line: {err}"
+    );
+    assert!(err.contains("poller"), "{err}");
+}

@@ -21,7 +21,10 @@ use crate::action::{ActionSpec, Identity};
 use crate::journal::{Claimed, Journal, JournalError};
 use crate::report::Progress;
 use crate::telemetry::events::{InFlight, OwnershipLost};
+use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
 
+/// Log lines about failed claims (a full disk fails every one).
+static CLAIM_FAILED: Throttle = Throttle::new(FAILURE_LOG_PERIOD);
 /// Most actions claimed in one request.
 const CLAIM_CHUNK: usize = 512;
 /// Wait before claiming again after the journal failed, or when actions of the
@@ -203,7 +206,9 @@ impl AdmissionActor {
         let claimed = match result {
             Ok(claimed) => claimed,
             Err(e) => {
-                tracing::error!(%batch, error = %e, "Cannot claim actions; trying again.");
+                if let Some(suppressed) = CLAIM_FAILED.allow() {
+                    tracing::error!(%batch, error = %e, suppressed, "Cannot claim actions; trying again.");
+                }
                 ctx.run_later(RECLAIM_DELAY, |act, ctx| act.fill(ctx));
                 return;
             }

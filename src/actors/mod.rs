@@ -5,6 +5,7 @@ pub mod audit;
 pub mod classifier;
 pub mod dead_letter;
 pub mod poller;
+pub mod singleton;
 pub mod token;
 
 /// Mailbox capacity of the singleton actors: `send` waits beyond it (`do_send` never

@@ -6,16 +6,23 @@
 //! certificate that fails verification or a proxy refusing its credentials put the actor
 //! in a failed state: callers keep waiting (their actions are not failed), the health
 //! watch says why, and the fetch is retried slowly in case the cause is fixed meanwhile.
+//!
+//! The token request runs as a task of its own, not inside the actor's context, and
+//! reports back with `TokenFetched`: a panic of the actor (it is supervised) does not
+//! abort a request in flight, so the restarted actor re-arms its single flight on that
+//! same request instead of starting a second one, and answers the callers still waiting.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::FutureExt;
 use tokio::sync::{oneshot, watch};
 
+use super::singleton::{self, Life, Reply, Supervise};
 use crate::config::{Secret, SecretError};
-use crate::cxone::{CallError, CxoneClient};
+use crate::cxone::{CallError, CxoneClient, IssuedToken};
 use crate::telemetry::events::TokenRefreshed;
 
 /// First delay before retrying a failed token request.
@@ -97,41 +104,58 @@ pub struct InvalidateToken {
     pub token: Secret,
 }
 
+/// A token request ended (sent by the request's own task). `Err` carries the message of
+/// a panic inside the request.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TokenFetched {
+    result: Result<Result<IssuedToken, Failure>, String>,
+    /// When the request was sent: the token's lifetime counts from there, not from when
+    /// this message is handled (a busy mailbox must not stretch it past the server's).
+    requested_at: Instant,
+}
+
+/// Who may use the token actor.
+pub struct TokenSource {
+    /// The CXone client that fetches tokens.
+    pub client: Rc<CxoneClient>,
+    /// The OAuth2 client id.
+    pub client_id: String,
+    /// The client secret.
+    pub secret: SecretSource,
+    /// `cxone.token_refresh_skew`.
+    pub skew: Duration,
+}
+
 /// The token actor.
 pub struct TokenActor {
-    client: Rc<CxoneClient>,
-    client_id: String,
-    secret: SecretSource,
-    skew: Duration,
+    source: TokenSource,
     /// The token, when it expires, and when to refresh it; shared with the pollers.
     cache: TokenCache,
+    /// Callers waiting for a token; they survive a restart and get the next token.
     waiters: Vec<oneshot::Sender<Secret>>,
-    fetching: bool,
+    /// The request in flight (the single flight), as its task.
+    fetching: Option<actix_rt::task::JoinHandle<()>>,
+    /// When a failed request may be tried again.
+    retry_at: Option<Instant>,
     failures: u32,
     health: watch::Sender<TokenHealth>,
+    life: Life,
 }
 
 impl TokenActor {
     /// A token actor; `health` is updated on every change of state, `cache` holds the
     /// current token for readers on this arbiter.
-    pub fn new(
-        client: Rc<CxoneClient>,
-        client_id: String,
-        secret: SecretSource,
-        skew: Duration,
-        health: watch::Sender<TokenHealth>,
-        cache: TokenCache,
-    ) -> Self {
+    pub fn new(source: TokenSource, health: watch::Sender<TokenHealth>, cache: TokenCache, life: Life) -> Self {
         TokenActor {
-            client,
-            client_id,
-            secret,
-            skew,
+            source,
             cache,
             waiters: Vec::new(),
-            fetching: false,
+            fetching: None,
+            retry_at: None,
             failures: 0,
             health,
+            life,
         }
     }
 
@@ -140,26 +164,59 @@ impl TokenActor {
         !self.waiters.is_empty() || self.cache.0.borrow().is_none()
     }
 
-    /// Starts one fetch unless one is running.
+    /// Whether a token request is in flight.
+    fn is_fetching(&self) -> bool {
+        self.fetching.as_ref().is_some_and(|task| !task.is_finished())
+    }
+
+    /// Starts one token request unless one is in flight. The request runs as its own
+    /// task and reports with `TokenFetched`.
     fn fetch(&mut self, ctx: &mut Context<Self>) {
-        if self.fetching {
+        if self.is_fetching() {
             return;
         }
-        self.fetching = true;
-        let client = self.client.clone();
-        let client_id = self.client_id.clone();
-        let secret = self.secret.read();
+        self.retry_at = None;
+        let client = self.source.client.clone();
+        let client_id = self.source.client_id.clone();
+        let secret = self.source.secret.read();
         let work = async move {
             match secret {
                 Ok(secret) => client.fetch_token(&client_id, &secret).await.map_err(Failure::Call),
                 Err(error) => Err(Failure::Secret(error)),
             }
         };
-        ctx.spawn(work.into_actor(self).map(|result, act, ctx| act.fetched(result, ctx)));
+        let me = ctx.address();
+        self.fetching = Some(actix_rt::spawn(async move {
+            let requested_at = Instant::now();
+            let result = std::panic::AssertUnwindSafe(work)
+                .catch_unwind()
+                .await
+                .map_err(|panic| crate::actors::poller::panic_message(&panic));
+            me.do_send(TokenFetched { result, requested_at });
+        }));
     }
 
-    fn fetched(&mut self, result: Result<crate::cxone::IssuedToken, Failure>, ctx: &mut Context<Self>) {
-        self.fetching = false;
+    /// Fetches now, or when the last failure's delay is over.
+    fn fetch_when_due(&mut self, ctx: &mut Context<Self>) {
+        let wait = self
+            .retry_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        if wait.is_zero() {
+            self.fetch(ctx);
+        } else {
+            ctx.run_later(wait, |act, ctx| {
+                singleton::work(act, ctx, |act, ctx| {
+                    if act.needs_token() {
+                        act.fetch(ctx);
+                    }
+                });
+            });
+        }
+    }
+
+    fn fetched(&mut self, result: Result<IssuedToken, Failure>, requested_at: Instant, ctx: &mut Context<Self>) {
+        self.fetching = None;
         match result {
             Ok(issued) => {
                 TokenRefreshed { result: "ok" }.emit();
@@ -167,8 +224,8 @@ impl TokenActor {
                 tracing::debug!(expires_in = ?issued.expires_in, "Token obtained.");
                 // A token living shorter than twice the skew is refreshed at half its life:
                 // refreshing "skew before expiry" would refetch at once, again and again.
-                let skew = self.skew.min(issued.expires_in / 2);
-                let now = Instant::now();
+                let skew = self.source.skew.min(issued.expires_in / 2);
+                let now = requested_at;
                 *self.cache.0.borrow_mut() = Some((
                     issued.access_token.clone(),
                     now + issued.expires_in,
@@ -220,20 +277,18 @@ impl TokenActor {
                     tracing::error!(reason = %reason, retry_in = ?delay, "Cannot obtain a token.");
                 }
                 self.health.send_replace(health);
+                self.retry_at = Some(Instant::now() + delay);
                 if self.needs_token() {
                     // A caller may start a fetch before the timer fires (it waits out a
                     // 429 pause at the gate); the timer then finds the token and stops.
-                    ctx.run_later(delay, |act, ctx| {
-                        if act.needs_token() {
-                            act.fetch(ctx);
-                        }
-                    });
+                    self.fetch_when_due(ctx);
                 }
             }
         }
     }
 }
 
+/// Why a token request failed.
 enum Failure {
     Call(CallError),
     Secret(SecretError),
@@ -251,25 +306,50 @@ impl Actor for TokenActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Fetch at once: `/readyz` turns ready, and rejected credentials show before any
-        // action needs them.
+        // action needs them. After a restart: only if still needed, and not before the
+        // last failure's delay is over.
         ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
-        self.fetch(ctx);
+        if self.needs_token() {
+            self.fetch_when_due(ctx);
+        }
     }
 }
 
 impl Supervised for TokenActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        // Waiters of the crashed incarnation were dropped with its futures; their callers
-        // see a mailbox error and ask again.
-        self.fetching = false;
-        self.waiters.clear();
+        self.life.restarted(Instant::now());
+        // The request in flight, if any, runs on in its own task and reports to this
+        // address: the single flight stays armed on it. A request that ended while the
+        // actor was down left its answer in the mailbox. Waiting callers stay parked and
+        // get the next token; the reply of the message being handled at the panic was
+        // lost, and its caller asks again.
+        if self.is_fetching() {
+            tracing::info!(
+                waiting = self.waiters.len(),
+                "The token request in flight goes on after the restart."
+            );
+        } else {
+            self.fetching = None;
+        }
+    }
+}
+
+impl Supervise for TokenActor {
+    fn life(&mut self) -> &mut Life {
+        &mut self.life
     }
 }
 
 impl Handler<GetToken> for TokenActor {
-    type Result = ResponseFuture<Result<Secret, MailboxError>>;
+    type Result = Reply<ResponseFuture<Result<Secret, MailboxError>>>;
 
     fn handle(&mut self, _: GetToken, ctx: &mut Context<Self>) -> Self::Result {
+        singleton::handle(self, ctx, |act, ctx| act.get_token(ctx))
+    }
+}
+
+impl TokenActor {
+    fn get_token(&mut self, ctx: &mut Context<Self>) -> ResponseFuture<Result<Secret, MailboxError>> {
         let now = Instant::now();
         let current = self.cache.0.borrow().clone();
         if let Some((token, expires_at, refresh_at)) = current {
@@ -290,14 +370,30 @@ impl Handler<GetToken> for TokenActor {
     }
 }
 
-impl Handler<InvalidateToken> for TokenActor {
-    type Result = ();
+impl Handler<TokenFetched> for TokenActor {
+    type Result = Reply<()>;
 
-    fn handle(&mut self, msg: InvalidateToken, _ctx: &mut Context<Self>) {
-        let refused = self.cache.0.borrow().as_ref().is_some_and(|(t, _, _)| *t == msg.token);
-        if refused {
-            tracing::debug!("Token refused upstream; dropping it.");
-            *self.cache.0.borrow_mut() = None;
-        }
+    fn handle(&mut self, msg: TokenFetched, ctx: &mut Context<Self>) -> Self::Result {
+        singleton::handle(self, ctx, |act, ctx| match msg.result {
+            Ok(result) => act.fetched(result, msg.requested_at, ctx),
+            Err(panic) => {
+                act.fetching = None;
+                panic!("token request panicked: {panic}");
+            }
+        })
+    }
+}
+
+impl Handler<InvalidateToken> for TokenActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: InvalidateToken, ctx: &mut Context<Self>) -> Self::Result {
+        singleton::handle(self, ctx, |act, _| {
+            let refused = act.cache.0.borrow().as_ref().is_some_and(|(t, _, _)| *t == msg.token);
+            if refused {
+                tracing::debug!("Token refused upstream; dropping it.");
+                *act.cache.0.borrow_mut() = None;
+            }
+        })
     }
 }

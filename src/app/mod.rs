@@ -6,11 +6,13 @@
 mod control;
 mod credentials;
 mod shutdown;
+mod systemd;
 mod wiring;
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,23 +20,33 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::actors::admission::{AdmissionActor, BatchSettings, Configure, StopAdmitting, Wake};
-use crate::actors::audit::FlushAudit;
+use crate::actors::audit::{AuditError, FlushAudit, ReopenAudit};
 use crate::actors::dead_letter::DrainDeadLetters;
+use crate::actors::singleton::send_until_answered;
 use crate::actors::token::TokenHealth;
 use crate::config::{self, Loaded};
 use crate::error::Error;
+use crate::health::Blockers;
 use crate::journal::{self, load, Journal};
 use crate::report::Summary;
 use crate::simulator::RunningSimulator;
+use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
 pub use control::wait_for_stop_signal;
 use control::{Control, Request};
 pub use shutdown::{exit_code, Ending, Tally};
+use systemd::{Notifier, Tracked};
 use wiring::Daemon;
 
 /// How often the daemon looks for `dlq replay` requests made by other processes.
 const REPLAY_POLL: Duration = Duration::from_millis(500);
 /// How often histograms are compacted by the Prometheus recorder.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+/// Log lines about failed replay pickups (a full disk fails every one).
+static REPLAYS_FAILED: Throttle = Throttle::new(FAILURE_LOG_PERIOD);
+/// How long to wait before asking a restarting singleton again.
+const MAILBOX_RETRY: Duration = Duration::from_millis(20);
+/// How often the end of a run asks a restarting singleton before giving up on it.
+const ASK_TRIES: u32 = 50;
 
 /// What a caller may hand to `run_with` besides the configuration.
 #[derive(Default)]
@@ -58,12 +70,14 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut control = Control::new(options.stop)?;
     let cfg = loaded.config.clone();
+    let blockers = Blockers::default();
     // The journal first: a second daemon on a SQLite journal must stop before touching
     // anything. Opening blocks (PostgreSQL connects): off the actors' thread.
     let open_options = journal::OpenOptions {
         instance_name: cfg.cluster.instance_name(),
         audit_path: std::path::absolute(&cfg.audit.path).unwrap_or_else(|_| cfg.audit.path.clone()),
         forget_poll_ids: cfg.cxone.uses_simulator(),
+        health: blockers.clone(),
     };
     let opening = cfg.clone();
     let opened = actix_rt::task::spawn_blocking(move || journal::open(&opening, &open_options))
@@ -86,11 +100,16 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
         "Actions loaded into the journal."
     );
     let creds = credentials::resolve(&cfg, options.simulator).await?;
-    let daemon = wiring::start(&cfg, creds, journal, snapshot, cluster)?;
-    configure(&daemon.journal, &daemon.admission, &cfg).await?;
+    let daemon = wiring::start(&cfg, creds, journal, snapshot, cluster, blockers)?;
+    let notifier = Notifier::from_env();
+    let watchdog = notifier.spawn_watchdog();
+    let tracked = Rc::new(Tracked::default());
+    configure(&daemon.journal, &daemon.admission, &cfg, &tracked).await?;
     tracing::info!(once, "Running.");
+    notifier.ready();
 
-    let ending = watch(&daemon, &mut control, once, &loaded.path).await;
+    let ending = watch(&daemon, &mut control, once, &loaded.path, (&notifier, &tracked)).await;
+    notifier.stopping();
     daemon.admission.do_send(StopAdmitting);
     daemon.readiness.shutting_down.store(true, Ordering::Relaxed);
     let (ending, undelivered) = drain(&daemon, &cfg, ending, &mut control).await;
@@ -106,6 +125,9 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
         eprintln!("actionwarden: cannot run: {reason}");
     }
     close(daemon, &summary).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     Ok(exit_code(&ending, once, tally))
 }
 
@@ -121,9 +143,16 @@ async fn load(journal: Journal, loaded: Arc<Loaded>) -> Result<load::Report, Err
         .map_err(Error::from)
 }
 
-/// Tells admission the configured batches, their limits and where they stand.
-async fn configure(journal: &Journal, admission: &Addr<AdmissionActor>, cfg: &config::Config) -> Result<(), Error> {
+/// Tells admission the configured batches, their limits and where they stand (and
+/// `tracked`, what systemd's `STATUS=` counts).
+async fn configure(
+    journal: &Journal,
+    admission: &Addr<AdmissionActor>,
+    cfg: &config::Config,
+    tracked: &Tracked,
+) -> Result<(), Error> {
     let counts = journal.counts(batch_names(cfg)).await?;
+    tracked.set(batch_names(cfg), counts.iter().map(|c| c.total).sum());
     let batches = cfg
         .batches
         .iter()
@@ -139,14 +168,27 @@ async fn configure(journal: &Journal, admission: &Addr<AdmissionActor>, cfg: &co
     Ok(())
 }
 
-/// Waits for the end of the run, reloading on SIGHUP and picking up replay requests.
-async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) -> Ending {
+/// Waits for the end of the run, reloading on SIGHUP, picking up replay requests and
+/// telling systemd the progress.
+async fn watch(
+    daemon: &Daemon,
+    control: &mut Control,
+    once: bool,
+    path: &Path,
+    (notifier, tracked): (&Notifier, &Rc<Tracked>),
+) -> Ending {
     let mut replay_tick = tokio::time::interval(REPLAY_POLL);
     let mut upkeep_tick = tokio::time::interval(METRICS_UPKEEP);
+    let mut status_tick = tokio::time::interval(systemd::STATUS_INTERVAL);
     let (mut idle, mut health) = (daemon.idle.clone(), daemon.token_health.clone());
     loop {
         tokio::select! {
             _ = upkeep_tick.tick() => daemon.metrics.run_upkeep(),
+            _ = status_tick.tick(), if notifier.enabled() => {
+                if let Ok(unresolved) = daemon.journal.unresolved(tracked.batches()).await {
+                    notifier.status(&systemd::progress(tracked.total(), unresolved));
+                }
+            }
             _ = replay_tick.tick() => match daemon.journal.take_replays().await {
                 Ok(replays) if !replays.is_empty() => {
                     for replay in &replays {
@@ -156,11 +198,13 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
                     daemon.admission.do_send(Wake { batches });
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "Cannot take replay requests."),
+                Err(e) => if let Some(suppressed) = REPLAYS_FAILED.allow() {
+                    tracing::error!(error = %e, suppressed, "Cannot take replay requests.");
+                },
             },
             request = control.next() => match request {
                 Request::Stop => return Ending::Stopped,
-                Request::Reload => reload(path, daemon),
+                Request::Reload => reload(path, daemon, tracked.clone()),
             },
             changed = idle.changed(), if once => {
                 if changed.is_err() || idle.borrow().0 {
@@ -176,6 +220,7 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
                 }
             }
             reason = daemon.blockers.blocked(), if once => return Ending::Blocked(reason),
+            reason = daemon.blockers.fatal() => return Ending::Blocked(reason),
         }
     }
 }
@@ -186,19 +231,20 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
 /// only an operator can fix. Returns how the run ended and the dead letters still
 /// undelivered.
 async fn drain(daemon: &Daemon, cfg: &config::Config, ending: Ending, control: &mut Control) -> (Ending, usize) {
-    let letters = || async {
+    let letters = || {
         let asked = DrainDeadLetters {
             timeout: Duration::ZERO,
         };
-        daemon.dead_letter.send(asked).await.unwrap_or(usize::MAX)
+        ask_restarting(&daemon.dead_letter, asked, usize::MAX)
     };
     match ending {
         Ending::Finished => {
-            let drain = daemon.dead_letter.send(DrainDeadLetters {
+            let asked = DrainDeadLetters {
                 timeout: cfg.dead_letter.drain_timeout,
-            });
+            };
+            let drain = send_until_answered(&daemon.dead_letter, asked, MAILBOX_RETRY);
             let (ending, left) = tokio::select! {
-                left = drain => (Ending::Finished, left.unwrap_or(usize::MAX)),
+                left = drain => (Ending::Finished, left),
                 _ = control.next_stop() => (Ending::Finished, letters().await),
                 reason = daemon.blockers.blocked() => (Ending::Blocked(reason), letters().await),
             };
@@ -232,6 +278,24 @@ async fn drain(daemon: &Daemon, cfg: &config::Config, ending: Ending, control: &
     }
 }
 
+/// Asks a singleton that may be restarting, a bounded number of times (one in a crash
+/// loop must not hold up the end); `gave_up` when it never answered.
+async fn ask_restarting<A, M>(addr: &Addr<A>, msg: M, gave_up: M::Result) -> M::Result
+where
+    A: actix::Actor + actix::Handler<M>,
+    A::Context: actix::dev::ToEnvelope<A, M>,
+    M: actix::Message + Clone + Send + 'static,
+    M::Result: Send,
+{
+    for _ in 0..ASK_TRIES {
+        match addr.send(msg.clone()).await {
+            Ok(answer) => return answer,
+            Err(_) => actix_rt::time::sleep(MAILBOX_RETRY).await,
+        }
+    }
+    gave_up
+}
+
 /// Flushes journal and audit, prints the summary, stops the servers.
 async fn close(daemon: Daemon, summary: &crate::report::Summary) {
     // A cluster member hands its unfinished actions to the others at once.
@@ -239,9 +303,10 @@ async fn close(daemon: Daemon, summary: &crate::report::Summary) {
     if let Err(e) = daemon.journal.flush().await {
         tracing::error!(error = %e, "Journal flush failed.");
     }
-    if let Ok(Err(e)) = daemon.audit.send(FlushAudit).await {
+    if let Err(e) = ask_restarting(&daemon.audit, FlushAudit, Err(AuditError::WriterGone)).await {
         tracing::error!(error = %e, "Audit flush failed.");
     }
+    crate::report::clear_bars();
     if let Err(e) = crate::commands::output::print(&summary.render()) {
         tracing::warn!(error = %e, "Summary not printed.");
     }
@@ -255,8 +320,15 @@ async fn close(daemon: Daemon, summary: &crate::report::Summary) {
 
 /// SIGHUP: reads the file again, loads new actions and applies the batches' settings
 /// (limits, compensation templates) exactly as at start; an invalid file is logged and
-/// ignored. Runs beside the main loop: loading a big file must not hold it up.
-fn reload(path: &Path, daemon: &Daemon) {
+/// ignored. Also reopens the audit file (after logrotate renamed it, later records go to
+/// a new file). Runs beside the main loop: loading a big file must not hold it up.
+fn reload(path: &Path, daemon: &Daemon, tracked: Rc<Tracked>) {
+    let audit = daemon.audit.clone();
+    actix_rt::spawn(async move {
+        if let Err(e) = ask_restarting(&audit, ReopenAudit, Err(AuditError::WriterGone)).await {
+            tracing::error!(error = %e, "Cannot reopen the audit file.");
+        }
+    });
     let (path, journal) = (path.to_owned(), daemon.journal.clone());
     let (admission, env) = (daemon.admission.clone(), daemon.env.clone());
     actix_rt::spawn(async move {
@@ -271,7 +343,7 @@ fn reload(path: &Path, daemon: &Daemon) {
             Ok(Ok((loaded, report))) => {
                 env.rollback_templates
                     .replace(wiring::rollback_templates(&loaded.config));
-                match configure(&journal, &admission, &loaded.config).await {
+                match configure(&journal, &admission, &loaded.config, &tracked).await {
                     Ok(()) => tracing::info!(added = report.inserted(), "Configuration reloaded."),
                     Err(e) => tracing::error!(error = %e, "Reload failed."),
                 }

@@ -15,14 +15,15 @@ use tokio::sync::watch;
 
 use super::credentials::Credentials;
 use crate::actors::admission::{AdmissionActor, Idle};
-use crate::actors::audit::AuditActor;
+use crate::actors::audit::{AuditActor, AuditSettings};
 use crate::actors::classifier::ClassifierActor;
 use crate::actors::dead_letter::{DeadLetterActor, Webhook};
 use crate::actors::poller::PollerEnv;
-use crate::actors::token::{TokenActor, TokenCache, TokenHealth};
+use crate::actors::singleton::Life;
+use crate::actors::token::{TokenActor, TokenCache, TokenHealth, TokenSource};
 use crate::admin::Readiness;
 use crate::classify::Rules;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Singleton};
 use crate::cxone::SharedPauses;
 use crate::cxone::{CxoneClient, Gate};
 use crate::error::Error;
@@ -61,13 +62,14 @@ pub struct Daemon {
 }
 
 /// Starts every part; `snapshot` is what the journal held at open, `cluster` the
-/// membership of a PostgreSQL journal.
+/// membership of a PostgreSQL journal, `blockers` where the parts report problems.
 pub fn start(
     cfg: &Config,
     creds: Credentials,
     journal: Journal,
     snapshot: Snapshot,
     cluster: Option<Arc<Cluster>>,
+    blockers: Blockers,
 ) -> Result<Daemon, Error> {
     let metrics = crate::telemetry::metrics::install();
     crate::telemetry::metrics::register_globals();
@@ -81,14 +83,21 @@ pub fn start(
     }
     let gate = Rc::new(gate);
     let client = Rc::new(CxoneClient::new(&cfg.cxone, &creds.base_url, gate, &egress.cxone));
+    let chaos_seed = cfg.chaos.rng_seed();
+    tracing::info!(chaos_seed, "Random draws (chaos, jitter) seeded.");
+    let life = |actor| Life::new(actor, &cfg.chaos, chaos_seed, &cfg.supervisor, blockers.clone());
 
-    let rescue = cluster.as_ref().map(|_| cfg.cluster.heartbeat);
+    let settings = AuditSettings {
+        path: cfg.audit.path.clone(),
+        fsync: cfg.audit.fsync,
+        rescue: cluster.as_ref().map(|_| cfg.cluster.heartbeat),
+    };
     let audit_actor = AuditActor::open(
-        &cfg.audit.path,
-        cfg.audit.fsync,
+        settings,
         journal.clone(),
         snapshot.unaudited,
-        rescue,
+        blockers.clone(),
+        life(Singleton::Audit),
     )
     .map_err(|source| Error::Audit {
         path: cfg.audit.path.clone(),
@@ -97,12 +106,15 @@ pub fn start(
     let audit = Supervisor::start(move |_| audit_actor);
 
     let (health_tx, token_health) = watch::channel(TokenHealth::Missing);
-    let blockers = Blockers::default();
+    // `/healthz` is answered here, on the loop that runs the actors.
+    let (liveness, responder) = crate::health::liveness();
+    actix_rt::spawn(responder.serve());
     let readiness = Arc::new(Readiness {
         token: token_health.clone(),
         blockers: blockers.clone(),
         cluster: cluster.clone(),
         shutting_down: AtomicBool::new(false),
+        liveness,
     });
     let admin = match cfg.admin.listen {
         None => None,
@@ -121,12 +133,16 @@ pub fn start(
     };
 
     let token_cache = TokenCache::default();
-    let (token_client, actor_cache, skew) = (client.clone(), token_cache.clone(), cfg.cxone.token_refresh_skew);
-    let (client_id, secret) = (creds.client_id, creds.secret);
-    let token =
-        Supervisor::start(move |_| TokenActor::new(token_client, client_id, secret, skew, health_tx, actor_cache));
-    let rules = Rules::new(&cfg.classifier);
-    let classifier = Supervisor::start(move |_| ClassifierActor::new(rules));
+    let source = TokenSource {
+        client: client.clone(),
+        client_id: creds.client_id,
+        secret: creds.secret,
+        skew: cfg.cxone.token_refresh_skew,
+    };
+    let (actor_cache, token_life) = (token_cache.clone(), life(Singleton::Token));
+    let token = Supervisor::start(move |_| TokenActor::new(source, health_tx, actor_cache, token_life));
+    let (rules, classifier_life) = (Rules::new(&cfg.classifier), life(Singleton::Classifier));
+    let classifier = Supervisor::start(move |_| ClassifierActor::new(rules, classifier_life));
     let webhook = Webhook {
         url: creds.webhook_url,
         signing_key: creds.signing_key,
@@ -136,10 +152,8 @@ pub fn start(
         blockers: blockers.clone(),
     };
     let (dl_audit, dl_journal) = (audit.clone(), journal.clone());
-    let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal));
-
-    let chaos_seed = cfg.chaos.rng_seed();
-    tracing::info!(chaos_seed, "Pollers' random draws (chaos, jitter) seeded.");
+    let dl_life = life(Singleton::DeadLetter);
+    let dead_letter = Supervisor::start(move |_| DeadLetterActor::new(webhook, dl_audit, dl_journal, dl_life));
     let env = Rc::new(PollerEnv {
         client,
         token,

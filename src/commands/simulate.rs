@@ -26,6 +26,7 @@ pub fn simulate(command: Command) -> Result<u8, Error> {
         drop_rate,
         early_expiry_rate,
         latency,
+        token_latency,
         retry_after_form,
         retry_after_secs,
     } = command
@@ -68,6 +69,12 @@ pub fn simulate(command: Command) -> Result<u8, Error> {
             flag: "--latency",
             problem: e.to_string(),
         })?);
+    }
+    if let Some(v) = token_latency {
+        s.token_latency = duration::parse(&v).map_err(|e| Error::Argument {
+            flag: "--token-latency",
+            problem: e.to_string(),
+        })?;
     }
     for (name, value) in [
         ("--header-only-rate", header_only_rate),

@@ -511,23 +511,103 @@ impl Default for ShutdownConfig {
 }
 
 /// `[chaos]`: fault injection, off unless enabled.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChaosConfig {
     /// Master switch. Default false.
     pub enabled: bool,
     /// Probability that a poller panics on a message it handles. Default 0.0.
     pub poller_panic_probability: f64,
+    /// Probability that a singleton actor (token, classifier, dead-letter, audit) panics
+    /// on a message it handles. Default 0.0.
+    pub singleton_panic_probability: f64,
+    /// Which singletons `singleton_panic_probability` applies to: any of `token`,
+    /// `classifier`, `dead_letter`, `audit` (a drill on one actor). Default: all four.
+    pub singleton_panic_actors: Vec<Singleton>,
     /// Seed of the pollers' random draws (chaos panics and backoff jitter), so a failing
     /// drill can be replayed. Default: drawn from the OS at start and logged as `chaos_seed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
 }
 
+impl Default for ChaosConfig {
+    fn default() -> Self {
+        ChaosConfig {
+            enabled: false,
+            poller_panic_probability: 0.0,
+            singleton_panic_probability: 0.0,
+            singleton_panic_actors: Singleton::ALL.to_vec(),
+            seed: None,
+        }
+    }
+}
+
 impl ChaosConfig {
     /// The seed of this run: the configured one, else a fresh draw from the OS.
     pub fn rng_seed(&self) -> u64 {
         self.seed.unwrap_or_else(rand::random)
+    }
+
+    /// The panic probability of `actor` per message: 0 unless chaos is enabled and the
+    /// actor is one of `singleton_panic_actors`.
+    pub fn singleton_probability(&self, actor: Singleton) -> f64 {
+        if self.enabled && self.singleton_panic_actors.contains(&actor) {
+            self.singleton_panic_probability
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The singleton actors, by the names used in `[chaos]` and in the `actor` label of
+/// `actionwarden_actor_restarts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Singleton {
+    /// The `TokenActor`.
+    Token,
+    /// The `ClassifierActor`.
+    Classifier,
+    /// The `DeadLetterActor`.
+    DeadLetter,
+    /// The `AuditActor`.
+    Audit,
+}
+
+impl Singleton {
+    /// All four.
+    pub const ALL: [Singleton; 4] = [
+        Singleton::Token,
+        Singleton::Classifier,
+        Singleton::DeadLetter,
+        Singleton::Audit,
+    ];
+
+    /// The name in the configuration and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Singleton::Token => "token",
+            Singleton::Classifier => "classifier",
+            Singleton::DeadLetter => "dead_letter",
+            Singleton::Audit => "audit",
+        }
+    }
+
+    /// A distinct number per actor, mixed into the chaos seed so each draws its own
+    /// replayable sequence.
+    pub fn salt(self) -> u64 {
+        match self {
+            Singleton::Token => 0x746f_6b65_6e00_0001,
+            Singleton::Classifier => 0x636c_6173_7300_0002,
+            Singleton::DeadLetter => 0x6465_6164_6c00_0003,
+            Singleton::Audit => 0x6175_6469_7400_0004,
+        }
+    }
+}
+
+impl fmt::Display for Singleton {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -564,5 +644,24 @@ mod tests {
             !toml::to_string(&unseeded.chaos).unwrap().contains("seed"),
             "an absent seed is not printed"
         );
+    }
+
+    #[test]
+    fn singleton_chaos_applies_only_when_enabled_and_to_the_named_actors() {
+        let all: Config = toml::from_str("[chaos]\nenabled = true\nsingleton_panic_probability = 0.5\n").unwrap();
+        for actor in Singleton::ALL {
+            assert_eq!(all.chaos.singleton_probability(actor), 0.5, "{actor}");
+        }
+        let one: Config = toml::from_str(
+            "[chaos]\nenabled = true\nsingleton_panic_probability = 1.0\nsingleton_panic_actors = [\"dead_letter\"]\n",
+        )
+        .unwrap();
+        assert_eq!(one.chaos.singleton_probability(Singleton::DeadLetter), 1.0);
+        assert_eq!(one.chaos.singleton_probability(Singleton::Audit), 0.0);
+        let off: Config = toml::from_str("[chaos]\nsingleton_panic_probability = 1.0\n").unwrap();
+        assert_eq!(off.chaos.singleton_probability(Singleton::Token), 0.0);
+        assert!(toml::from_str::<Config>("[chaos]\nsingleton_panic_actors = [\"poller\"]\n").is_err());
+        let salts: std::collections::HashSet<u64> = Singleton::ALL.iter().map(|s| s.salt()).collect();
+        assert_eq!(salts.len(), 4);
     }
 }

@@ -248,12 +248,17 @@ fn check_outputs(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
     if let Err(e) = crate::telemetry::logging::check_filter(&config.log.level) {
         bad(&[k("log"), k("level")], e.to_string());
     }
-    let chaos_p = config.chaos.poller_panic_probability;
-    if !(0.0..=1.0).contains(&chaos_p) {
-        bad(
-            &[k("chaos"), k("poller_panic_probability")],
-            "expected a probability between 0.0 and 1.0".into(),
-        );
+    let chaos = &config.chaos;
+    for (key, p) in [
+        ("poller_panic_probability", chaos.poller_panic_probability),
+        ("singleton_panic_probability", chaos.singleton_panic_probability),
+    ] {
+        if !(0.0..=1.0).contains(&p) {
+            bad(
+                &[k("chaos"), k(key)],
+                "expected a probability between 0.0 and 1.0".into(),
+            );
+        }
     }
 }
 

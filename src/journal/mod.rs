@@ -243,7 +243,7 @@ impl Pruned {
     }
 }
 
-/// What the journal held at open that the audit actor needs.
+/// What the audit actor needs from the journal: at open, and to rebuild after a restart.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Outcome lines not yet confirmed in the audit file.
@@ -282,7 +282,12 @@ pub(crate) enum Op {
         claim: Claim,
         reply: Reply<Option<ActionRow>>,
     },
-    MarkAudited(Vec<String>),
+    MarkAudited {
+        event_ids: Vec<String>,
+        ack: Option<Reply<()>>,
+    },
+    /// What the audit actor rebuilds from: its unaudited outcome lines.
+    Snapshot(Reply<Snapshot>),
     Delivery {
         error_id: String,
         attempts: u32,
@@ -336,7 +341,7 @@ pub(crate) enum Op {
 }
 
 /// How to open the journal.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenOptions {
     /// This daemon's name, written into every history event.
     pub instance_name: String,
@@ -346,6 +351,8 @@ pub struct OpenOptions {
     /// The embedded simulator restarted with this process (SQLite: ids polled before
     /// exist nowhere any more).
     pub forget_poll_ids: bool,
+    /// Where failed commits are reported (`/readyz`) until a write commits again.
+    pub health: crate::health::Blockers,
 }
 
 /// An open journal.
@@ -380,6 +387,7 @@ pub fn open(config: &crate::config::Config, options: &OpenOptions) -> Result<Ope
                 fsync: config.journal.fsync,
                 instance: options.instance_name.clone(),
                 forget_poll_ids: options.forget_poll_ids,
+                health: options.health.clone(),
             })?;
             Ok(Opened {
                 journal,
@@ -396,6 +404,7 @@ pub fn open(config: &crate::config::Config, options: &OpenOptions) -> Result<Ope
                 audit_path: options.audit_path.display().to_string(),
                 heartbeat: config.cluster.heartbeat,
                 lease_timeout: config.cluster.lease_timeout,
+                health: options.health.clone(),
             })?;
             Ok(Opened {
                 journal,
@@ -517,8 +526,32 @@ impl Journal {
     /// Marks outcome lines as present in the audit file.
     pub fn mark_audited(&self, event_ids: Vec<String>) {
         if !event_ids.is_empty() {
-            let _ = self.tx.send(Op::MarkAudited(event_ids));
+            let _ = self.tx.send(Op::MarkAudited { event_ids, ack: None });
         }
+    }
+
+    /// Marks outcome lines as present in the audit file; the receiver learns whether the
+    /// mark was committed (the audit writer keeps the ids of marks not yet committed).
+    pub fn mark_audited_acked(&self, event_ids: Vec<String>) -> oneshot::Receiver<Result<(), JournalError>> {
+        let (ack, committed) = oneshot::channel();
+        if let Err(mpsc::SendError(Op::MarkAudited { ack: Some(ack), .. })) = self.tx.send(Op::MarkAudited {
+            event_ids,
+            ack: Some(ack),
+        }) {
+            let _ = ack.send(Err(JournalError::WriterGone));
+        }
+        committed
+    }
+
+    /// The outcome lines this daemon has not yet confirmed in the audit file, as
+    /// committed now: what the audit actor rebuilds from after a restart.
+    pub fn snapshot(&self) -> impl Future<Output = Result<Snapshot, JournalError>> + 'static {
+        self.request(Op::Snapshot)
+    }
+
+    /// `snapshot`, waited for on this (non-async) thread: for the audit writer.
+    pub fn snapshot_blocking(&self) -> Result<Snapshot, JournalError> {
+        self.request_blocking(Op::Snapshot)
     }
 
     /// Records delivery attempt number `attempts` of a dead letter and releases its

@@ -1,13 +1,25 @@
 //! The writer thread: group commits over a storage backend. Whatever operations have
 //! queued up are applied in one transaction, then every caller gets its answer; reads
 //! are answered only after their transaction committed.
+//!
+//! A failed commit (a full disk) is counted in `actionwarden_journal_errors_total`, makes
+//! `/readyz` answer 503 until a write commits again, and is logged at most every 10 s
+//! with the number of repeats suppressed; its callers retry.
 
 use std::sync::mpsc;
 
-use super::{ActionRow, BatchCounts, Claimed, Inserted, JournalError, Op, Pruned, Replay, Written};
+use super::{ActionRow, BatchCounts, Claimed, Inserted, JournalError, Op, Pruned, Replay, Snapshot, Written};
+use crate::health::{Blockers, JOURNAL};
+use crate::telemetry::events::JournalFailed;
+use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
 
 /// Most operations applied in one transaction.
 const MAX_GROUP: usize = 4096;
+
+/// Log lines about failed group commits.
+static GROUP_FAILED: Throttle = Throttle::new(FAILURE_LOG_PERIOD);
+/// Log lines about failed commits.
+static COMMIT_FAILED: Throttle = Throttle::new(FAILURE_LOG_PERIOD);
 
 /// A store that applies a group of operations in one transaction.
 pub(crate) trait Backend: Send + 'static {
@@ -30,10 +42,12 @@ pub(crate) enum Done {
     Letters(Vec<(crate::dead_letter::DeadLetter, u32)>),
     Lines(Vec<super::OutcomeLine>),
     Ids(Vec<String>),
+    Snapshot(Snapshot),
 }
 
-/// The writer loop: group commits until every handle is dropped.
-pub(crate) fn run(mut backend: impl Backend, rx: mpsc::Receiver<Op>) {
+/// The writer loop: group commits until every handle is dropped; failures are reported
+/// to `health`.
+pub(crate) fn run(mut backend: impl Backend, rx: mpsc::Receiver<Op>, health: Blockers) {
     let mut ops = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = rx.recv() {
         ops.push(first);
@@ -43,6 +57,7 @@ pub(crate) fn run(mut backend: impl Backend, rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
+        let writes = ops.iter().any(writes);
         let started = std::time::Instant::now();
         let applied = backend.apply(&ops);
         crate::telemetry::events::JournalCommitted {
@@ -50,29 +65,66 @@ pub(crate) fn run(mut backend: impl Backend, rx: mpsc::Receiver<Op>) {
         }
         .emit();
         match applied {
-            Ok(done) => ops.drain(..).zip(done).for_each(|(op, done)| answer(op, Ok(done))),
+            Ok(done) => {
+                if writes {
+                    health.clear(JOURNAL);
+                }
+                ops.drain(..).zip(done).for_each(|(op, done)| answer(op, Ok(done)));
+            }
             Err(e) if ops.len() > 1 && !e.is_unavailable() => {
                 // One bad operation must not take the others down with it: apply each
                 // alone, so only the failing one is reported.
-                tracing::warn!(error = %e, "Journal group commit failed; committing one by one.");
+                failed(&health, &e);
+                if let Some(suppressed) = GROUP_FAILED.allow() {
+                    tracing::warn!(error = %e, suppressed, "Journal group commit failed; committing one by one.");
+                }
+                let mut all_written = true;
                 for op in ops.drain(..) {
                     let single = [op];
                     let result = backend
                         .apply(&single)
                         .map(|mut done| done.pop().unwrap_or(Done::Nothing));
                     if let Err(e) = &result {
-                        tracing::error!(error = %e, "Journal commit failed.");
+                        all_written = false;
+                        failed(&health, e);
                     }
                     let [op] = single;
                     answer(op, result);
                 }
+                if all_written {
+                    health.clear(JOURNAL);
+                }
             }
             Err(e) => {
-                tracing::error!(error = %e, "Journal commit failed.");
+                failed(&health, &e);
                 ops.drain(..).for_each(|op| answer(op, Err(e.clone())));
             }
         }
     }
+}
+
+/// Counts, reports and (at most every 10 s) logs a failed commit.
+fn failed(health: &Blockers, error: &JournalError) {
+    JournalFailed.emit();
+    health.degrade(JOURNAL, error.to_string());
+    if let Some(suppressed) = COMMIT_FAILED.allow() {
+        tracing::error!(error = %error, suppressed, "Journal commit failed; its writers retry.");
+    }
+}
+
+/// Whether `op` changes the journal: only a committed write shows it writable again (a
+/// read commits on a full disk too).
+fn writes(op: &Op) -> bool {
+    !matches!(
+        op,
+        Op::Reload { .. }
+            | Op::Unresolved { .. }
+            | Op::Counts { .. }
+            | Op::Source { .. }
+            | Op::UndeliveredLetters(_)
+            | Op::Snapshot(_)
+            | Op::Flush(_)
+    )
 }
 
 /// Sends an operation's answer (a dropped caller is fine).
@@ -130,9 +182,15 @@ fn answer(op: Op, result: Result<Done, JournalError>) {
             Done::Lines(v) => Some(v),
             _ => None,
         }),
-        Op::Flush(reply) | Op::Vacuum(reply) => send(reply, result, |_| Some(())),
+        Op::Snapshot(reply) => send(reply, result, |d| match d {
+            Done::Snapshot(v) => Some(v),
+            _ => None,
+        }),
+        Op::Flush(reply) | Op::Vacuum(reply) | Op::MarkAudited { ack: Some(reply), .. } => {
+            send(reply, result, |_| Some(()))
+        }
         Op::Save { ack: None, .. }
-        | Op::MarkAudited(_)
+        | Op::MarkAudited { ack: None, .. }
         | Op::Delivery { .. }
         | Op::RecordSource { .. }
         | Op::PublishPause { .. }

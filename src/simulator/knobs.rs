@@ -25,6 +25,9 @@ pub struct Knobs {
     #[serde(with = "crate::config::duration")]
     pub latency: Duration,
     pub latency_random: bool,
+    /// Delay before the token endpoint answers.
+    #[serde(with = "crate::config::duration")]
+    pub token_latency: Duration,
     pub retry_after_form: RetryAfterForm,
     pub retry_after_secs: u64,
     pub webhook_fail_first: u32,
@@ -47,6 +50,8 @@ pub struct KnobUpdate {
     #[serde(default, with = "crate::config::duration::optional")]
     latency: Option<Duration>,
     latency_random: Option<bool>,
+    #[serde(default, with = "crate::config::duration::optional")]
+    token_latency: Option<Duration>,
     retry_after_form: Option<RetryAfterForm>,
     retry_after_secs: Option<u64>,
     webhook_fail_first: Option<u32>,
@@ -82,6 +87,7 @@ impl Knobs {
             early_expiry_rate: s.early_expiry_rate.unwrap_or(rates.5),
             latency: s.latency.unwrap_or(if chaos { CHAOS_LATENCY } else { Duration::ZERO }),
             latency_random: s.latency.is_none() && chaos,
+            token_latency: s.token_latency,
             retry_after_form: s.retry_after_form,
             retry_after_secs: s.retry_after_secs,
             webhook_fail_first: s.webhook_fail_first,
@@ -110,6 +116,7 @@ impl Knobs {
             self.latency_random = false;
         }
         self.latency_random = u.latency_random.unwrap_or(self.latency_random);
+        self.token_latency = u.token_latency.unwrap_or(self.token_latency);
         self.retry_after_form = u.retry_after_form.unwrap_or(self.retry_after_form);
         self.retry_after_secs = u.retry_after_secs.unwrap_or(self.retry_after_secs);
         self.webhook_fail_first = u.webhook_fail_first.unwrap_or(self.webhook_fail_first);

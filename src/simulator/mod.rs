@@ -68,6 +68,9 @@ pub struct SimulatorSettings {
     /// Delay added to every API response; unset: the profile's (0, or 0–50ms in `chaos`).
     #[serde(with = "crate::config::duration::optional", skip_serializing_if = "Option::is_none")]
     pub latency: Option<Duration>,
+    /// Delay before the token endpoint answers (a slow identity provider). Default 0.
+    #[serde(with = "crate::config::duration")]
+    pub token_latency: Duration,
     /// Share of polls answered 200 with a non-JSON body; unset: the profile's rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub malformed_rate: Option<f64>,
@@ -97,6 +100,7 @@ impl Default for SimulatorSettings {
             retry_after_secs: 1,
             server_error_rate: None,
             latency: None,
+            token_latency: Duration::ZERO,
             malformed_rate: None,
             drop_rate: None,
             early_expiry_rate: None,

@@ -58,14 +58,18 @@ async fn token(sim: web::Data<Shared>, form: Result<web::Form<TokenForm>, actix_
         client_id: None,
         client_secret: None,
     });
-    let reply = sim.lock().token(
-        &sim.config,
-        form.grant_type.as_deref(),
-        form.client_id.as_deref(),
-        form.client_secret.as_deref(),
-        now,
-    );
-    respond(reply)
+    let (reply, delay) = {
+        let mut inner = sim.lock();
+        let reply = inner.token(
+            &sim.config,
+            form.grant_type.as_deref(),
+            form.client_id.as_deref(),
+            form.client_secret.as_deref(),
+            now,
+        );
+        (reply, inner.knobs.token_latency)
+    };
+    delayed(reply, delay).await
 }
 
 async fn submit(sim: web::Data<Shared>, req: HttpRequest, body: Bytes) -> HttpResponse {

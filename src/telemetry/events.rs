@@ -252,3 +252,36 @@ impl JournalCommitted {
         histogram!(JOURNAL_COMMIT).record(self.elapsed.as_secs_f64());
     }
 }
+
+/// A singleton actor was restarted after a panic.
+pub struct ActorRestarted {
+    /// Which actor.
+    pub actor: crate::config::Singleton,
+}
+
+impl ActorRestarted {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(ACTOR_RESTARTS, "actor" => self.actor.as_str()).increment(1);
+    }
+}
+
+/// An audit write failed (the lines stay queued and are retried).
+pub struct AuditFailed;
+
+impl AuditFailed {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(AUDIT_ERRORS).increment(1);
+    }
+}
+
+/// A journal commit failed (the operations are answered with the error; writers retry).
+pub struct JournalFailed;
+
+impl JournalFailed {
+    /// Counts it.
+    pub fn emit(self) {
+        counter!(JOURNAL_ERRORS).increment(1);
+    }
+}

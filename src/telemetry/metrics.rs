@@ -1,4 +1,4 @@
-//! Metric names of SPEC §11 and the Prometheus recorder behind the `metrics` facade.
+//! Metric names (see `docs/metrics.md`) and the Prometheus recorder behind the `metrics` facade.
 //! Beside the daemon's own metrics, `/metrics` carries `actionwarden_build_info` and the
 //! standard `process_*` metrics, read from the OS at each scrape.
 
@@ -24,6 +24,9 @@ pub const HTTP_DURATION: &str = "actionwarden_http_request_duration_seconds";
 pub const RATE_LIMITED: &str = "actionwarden_rate_limited_total";
 /// Counter: poller restarts, by batch.
 pub const POLLER_RESTARTS: &str = "actionwarden_poller_restarts_total";
+/// Counter: restarts of a singleton actor after a panic, by actor (`token`, `classifier`,
+/// `dead_letter`, `audit`).
+pub const ACTOR_RESTARTS: &str = "actionwarden_actor_restarts_total";
 /// Counter: token requests, by result (`ok`, `rejected`, `error`).
 pub const TOKEN_REFRESHES: &str = "actionwarden_token_refreshes_total";
 /// Counter: dead letters, by batch and error code.
@@ -51,7 +54,7 @@ pub const BUILD_INFO: &str = "actionwarden_build_info";
 
 /// Every `actionwarden_*` metric name above, for tools that check dashboards and alert
 /// rules against what the daemon exports.
-pub const ACTIONWARDEN_METRICS: [&str; 21] = [
+pub const ACTIONWARDEN_METRICS: [&str; 22] = [
     ACTIONS_SUBMITTED,
     ACTIONS_FINISHED,
     ACTION_RETRIES,
@@ -61,6 +64,7 @@ pub const ACTIONWARDEN_METRICS: [&str; 21] = [
     HTTP_DURATION,
     RATE_LIMITED,
     POLLER_RESTARTS,
+    ACTOR_RESTARTS,
     TOKEN_REFRESHES,
     DEAD_LETTERS,
     DEAD_LETTERS_UNDELIVERED,
@@ -190,6 +194,9 @@ pub fn register_globals() {
     gauge!(DEAD_LETTERS_UNDELIVERED).set(0.0);
     counter!(JOURNAL_ERRORS).increment(0);
     counter!(AUDIT_ERRORS).increment(0);
+    for actor in crate::config::Singleton::ALL {
+        counter!(ACTOR_RESTARTS, "actor" => actor.as_str()).increment(0);
+    }
 }
 
 /// Registers one batch's series at zero (at start, and for a batch a reload adds). Call
@@ -240,6 +247,7 @@ fn describe() {
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency.");
     describe_counter!(RATE_LIMITED, "429 responses by endpoint.");
     describe_counter!(POLLER_RESTARTS, "Poller restarts after a crash.");
+    describe_counter!(ACTOR_RESTARTS, "Singleton actor restarts after a panic.");
     describe_counter!(TOKEN_REFRESHES, "Token requests by result.");
     describe_counter!(DEAD_LETTERS, "Dead letters by batch and error code.");
     describe_gauge!(

@@ -211,7 +211,7 @@ impl Harness {
                 Some(schema) => schema.journal_table(),
                 None => format!("path = \"{dir}/actionwarden.journal\"{fsync}"),
             }),
-            ("cluster", pg::Schema::cluster_table("test")),
+            ("cluster", pg::Schema::cluster_table("test", "1s")),
             ("admin", "listen = \"\"".to_string()),
         ];
         let mut text = String::new();
@@ -509,4 +509,27 @@ pub fn status_of(url: &str) -> (u16, Value) {
         Ok(mut r) => (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null)),
         Err(e) => panic!("GET {url}: {e}"),
     }
+}
+
+/// The value of the sample `name` whose labels include `labels`, read from the admin
+/// server's `/metrics` at `admin_url`; `None` when no such sample is exported.
+pub fn metric(admin_url: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = ureq::get(&format!("{admin_url}/metrics"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {admin_url}/metrics: {e}"))
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition format");
+    scrape.samples.iter().find_map(|s| {
+        let matches = s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v));
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        };
+        matches.then_some(value)
+    })
 }

@@ -65,9 +65,9 @@ impl Schema {
         )
     }
 
-    /// The `[cluster]` table of a fast test cluster: heartbeat 100ms, lease 1s.
-    pub fn cluster_table(name: &str) -> String {
-        format!("instance_name = \"{name}\"\nheartbeat = \"100ms\"\nlease_timeout = \"1s\"")
+    /// The `[cluster]` table of a fast test cluster: heartbeat 100ms and `lease_timeout`.
+    pub fn cluster_table(name: &str, lease_timeout: &str) -> String {
+        format!("instance_name = \"{name}\"\nheartbeat = \"100ms\"\nlease_timeout = \"{lease_timeout}\"")
     }
 }
 

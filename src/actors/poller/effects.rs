@@ -11,10 +11,15 @@ use super::{ActionDone, PollerEnv, JOURNAL_RETRY, MAILBOX_RETRY};
 use crate::action::Outcome;
 use crate::actors::audit::{AppendAudit, AppendOutcome};
 use crate::actors::dead_letter::StoreDeadLetter;
+use crate::actors::singleton::send_until_answered;
 use crate::health::CXONE_API;
 use crate::journal::{ActionRow, Claim, JournalError, OutcomeLine, Written};
 use crate::state::Note;
 use crate::telemetry::events::{ActionFinished, ActionSubmitted, RetrySpent};
+use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
+
+/// Log lines of pollers retrying a journal write (every poller retries on a full disk).
+static JOURNAL_RETRIES: Throttle = Throttle::new(FAILURE_LOG_PERIOD);
 
 /// Whether the poller still holds its action's claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +45,9 @@ pub(super) async fn perform(env: &PollerEnv, claim: Claim, machine: &RefCell<Mac
                     return Held::Lost;
                 }
             }
-            Effect::Audit(record) => env.audit.do_send(AppendAudit { record }),
+            Effect::Audit(record) => {
+                send_until_answered(&env.audit, AppendAudit::new(record), MAILBOX_RETRY).await;
+            }
             Effect::RetrySpent {
                 reason,
                 error_code,
@@ -52,7 +59,7 @@ pub(super) async fn perform(env: &PollerEnv, claim: Claim, machine: &RefCell<Mac
                     reason,
                 }
                 .emit();
-                tracing::debug!(%error_code, reason, retry_in = ?delay, retry_count = m.state().retry_count, "Retry scheduled.");
+                tracing::info!(%error_code, reason, retry_in = ?delay, retry_count = m.state().retry_count, "Retry scheduled.");
             }
             Effect::Submitted { action_id } => {
                 env.blockers.clear(CXONE_API);
@@ -90,7 +97,9 @@ where
         match write().await {
             Ok(value) => return value,
             Err(e) => {
-                tracing::error!(error = %e, "Cannot write the journal; retrying.");
+                if let Some(suppressed) = JOURNAL_RETRIES.allow() {
+                    tracing::error!(error = %e, retry_in = ?JOURNAL_RETRY, suppressed, "Cannot write the journal; retrying.");
+                }
                 actix_rt::time::sleep(JOURNAL_RETRY).await;
             }
         }
@@ -143,7 +152,8 @@ pub(super) async fn resolve(
             tracing::warn!(error_code = %p.error_code, error_id = %p.error_id, directive = %p.recovery_directive, "Action dead-lettered.")
         }
         (Some(p), _) => tracing::info!(error_code = %p.error_code, "Action rolled back."),
-        (None, _) => tracing::info!(attempts, retry_count, "Action {}.", outcome),
+        // Quiet by default: a million completed actions must not write a million lines.
+        (None, _) => tracing::debug!(attempts, retry_count, "Action {}.", outcome),
     }
     let event_id = uuid::Uuid::new_v4();
     let line = OutcomeLine {
@@ -165,19 +175,15 @@ pub(super) async fn resolve(
     if written == Written::Lost {
         return lost(machine, claim);
     }
-    env.audit.do_send(AppendOutcome {
+    // Both are committed already: a lost message is sent again, and the receivers apply
+    // each once (by event id, by error id).
+    let append = AppendOutcome {
         event_type: record.event_type,
         outcome: line,
-    });
+    };
+    send_until_answered(&env.audit, append, MAILBOX_RETRY).await;
     if let Some(letter) = letter {
-        while env
-            .dead_letter
-            .send(StoreDeadLetter { letter: letter.clone() })
-            .await
-            .is_err()
-        {
-            actix_rt::time::sleep(MAILBOX_RETRY).await;
-        }
+        send_until_answered(&env.dead_letter, StoreDeadLetter { letter }, MAILBOX_RETRY).await;
     }
     ActionFinished {
         batch: &identity.batch,

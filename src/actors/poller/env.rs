@@ -18,6 +18,7 @@ use crate::action::ActionSpec;
 use crate::actors::audit::AuditActor;
 use crate::actors::classifier::{ClassifierActor, Classify};
 use crate::actors::dead_letter::DeadLetterActor;
+use crate::actors::singleton::send_until_answered;
 use crate::actors::token::{GetToken, InvalidateToken, TokenActor, TokenCache};
 use crate::classify::{ErrorPayload, Failure};
 use crate::config::{PollConfig, RetryConfig, Secret, SupervisorConfig};
@@ -200,18 +201,7 @@ impl PollerEnv {
 
     /// The failure's `ErrorPayload` from the classifier, asking again while it restarts.
     pub(super) async fn classify(&self, failure: Failure) -> ErrorPayload {
-        loop {
-            match self
-                .classifier
-                .send(Classify {
-                    failure: failure.clone(),
-                })
-                .await
-            {
-                Ok(payload) => return payload,
-                Err(_) => actix_rt::time::sleep(MAILBOX_RETRY).await,
-            }
-        }
+        send_until_answered(&self.classifier, Classify { failure }, MAILBOX_RETRY).await
     }
 
     /// Panics with the configured chaos probability (drills and tests only).

@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::action::{ActionSpec, Identity, Outcome};
 use crate::actors::audit::AppendAudit;
+use crate::actors::singleton::send_until_answered;
 use crate::cxone::PollStatus;
 use crate::journal::Claim;
 use crate::state::ActionState;
@@ -93,7 +94,9 @@ impl PollerActor {
     }
 
     fn spawn_drive(&mut self, ctx: &mut Context<Self>) {
-        let span = tracing::info_span!(
+        // At error level, so its fields (batch, key, action_id) are on every line about the
+        // action whatever level the filter lets through.
+        let span = tracing::error_span!(
             "action",
             batch = %self.spec.identity.batch,
             key = %self.spec.identity.key,
@@ -131,7 +134,8 @@ impl PollerActor {
             }
             Err(panic) => {
                 let message = panic_message(&panic);
-                tracing::warn!(batch = %act.spec.identity.batch, key = %act.spec.identity.key, panic = %message, "Poller crashed; restarting from its last known state.");
+                let action_id = act.machine.borrow().current_id().map(str::to_owned).unwrap_or_default();
+                tracing::warn!(batch = %act.spec.identity.batch, key = %act.spec.identity.key, %action_id, panic = %message, "Poller crashed; restarting from its last known state.");
                 act.panic = Some(message);
                 ctx.stop();
             }
@@ -179,7 +183,10 @@ impl Supervised for PollerActor {
             batch: &self.spec.identity.batch,
         }
         .emit();
-        self.env.audit.do_send(AppendAudit { record });
+        let audit = self.env.audit.clone();
+        actix_rt::spawn(async move {
+            send_until_answered(&audit, AppendAudit::new(record), MAILBOX_RETRY).await;
+        });
     }
 }
 

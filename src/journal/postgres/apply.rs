@@ -14,7 +14,7 @@ use crate::dead_letter::DeadLetter;
 use crate::journal::record::{now_ms, ActionRow, StateWord};
 use crate::journal::view::BatchCounts;
 use crate::journal::writer::{Backend, Done};
-use crate::journal::{Claim, Claimed, Inserted, JournalError, Op, OutcomeLine, Pruned, Replay};
+use crate::journal::{Claim, Claimed, Inserted, JournalError, Op, OutcomeLine, Pruned, Replay, Snapshot};
 use crate::state::Note;
 use crate::telemetry::events::ActionsClaimed;
 
@@ -118,10 +118,10 @@ fn apply_one(tx: &mut Transaction<'_>, cluster: &Cluster, name: &str, op: &Op) -
             )?
             .map(|r| read_row(&r)),
         ),
-        Op::MarkAudited(ids) => {
+        Op::MarkAudited { event_ids, .. } => {
             tx.execute(
                 "UPDATE outcomes SET audited = TRUE WHERE event_id = ANY($1) AND auditor = $2",
-                &[ids, &me],
+                &[event_ids, &me],
             )?;
             Done::Nothing
         }
@@ -183,6 +183,20 @@ fn apply_one(tx: &mut Transaction<'_>, cluster: &Cluster, name: &str, op: &Op) -
             Done::Nothing
         }
         Op::RescueAudit(_) => Done::Lines(rescue_audit(tx, me, lease)?),
+        // This instance's own lines not yet confirmed in its audit file.
+        Op::Snapshot(_) => Done::Snapshot(Snapshot {
+            unaudited: tx
+                .query(
+                    "SELECT event_id, line FROM outcomes WHERE NOT audited AND auditor = $1",
+                    &[&me],
+                )?
+                .iter()
+                .map(|r| OutcomeLine {
+                    event_id: r.get(0),
+                    line: r.get(1),
+                })
+                .collect(),
+        }),
         Op::ClaimWriting { event_ids, .. } => Done::Ids(
             tx.query(
                 "UPDATE outcomes SET writing = TRUE WHERE event_id = ANY($1) AND auditor = $2 AND NOT audited

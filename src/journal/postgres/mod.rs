@@ -33,7 +33,7 @@ use crate::telemetry::metrics::Endpoint;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to open the PostgreSQL journal.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// The environment variable holding the URL (`journal.url_env`).
     pub url_env: String,
@@ -49,6 +49,8 @@ pub struct Options {
     pub heartbeat: Duration,
     /// `cluster.lease_timeout`.
     pub lease_timeout: Duration,
+    /// Where failed commits are reported (`/readyz`) until a write commits again.
+    pub health: crate::health::Blockers,
 }
 
 /// Where to connect: the parsed URL and a printable target without credentials.
@@ -242,9 +244,10 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot, Arc<Cluster>), Jour
     drop(setup);
     let (tx, rx) = mpsc::channel();
     let backend = apply::Postgres::new(target.clone(), cluster.clone(), options.instance_name.clone())?;
+    let health = options.health.clone();
     std::thread::Builder::new()
         .name("journal-writer".into())
-        .spawn(move || super::writer::run(backend, rx))
+        .spawn(move || super::writer::run(backend, rx, health))
         .map_err(JournalError::io(std::path::Path::new("journal-writer")))?;
     heartbeat::spawn(target, cluster.clone())?;
     let journal = Journal {

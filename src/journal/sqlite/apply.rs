@@ -69,9 +69,9 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
             ..
         } => Done::Written(resolve(tx, instance, *claim, row, note, outcome, letter.as_deref())?),
         Op::Reload { claim, .. } => Done::Row(reload(tx, instance, *claim)?),
-        Op::MarkAudited(ids) => {
+        Op::MarkAudited { event_ids, .. } => {
             let mut stmt = tx.prepare_cached("UPDATE outcomes SET audited = 1 WHERE event_id = ?1")?;
-            for id in ids {
+            for id in event_ids {
                 stmt.execute(params![id])?;
             }
             Done::Nothing
@@ -132,6 +132,7 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
         // One daemon owns a SQLite journal: nobody else to rescue from or tell.
         Op::RescueAudit(_) => Done::Lines(Vec::new()),
         Op::ClaimWriting { event_ids, .. } => Done::Ids(event_ids.clone()),
+        Op::Snapshot(_) => Done::Snapshot(super::snapshot(tx)?),
         Op::PublishPause { .. } | Op::Release | Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
     })
 }

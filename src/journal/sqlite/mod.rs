@@ -14,9 +14,10 @@ use std::sync::{mpsc, Arc};
 use rusqlite::Connection;
 
 use super::{Journal, JournalError, OutcomeLine, Snapshot};
+use crate::health::Blockers;
 
 /// How to open the journal.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// The database file.
     pub path: PathBuf,
@@ -27,6 +28,8 @@ pub struct Options {
     /// The embedded simulator restarted with this process: ids polled before exist
     /// nowhere any more, so those actions repeat their POST (same key) instead.
     pub forget_poll_ids: bool,
+    /// Where failed commits are reported (`/readyz`) until a write commits again.
+    pub health: Blockers,
 }
 
 /// Locks and opens (creating, mode 0600) the journal, migrates it, and starts the
@@ -46,9 +49,10 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot), JournalError> {
     let snapshot = snapshot(&conn).map_err(&sql)?;
     let (tx, rx) = mpsc::channel();
     let backend = apply::Sqlite::new(conn, path.clone(), options.instance.clone());
+    let health = options.health.clone();
     std::thread::Builder::new()
         .name("journal-writer".into())
-        .spawn(move || super::writer::run(backend, rx))
+        .spawn(move || super::writer::run(backend, rx, health))
         .map_err(JournalError::io(path))?;
     Ok((
         Journal {
@@ -97,8 +101,8 @@ fn forget_poll_ids(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// What the audit actor needs at start.
-fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
+/// What the audit actor needs at start and to rebuild after a restart.
+pub(super) fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
     let mut snapshot = Snapshot::default();
     let mut stmt = conn.prepare("SELECT event_id, line FROM outcomes WHERE audited = 0")?;
     for row in stmt.query_map([], |r| {
