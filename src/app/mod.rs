@@ -5,6 +5,7 @@
 
 mod control;
 mod credentials;
+mod retention;
 mod shutdown;
 mod wiring;
 
@@ -79,9 +80,16 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     let creds = credentials::resolve(&cfg, options.simulator).await?;
     let daemon = wiring::start(&cfg, creds, journal, snapshot)?;
     configure(&daemon.journal, &daemon.admission, &cfg).await?;
+    let pruning = cfg
+        .journal
+        .retention
+        .map(|keep| retention::start(daemon.journal.clone(), keep));
     tracing::info!(once, "Running.");
 
     let ending = watch(&daemon, &mut control, once, &loaded.path).await;
+    if let Some(pruning) = pruning {
+        pruning.abort();
+    }
     daemon.admission.do_send(StopAdmitting);
     daemon.readiness.shutting_down.store(true, Ordering::Relaxed);
     let (ending, undelivered) = drain(&daemon, &cfg, ending, &mut control).await;

@@ -49,7 +49,7 @@ impl Backend for Sqlite {
         }
         tx.commit().map_err(&sql)?;
         if ops.iter().any(|op| matches!(op, Op::Vacuum(_))) {
-            self.conn.execute_batch("PRAGMA incremental_vacuum").map_err(&sql)?;
+            incremental_vacuum(&self.conn).map_err(&sql)?;
         }
         Ok(done)
     }
@@ -435,4 +435,13 @@ pub(crate) fn prune(tx: &Connection, before_ms: i64, from: i64) -> rusqlite::Res
         )? as u64;
     }
     Ok(pruned)
+}
+
+/// Returns the free pages to the file system. The pragma frees one page per step, so it
+/// is stepped to its end (`execute_batch` would step it once: one page).
+pub(crate) fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut freed = stmt.query([])?;
+    while freed.next()?.is_some() {}
+    Ok(())
 }

@@ -76,6 +76,15 @@ pub(crate) fn connect(path: &Path, fsync: bool) -> Result<Connection, JournalErr
     }
     let conn = Connection::open(path).map_err(&sql)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(&sql)?;
+    // Free pages go back to the file system after pruning (`incremental_vacuum`). The
+    // mode can only be chosen while the database is empty: switching to WAL below
+    // writes its first page, after which SQLite ignores the setting.
+    let pages: i64 = conn
+        .pragma_query_value(None, "page_count", |r| r.get(0))
+        .map_err(&sql)?;
+    if pages == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(&sql)?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL").map_err(&sql)?;
     // FULL syncs the WAL at each commit (one fsync per group); OFF leaves it to the OS,
     // which still survives a killed process but not a power cut.

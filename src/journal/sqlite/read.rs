@@ -347,9 +347,7 @@ impl JournalRead for Reader {
                 None => break,
             }
         }
-        self.conn
-            .execute_batch("PRAGMA incremental_vacuum")
-            .map_err(self.sql())?;
+        super::apply::incremental_vacuum(&self.conn).map_err(self.sql())?;
         Ok(total)
     }
 }
