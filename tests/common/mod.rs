@@ -4,10 +4,13 @@
 #![allow(dead_code)]
 
 mod checks;
+mod journal;
 
 // Each test binary uses some of these; the others are unused there.
 #[allow(unused_imports)]
 pub use checks::*;
+#[allow(unused_imports)]
+pub use journal::*;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
