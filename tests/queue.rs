@@ -34,7 +34,7 @@ fn kill_9_mid_load_resumes_loading_and_loses_nothing() {
     daemon.wait(WAIT);
     let after_kill = journaled_rows(&journal);
     assert!(
-        after_kill > 0 && after_kill < n as u64 && after_kill % LOAD_CHUNK == 0,
+        after_kill > 0 && after_kill < n as u64 && after_kill.is_multiple_of(LOAD_CHUNK),
         "killed mid-load with whole chunks committed: {after_kill} rows"
     );
     assert_eq!(h.sim.stats()["submits"], 0, "nothing is admitted while loading");
