@@ -111,12 +111,13 @@ fn show_lists_a_retried_actions_history_and_the_admin_api_returns_the_same_objec
     daemon.signal("TERM");
     assert_eq!(daemon.wait(WAIT), Some(0));
 }
+
 #[test]
 fn pruning_keeps_reruns_idempotent_and_shrinks_the_journal() {
     let h = Harness::new(&["--profile", "clean"]);
     let n = 3_000;
     let file = h.dir.path().join("work.jsonl");
-    write_actions(&file, keys("k", n), "");
+    write_actions(&file, keys("k", n));
     let overrides = [("limits", "max_in_flight = 1000"), ("poll", FAST_POLL)];
     let config = h.write_config(&overrides, &file_batch("work", "work.jsonl", ""));
     let output = run_to_end(&mut daemon_cmd(&["run", "--once"], &config), LONG_RUN);
@@ -168,8 +169,15 @@ fn pruning_keeps_reruns_idempotent_and_shrinks_the_journal() {
         "only the new action is submitted"
     );
     assert_exactly_once(&h, n + 1);
+    let reread = show_json(&config, "work/k00007");
+    assert_eq!(
+        reread["body"],
+        Value::Null,
+        "reading the file again does not undo pruning: {reread:#}"
+    );
     eprintln!("journal of {n} actions: {size_before} bytes, {size_after} after pruning");
 }
+
 #[test]
 fn retention_prunes_when_the_daemon_starts() {
     let h = Harness::new(&["--profile", "clean"]);
@@ -198,6 +206,7 @@ fn retention_prunes_when_the_daemon_starts() {
     assert_eq!(daemon.wait(WAIT), Some(0), "log:\n{log}");
     assert_eq!(h.sim.stats()["actions_created"], 20, "nothing resubmitted");
 }
+
 /// Walks `/v1/actions` of `url` with pages of `limit`; returns every (batch, key) in order
 /// and the number of pages.
 fn walk(url: &str, limit: usize) -> (Vec<(String, String)>, usize) {
@@ -232,8 +241,8 @@ fn walk(url: &str, limit: usize) -> (Vec<(String, String)>, usize) {
 #[test]
 fn the_cursor_walks_every_action_once_and_bad_parameters_answer_400() {
     let h = Harness::new(&["--profile", "clean"]);
-    write_actions(&h.dir.path().join("p.jsonl"), keys("p", 1_200), "");
-    write_actions(&h.dir.path().join("q.jsonl"), keys("q", 1_300), "");
+    write_actions(&h.dir.path().join("p.jsonl"), keys("p", 1_200));
+    write_actions(&h.dir.path().join("q.jsonl"), keys("q", 1_300));
     let overrides = [("admin", "listen = \"127.0.0.1:0\""), ("poll", FAST_POLL)];
     let batches = file_batch("p", "p.jsonl", "") + &file_batch("q", "q.jsonl", "");
     let config = h.write_config(&overrides, &batches);

@@ -14,7 +14,7 @@ fn kill_9_mid_load_resumes_loading_and_loses_nothing() {
     let h = Harness::new(&["--profile", "clean"]);
     // Two and a half chunks: a kill lands after one or two committed chunks.
     let n = 25_000usize;
-    write_actions(&h.dir.path().join("big.jsonl"), keys("a", n), "");
+    write_actions(&h.dir.path().join("big.jsonl"), keys("a", n));
     let overrides = [("limits", "max_in_flight = 1000"), ("poll", FAST_POLL)];
     let config = h.write_config(&overrides, &file_batch("big", "big.jsonl", ""));
     let journal = journal_path(&h);
@@ -52,6 +52,7 @@ fn kill_9_mid_load_resumes_loading_and_loses_nothing() {
     assert_eq!(state_count(&status, "big", "completed"), n as u64, "{status}");
     eprintln!("killed mid-load with {after_kill} of {n} rows journaled (first seen: {seen})");
 }
+
 #[test]
 fn a_batch_left_out_of_the_configuration_waits_and_resumes_when_named_again() {
     let h = Harness::new(&["--profile", "clean"]);
@@ -117,11 +118,12 @@ fn a_batch_left_out_of_the_configuration_waits_and_resumes_when_named_again() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait(WAIT), Some(0), "log:\n{}", daemon.log_text());
 }
+
 #[test]
 fn status_and_dlq_list_work_without_the_actions_file() {
     let h = Harness::new(&["--profile", "clean"]);
     let file = h.dir.path().join("gone.jsonl");
-    write_actions(&file, keys("g", 50), "");
+    write_actions(&file, keys("g", 50));
     let config = h.write_config(&[], &file_batch("gone", "gone.jsonl", ""));
     assert_eq!(h.run_once(&config).status.code(), Some(0));
     std::fs::remove_file(&file).unwrap();

@@ -16,20 +16,14 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// Fast polling for runs of many actions.
 pub const FAST_POLL: &str = "initial_delay = \"5ms\"\ninterval = \"20ms\"\ntimeout = \"120s\"";
 
-/// Writes an actions file of `keys` (one JSON line each) whose payloads carry `sim`
-/// (a JSON object text, or "" for none).
-pub fn write_actions(path: &Path, keys: impl IntoIterator<Item = String>, sim: &str) {
+/// Writes an actions file of `keys`, one JSON line each.
+pub fn write_actions(path: &Path, keys: impl IntoIterator<Item = String>) {
     let file = std::fs::File::create(path).expect("creating the actions file");
     let mut out = std::io::BufWriter::new(file);
-    let sim = if sim.is_empty() {
-        String::new()
-    } else {
-        format!(", \"sim\": {sim}")
-    };
     for key in keys {
         writeln!(
             out,
-            "{{\"key\": \"{key}\", \"actionType\": \"CUSTOM_ACTION\", \"payload\": {{\"contactId\": \"{key}\", \"dataField\": \"priority\", \"value\": \"HIGH\"{sim}}}}}"
+            "{{\"key\": \"{key}\", \"actionType\": \"CUSTOM_ACTION\", \"payload\": {{\"contactId\": \"{key}\", \"dataField\": \"priority\", \"value\": \"HIGH\"}}}}"
         )
         .expect("writing the actions file");
     }

@@ -118,7 +118,9 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
 }
 
 /// Loads a chunk: new identities are inserted; an identity already journaled keeps
-/// its body (a body the journal lost, e.g. from a version 1 journal, is filled in).
+/// its body. A body the journal lacks is filled in where it is still needed: an action
+/// without an outcome (from a version 1 journal) or one whose dead letter can still be
+/// replayed. A pruned action with nothing left to do stays a small row.
 fn insert(tx: &Transaction<'_>, batch: &str, rows: &[ConfiguredAction]) -> rusqlite::Result<Inserted> {
     let now = now_ms();
     let mut insert = tx.prepare_cached(
@@ -126,7 +128,11 @@ fn insert(tx: &Transaction<'_>, batch: &str, rows: &[ConfiguredAction]) -> rusql
          ON CONFLICT (batch, key) DO NOTHING",
     )?;
     let mut existing = tx.prepare_cached("SELECT id, body FROM actions WHERE batch = ?1 AND key = ?2")?;
-    let mut fill = tx.prepare_cached("UPDATE actions SET body = ?2 WHERE id = ?1")?;
+    let mut fill = tx.prepare_cached(
+        "UPDATE actions SET body = ?2 WHERE id = ?1
+           AND (open = 1 OR EXISTS (SELECT 1 FROM dead_letters d
+                                    WHERE d.batch = actions.batch AND d.key = actions.key AND d.replayed = 0))",
+    )?;
     let mut counts = Inserted::default();
     for row in rows {
         if insert.execute(params![batch, row.key, row.body, now])? == 1 {
