@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # actionwarden benchmark (SPEC §16). See README "Performance" and BENCHMARKS.md.
 #
-#   benches/bench.sh [--mode throughput|inflight|loopback|all] [--n N] [--in-flight K]
+#   benches/bench.sh [--mode throughput|inflight|scale|loopback|all] [--n N] [--in-flight K]
 #                    [--fsync on|off] [--bin PATH] [--duration SECS] [--timeout SECS]
 #
 # throughput: N actions through `run --once` against `simulate --profile clean` (a
@@ -9,6 +9,13 @@
 #             action duration and CPU seconds per 1,000 actions.
 # inflight:   N actions held in flight (long simulated duration, long poll interval);
 #             reports RSS and bytes per in-flight action once all are submitted.
+# scale:      N actions (default 1,000,000) in one actions file: `run --once` on an empty
+#             journal (wall time, peak RSS, loading rate), `run --once` again on the
+#             finished file (wall time, peak RSS, nothing submitted), `status` and
+#             `dlq list` on that journal (wall time, peak RSS), journal bytes per action.
+#             The loading rate is N over the time from the daemon's launch to its
+#             "Actions loaded into the journal." line: hashing, checking and writing the
+#             whole file into an empty journal, process start included.
 # loopback:   the simulator's own capacity under wrk (needs wrk), to put the daemon's
 #             requests/s in proportion.
 #
@@ -16,7 +23,7 @@
 # (default 1800) fails the script instead of hanging it. Each mode ends with one JSON line.
 set -euo pipefail
 
-mode=throughput n=10000 in_flight=1000 fsync=off bin="" wrk_secs=5 limit=1800
+mode=throughput n="" in_flight=1000 fsync=off bin="" wrk_secs=5 limit=1800
 # Seconds the simulator gets to print its address, each HTTP call to answer, and a
 # timed-out command to stop after SIGTERM before it is killed.
 sim_start_secs=20 http_secs=10 kill_grace=10
@@ -33,6 +40,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$fsync" in on) fsync_toml=true ;; off) fsync_toml=false ;; *) echo "--fsync on|off" >&2; exit 1 ;; esac
+# Actions per run unless --n says otherwise: the scale mode is about a big batch.
+if [ -z "$n" ]; then
+  case "$mode" in scale) n=1000000 ;; *) n=10000 ;; esac
+fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "$bin" ]; then
@@ -195,9 +206,87 @@ loopback() {
   timeout -k "$kill_grace" "$((wrk_secs + 30))" wrk -t2 -c64 -d"${wrk_secs}s" -H "Authorization: Bearer $token" "$sim_url/api/v2/data/actions/$id" | sed 's/^/  /'
 }
 
+# timed NAME ARGS...: runs `actionwarden ARGS` under GNU time (wall, user, sys seconds
+# and peak RSS KB into $work/NAME.time), stdout into NAME.out, stderr into NAME.log;
+# fails the script unless it exits 0 within --timeout.
+timed() {
+  local name=$1 code
+  shift
+  set +e
+  AW_BENCH_SECRET=simulator-secret timeout -k "$kill_grace" "$limit" /usr/bin/time -f '%e %U %S %M' -o "$work/$name.time" \
+    "$bin" "$@" >"$work/$name.out" 2>"$work/$name.log"
+  code=$?
+  set -e
+  [ "$code" != 124 ] && [ "$code" != 137 ] || { echo "$name did not finish within ${limit}s" >&2; exit 1; }
+  [ "$code" = 0 ] || { echo "$name exited $code" >&2; tail -20 "$work/$name.log" >&2; exit 1; }
+}
+
+scale() {
+  start_sim
+  gen_actions "$n" ""
+  write_config $'initial_delay = "5ms"\ninterval = "20ms"' "$in_flight" "$work/actions.jsonl"
+  # Per-action lines stay quiet; the daemon's own lines (loading, running) are kept.
+  sed -i 's/^level = "warn"$/level = "warn,actionwarden::app=info"/' "$work/config.toml"
+  local launched submits
+  launched=$(date +%s.%N)
+  timed run run --once -c "$work/config.toml"
+  submits=$(stat "['submits']")
+  timed rerun run --once -c "$work/config.toml"
+  [ "$(stat "['submits']")" = "$submits" ] || { echo "the re-run submitted actions" >&2; exit 1; }
+  timed status status -c "$work/config.toml"
+  timed dlq dlq list -c "$work/config.toml"
+  "$bin" status --json -c "$work/config.toml" >"$work/status.json"
+  local bytes=0 f
+  for f in "$work/journal" "$work/journal-wal"; do
+    [ -f "$f" ] && bytes=$((bytes + $(stat_size "$f")))
+  done
+  python3 - "$work" "$n" "$in_flight" "$fsync" "$launched" "$bytes" <<'PY'
+import json, sys
+from datetime import datetime, timezone
+work, n, in_flight, fsync, launched, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), int(sys.argv[6])
+def timing(name):
+    elapsed, user, sys_, rss = open(f"{work}/{name}.time").read().split()[-4:]
+    return float(elapsed), int(rss) / 1024
+def logged_at(line):
+    # "2026-11-27T23:13:18.219064Z  INFO ...": fixed-width UTC timestamps.
+    stamp = line.split()[0].rstrip("Z")
+    whole, _, frac = stamp.partition(".")
+    at = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return at + (float("0." + frac) if frac else 0.0)
+loaded = [l for l in open(f"{work}/run.log") if "Actions loaded into the journal." in l]
+assert loaded, "no loading line in the daemon's log"
+assert f"new={n}" in loaded[0], f"expected new={n}: {loaded[0]}"
+load_s = logged_at(loaded[0]) - launched
+status = json.load(open(f"{work}/status.json"))
+completed = status["batches"]["bench"]["states"]["completed"]
+assert completed == n, f"{completed} of {n} completed"
+run_s, run_mb = timing("run")
+rerun_s, rerun_mb = timing("rerun")
+status_s, status_mb = timing("status")
+dlq_s, dlq_mb = timing("dlq")
+report = {"mode": "scale", "n": n, "completed": completed, "in_flight": in_flight, "fsync": fsync,
+          "run_s": run_s, "run_peak_rss_mb": run_mb, "actions_per_s": n / run_s,
+          "load_s": load_s, "load_actions_per_s": n / load_s if load_s > 0 else 0.0,
+          "rerun_s": rerun_s, "rerun_peak_rss_mb": rerun_mb, "rerun_submits": 0,
+          "status_s": status_s, "status_peak_rss_mb": status_mb, "dlq_s": dlq_s, "dlq_peak_rss_mb": dlq_mb,
+          "journal_bytes_per_action": size / n}
+print(f"mode=scale n={n} in_flight={in_flight} fsync={fsync}                  (targets at 1,000,000)")
+print(f"  run --once         {run_s:8.2f} s  {run_mb:7.1f} MB peak  ({n / run_s:.0f} actions/s)   <= 150 MB")
+print(f"  loading            {load_s:8.2f} s  {report['load_actions_per_s']:9.0f} actions/s             >= 200,000/s")
+print(f"  re-run (no work)   {rerun_s:8.2f} s  {rerun_mb:7.1f} MB peak                        <= 3 s, 150 MB")
+print(f"  status             {status_s:8.2f} s  {status_mb:7.1f} MB peak                        <= 1 s, 64 MB")
+print(f"  dlq list           {dlq_s:8.2f} s  {dlq_mb:7.1f} MB peak                        <= 1 s, 64 MB")
+print(f"  journal            {size / n:8.0f} bytes per action ({size / 1048576:.1f} MB)")
+print(json.dumps(report))
+PY
+}
+
+stat_size() { command stat -c %s "$1"; }
+
 case "$mode" in
   throughput) throughput ;;
   inflight) inflight ;;
+  scale) scale ;;
   loopback) loopback ;;
   all) throughput; kill "$sim_pid"; sim_pid=""; loopback ;;
   *) echo "unknown mode $mode" >&2; exit 1 ;;

@@ -10,8 +10,8 @@
 //!
 //! - `main.rs`, `cli.rs`, `error.rs`: the command line, its errors and exit codes.
 //! - `commands/`: one file per subcommand; `app/`: the daemon (credentials, wiring,
-//!   stop and reload requests, systemd notifications, the exit-code table of
-//!   `shutdown.rs`).
+//!   stop and reload requests, systemd notifications, hourly retention, the exit-code
+//!   table of `shutdown.rs`).
 //! - `admin.rs`: health, readiness, metrics and paginated journal views over HTTP.
 //! - `actors/`: `TokenActor`, `PollerActor` (`poller/`: the pure decisions of
 //!   `machine.rs`, their interpreter, what pollers share), `ClassifierActor`,

@@ -88,3 +88,39 @@ fn inflight_mode_reports_bytes_per_action() {
     let per_action = report["bytes_per_action"].as_f64().unwrap();
     assert!(per_action.is_finite(), "{report}");
 }
+
+#[test]
+fn scale_mode_reports_every_figure() {
+    let report = bench(&["--mode", "scale", "--n", "2000"]);
+    assert_eq!(report["n"], 2000, "{report}");
+    assert_eq!(report["completed"], 2000, "every action completed: {report}");
+    assert_eq!(report["rerun_submits"], 0, "the re-run submits nothing: {report}");
+    for figure in [
+        "run_s",
+        "run_peak_rss_mb",
+        "actions_per_s",
+        "load_s",
+        "load_actions_per_s",
+        "rerun_peak_rss_mb",
+        "status_peak_rss_mb",
+        "dlq_peak_rss_mb",
+    ] {
+        positive(&report, figure);
+    }
+    // GNU time counts in hundredths of a second: a quick command on a tiny journal
+    // may take none.
+    for figure in ["rerun_s", "status_s", "dlq_s"] {
+        let value = report[figure]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{figure} missing: {report}"));
+        assert!(value.is_finite() && value >= 0.0, "{figure} = {value}: {report}");
+    }
+    assert!(
+        positive(&report, "load_s") < positive(&report, "run_s"),
+        "loading is part of the run: {report}"
+    );
+    // A journaled action holds its body, a few history events and its audit line: a few
+    // hundred bytes, not kilobytes per action and not nothing.
+    let per_action = positive(&report, "journal_bytes_per_action");
+    assert!((100.0..20_000.0).contains(&per_action), "{report}");
+}

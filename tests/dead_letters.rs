@@ -48,7 +48,13 @@ fn webhook_down_across_a_restart_is_delivered_after_it_exactly_once() {
     let hooks = h.sim.webhooks();
     assert_eq!(hooks.len(), 1, "{hooks:#?}");
     assert_eq!(hooks[0]["signature_valid"], true);
-    assert_eq!(h.records("DEAD_LETTER_DELIVERED", "d1").len(), 1);
+    assert_eq!(
+        h.records("DEAD_LETTER_DELIVERED", "d1").len(),
+        1,
+        "{:#?}\n{}",
+        h.audit(),
+        show(&output)
+    );
     assert_eq!(h.outcomes().len(), 1, "the outcome was not written again");
     let listed = cli_json(&["dlq", "list", "--json"], &config);
     assert_eq!(listed[0]["delivered"], true, "{listed}");

@@ -5,6 +5,7 @@
 
 mod control;
 mod credentials;
+mod retention;
 mod shutdown;
 mod systemd;
 mod wiring;
@@ -21,7 +22,7 @@ use actix::Addr;
 
 use crate::actors::admission::{AdmissionActor, BatchSettings, Configure, StopAdmitting, Wake};
 use crate::actors::audit::{AuditError, FlushAudit, ReopenAudit};
-use crate::actors::dead_letter::DrainDeadLetters;
+use crate::actors::dead_letter::{DrainDeadLetters, StopDelivering};
 use crate::actors::singleton::send_until_answered;
 use crate::actors::token::TokenHealth;
 use crate::config::{self, Loaded};
@@ -105,11 +106,18 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     let watchdog = notifier.spawn_watchdog();
     let tracked = Rc::new(Tracked::default());
     configure(&daemon.journal, &daemon.admission, &cfg, &tracked).await?;
+    let pruning = cfg
+        .journal
+        .retention
+        .map(|keep| retention::start(daemon.journal.clone(), keep));
     tracing::info!(once, "Running.");
     notifier.ready();
 
     let ending = watch(&daemon, &mut control, once, &loaded.path, (&notifier, &tracked)).await;
     notifier.stopping();
+    if let Some(pruning) = pruning {
+        pruning.abort();
+    }
     daemon.admission.do_send(StopAdmitting);
     daemon.readiness.shutting_down.store(true, Ordering::Relaxed);
     let (ending, undelivered) = drain(&daemon, &cfg, ending, &mut control).await;
@@ -298,6 +306,8 @@ where
 
 /// Flushes journal and audit, prints the summary, stops the servers.
 async fn close(daemon: Daemon, summary: &crate::report::Summary) {
+    // Deliveries in flight journal their attempt before the journal closes.
+    ask_restarting(&daemon.dead_letter, StopDelivering, ()).await;
     // A cluster member hands its unfinished actions to the others at once.
     daemon.journal.release();
     if let Err(e) = daemon.journal.flush().await {

@@ -1,6 +1,6 @@
 //! Loading the configured actions into the journal, streamed: at start and on SIGHUP,
 //! each batch's actions are checked, then written in transactions of at most `CHUNK`
-//! rows, never all held at once.
+//! rows, never all held at once (the next chunk is read while one is written).
 //!
 //! An `actions_file` whose content hash matches the one last loaded for its batch is
 //! skipped entirely: re-running a finished million-action file costs one read of the
@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Inserted, Journal, JournalError};
+use super::{Inserted, Journal, JournalError, Pending};
 use crate::config::actions::{self, ConfiguredAction, Parts};
 use crate::config::{ConfigError, Loaded, Problem};
 
@@ -129,23 +129,18 @@ fn check(loaded: &Loaded, plan: &Plan) -> Vec<Problem> {
 
 /// Writes the planned parts of one batch in chunks; then remembers the file's hash.
 fn write(journal: &Journal, loaded: &Loaded, plan: &Plan) -> Result<BatchLoad, LoadError> {
-    let mut load = BatchLoad {
-        batch: plan.batch.to_string(),
-        file_skipped: !plan.parts.file,
-        ..BatchLoad::default()
+    let mut writing = Pipeline {
+        journal,
+        batch: &plan.batch,
+        pending: None,
+        load: BatchLoad {
+            batch: plan.batch.to_string(),
+            file_skipped: !plan.parts.file,
+            ..BatchLoad::default()
+        },
     };
     let mut chunk: Vec<ConfiguredAction> = Vec::with_capacity(CHUNK);
     let mut failed = None;
-    let flush = |chunk: &mut Vec<ConfiguredAction>, load: &mut BatchLoad| -> Result<(), JournalError> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let rows = journal.insert(plan.batch.clone(), std::mem::replace(chunk, Vec::with_capacity(CHUNK)))?;
-        load.rows.inserted += rows.inserted;
-        load.rows.unchanged += rows.unchanged;
-        load.rows.differing += rows.differing;
-        Ok(())
-    };
     let mut total = 0u64;
     actions::read_batch(loaded, plan.index, plan.parts, |action, _| {
         if failed.is_some() {
@@ -154,7 +149,7 @@ fn write(journal: &Journal, loaded: &Loaded, plan: &Plan) -> Result<BatchLoad, L
         total += 1;
         chunk.push(action);
         if chunk.len() >= CHUNK {
-            if let Err(e) = flush(&mut chunk, &mut load) {
+            if let Err(e) = writing.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))) {
                 failed = Some(e);
             }
         }
@@ -162,7 +157,10 @@ fn write(journal: &Journal, loaded: &Loaded, plan: &Plan) -> Result<BatchLoad, L
     if let Some(e) = failed {
         return Err(e.into());
     }
-    flush(&mut chunk, &mut load)?;
+    if !chunk.is_empty() {
+        writing.send(chunk)?;
+    }
+    let load = writing.finish()?;
     if load.rows.differing > 0 {
         tracing::warn!(batch = %plan.batch, differing = load.rows.differing, "Actions already journaled with another body keep their journaled body.");
     }
@@ -170,6 +168,42 @@ fn write(journal: &Journal, loaded: &Loaded, plan: &Plan) -> Result<BatchLoad, L
         journal.record_source(plan.batch.clone(), path.clone(), hash.clone(), total);
     }
     Ok(load)
+}
+
+/// Chunks on their way to the journal: one is written while the next is read, so reading
+/// and writing overlap. A chunk is sent only once the one before is committed, so the
+/// writer never holds two (each stays a transaction of at most `CHUNK` rows).
+struct Pipeline<'a> {
+    journal: &'a Journal,
+    batch: &'a Arc<str>,
+    /// The chunk being written.
+    pending: Option<Pending<Inserted>>,
+    load: BatchLoad,
+}
+
+impl Pipeline<'_> {
+    /// Waits for the chunk being written, then sends `chunk`.
+    fn send(&mut self, chunk: Vec<ConfiguredAction>) -> Result<(), JournalError> {
+        self.settle()?;
+        self.pending = Some(self.journal.insert(self.batch.clone(), chunk));
+        Ok(())
+    }
+
+    /// Waits for the last chunk; returns what the load did.
+    fn finish(mut self) -> Result<BatchLoad, JournalError> {
+        self.settle()?;
+        Ok(self.load)
+    }
+
+    fn settle(&mut self) -> Result<(), JournalError> {
+        if let Some(pending) = self.pending.take() {
+            let rows = pending.wait()?;
+            self.load.rows.inserted += rows.inserted;
+            self.load.rows.unchanged += rows.unchanged;
+            self.load.rows.differing += rows.differing;
+        }
+        Ok(())
+    }
 }
 
 /// The content hash of a file (xxh3, 128 bits), streamed.

@@ -415,6 +415,16 @@ pub fn open(config: &crate::config::Config, options: &OpenOptions) -> Result<Ope
     }
 }
 
+/// An answer of the writer still to come.
+pub struct Pending<T>(Result<oneshot::Receiver<Result<T, JournalError>>, JournalError>);
+
+impl<T> Pending<T> {
+    /// Blocks until the operation is committed (not for async threads).
+    pub fn wait(self) -> Result<T, JournalError> {
+        self.0?.blocking_recv().map_err(|_| JournalError::WriterGone)?
+    }
+}
+
 /// A handle on the journal; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Journal {
@@ -444,9 +454,12 @@ impl Journal {
     }
 
     /// Loads a chunk of a batch's configured actions (at most `load::CHUNK`); identities
-    /// already journaled keep their journaled body. Blocks: for the loader's thread.
-    pub fn insert(&self, batch: Arc<str>, rows: Vec<ConfiguredAction>) -> Result<Inserted, JournalError> {
-        self.request_blocking(move |reply| Op::Insert { batch, rows, reply })
+    /// already journaled keep their journaled body. Returns at once: the loader reads the
+    /// next chunk while this one is written, then waits for this one's answer.
+    pub fn insert(&self, batch: Arc<str>, rows: Vec<ConfiguredAction>) -> Pending<Inserted> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.tx.send(Op::Insert { batch, rows, reply });
+        Pending(sent.map(|()| answer).map_err(|_| JournalError::WriterGone))
     }
 
     /// The content hash of the actions file last loaded for `batch` from `path`. Blocks.

@@ -4,11 +4,14 @@
 #![allow(dead_code)]
 
 mod checks;
+mod journal;
 pub mod pg;
 
 // Each test binary uses some of these; the others are unused there.
 #[allow(unused_imports)]
 pub use checks::*;
+#[allow(unused_imports)]
+pub use journal::*;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -47,6 +47,13 @@ pub struct DrainDeadLetters {
     pub timeout: Duration,
 }
 
+/// Stops claiming letters (the daemon is closing); resolves once the deliveries in
+/// flight have journaled their attempt, or after the delivery timeout and the lease
+/// margin: a POST the webhook answered is not left unrecorded.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StopDelivering;
+
 /// Where and how letters are delivered.
 #[derive(Clone)]
 pub struct Webhook {
@@ -93,6 +100,8 @@ pub struct DeadLetterActor {
     deliveries: Vec<actix_rt::task::JoinHandle<()>>,
     /// A claim is under way.
     claiming: bool,
+    /// The daemon is closing: no more claims.
+    stopping: bool,
     /// Undelivered letters as last counted.
     undelivered: u64,
     drains: Vec<(Instant, oneshot::Sender<usize>)>,
@@ -110,6 +119,7 @@ impl DeadLetterActor {
             journal,
             deliveries: Vec::new(),
             claiming: false,
+            stopping: false,
             undelivered: 0,
             drains: Vec::new(),
             life,
@@ -120,7 +130,7 @@ impl DeadLetterActor {
     fn scan(&mut self, ctx: &mut Context<Self>) {
         self.deliveries.retain(|task| !task.is_finished());
         let free = MAX_DELIVERIES.saturating_sub(self.deliveries.len());
-        if self.webhook.url.is_none() || self.claiming || free == 0 {
+        if self.webhook.url.is_none() || self.claiming || self.stopping || free == 0 {
             return;
         }
         self.claiming = true;
@@ -166,12 +176,19 @@ impl DeadLetterActor {
                 count: act.undelivered as usize,
             }
             .emit();
-            if act.undelivered == 0 {
-                for (_, tx) in act.drains.drain(..) {
-                    let _ = tx.send(0);
-                }
-            }
+            act.settle_drains();
         });
+    }
+
+    /// Answers the drain waits once no letter is left and no delivery task runs (a task
+    /// journals a delivery before it has appended its audit record).
+    fn settle_drains(&mut self) {
+        self.deliveries.retain(|task| !task.is_finished());
+        if self.undelivered == 0 && self.deliveries.is_empty() {
+            for (_, tx) in self.drains.drain(..) {
+                let _ = tx.send(0);
+            }
+        }
     }
 
     /// The periodic pass: claims due letters, counts, and answers the drain waits whose
@@ -179,6 +196,7 @@ impl DeadLetterActor {
     fn tick(&mut self, ctx: &mut Context<Self>) {
         self.scan(ctx);
         self.count(ctx);
+        self.settle_drains();
         let now = Instant::now();
         let left = self.undelivered as usize;
         let (due, keep): (Vec<_>, Vec<_>) = self.drains.drain(..).partition(|(deadline, _)| *deadline <= now);
@@ -207,10 +225,8 @@ impl Supervised for DeadLetterActor {
         self.life.restarted(Instant::now());
         // The letters are in the journal. Delivery tasks run on (they journal their own
         // attempt); the claim and counts the crash cut short are made again by
-        // `started`. Drain waits lost their futures with the context: their senders
-        // ask again.
+        // `started`; drain waits stay (their answers are futures of their own).
         self.claiming = false;
-        self.drains.clear();
     }
 }
 
@@ -254,18 +270,31 @@ impl Handler<DrainDeadLetters> for DeadLetterActor {
     type Result = Reply<ResponseFuture<usize>>;
 
     fn handle(&mut self, msg: DrainDeadLetters, ctx: &mut Context<Self>) -> Self::Result {
-        singleton::handle(self, ctx, |act, _| -> ResponseFuture<usize> {
+        singleton::handle(self, ctx, |act, ctx| -> ResponseFuture<usize> {
             if act.webhook.url.is_none() {
                 return Box::pin(async { 0 });
             }
-            // Asked fresh: a letter stored a moment ago may not be counted yet.
-            let counting = act.journal.undelivered_letters();
+            // Counted afresh: a letter stored a moment ago may not be counted yet.
             let (tx, rx) = oneshot::channel();
             act.drains.push((Instant::now() + msg.timeout, tx));
+            act.count(ctx);
+            Box::pin(async move { rx.await.unwrap_or(usize::MAX) })
+        })
+    }
+}
+
+impl Handler<StopDelivering> for DeadLetterActor {
+    type Result = Reply<ResponseFuture<()>>;
+
+    fn handle(&mut self, _: StopDelivering, ctx: &mut Context<Self>) -> Self::Result {
+        singleton::handle(self, ctx, |act, _| -> ResponseFuture<()> {
+            act.stopping = true;
+            let tasks = std::mem::take(&mut act.deliveries);
+            let limit = act.webhook.timeout + LEASE_MARGIN;
             Box::pin(async move {
-                match counting.await {
-                    Ok(0) => 0,
-                    _ => rx.await.unwrap_or(usize::MAX),
+                let all = futures_util::future::join_all(tasks);
+                if tokio::time::timeout(limit, all).await.is_err() {
+                    tracing::warn!("Dead-letter deliveries still in flight at the stop; their leases run out and they are tried again.");
                 }
             })
         })

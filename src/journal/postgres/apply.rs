@@ -264,9 +264,13 @@ fn insert(
         .collect();
     for row in rest {
         match journaled.get(&row.key) {
+            // A body the journal lacks is filled in where it is still needed (no outcome
+            // yet, or a dead letter that can be replayed); a pruned action stays small.
             Some(None) => {
                 tx.execute(
-                    "UPDATE actions SET body = $3 WHERE batch = $1 AND key = $2",
+                    "UPDATE actions SET body = $3 WHERE batch = $1 AND key = $2
+                       AND (open OR EXISTS (SELECT 1 FROM dead_letters d
+                                            WHERE d.batch = actions.batch AND d.key = actions.key AND NOT d.replayed))",
                     &[&batch, &row.key, &row.body],
                 )?;
                 counts.unchanged += 1;

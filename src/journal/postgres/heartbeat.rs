@@ -71,6 +71,21 @@ pub(super) fn predecessors_lines(
         .collect())
 }
 
+/// A start tries every undelivered letter not leased to a live delivery at once (the
+/// webhook may be back) instead of after its redelivery delay.
+pub(super) fn letters_due_now(client: &mut Client, target: &Target) -> Result<(), JournalError> {
+    client
+        .execute(
+            "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now)
+             UPDATE dead_letters SET next_attempt_ms = 0 FROM clock
+             WHERE NOT delivered AND NOT discarded AND next_attempt_ms > 0
+               AND (lease_until_ms IS NULL OR lease_until_ms < clock.now)",
+            &[],
+        )
+        .map_err(target.error())?;
+    Ok(())
+}
+
 /// The embedded simulator restarted with this process: actions a dead instance was
 /// polling repeat their POST with the same key instead (nothing else can know them).
 pub(super) fn forget_poll_ids(client: &mut Client, target: &Target, cluster: &Cluster) -> Result<(), JournalError> {

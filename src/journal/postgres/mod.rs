@@ -241,6 +241,7 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot, Arc<Cluster>), Jour
     if options.forget_poll_ids {
         heartbeat::forget_poll_ids(&mut setup, &target, &cluster)?;
     }
+    heartbeat::letters_due_now(&mut setup, &target)?;
     drop(setup);
     let (tx, rx) = mpsc::channel();
     let backend = apply::Postgres::new(target.clone(), cluster.clone(), options.instance_name.clone())?;

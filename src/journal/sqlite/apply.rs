@@ -49,7 +49,7 @@ impl Backend for Sqlite {
         }
         tx.commit().map_err(&sql)?;
         if ops.iter().any(|op| matches!(op, Op::Vacuum(_))) {
-            self.conn.execute_batch("PRAGMA incremental_vacuum").map_err(&sql)?;
+            incremental_vacuum(&self.conn).map_err(&sql)?;
         }
         Ok(done)
     }
@@ -138,7 +138,9 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
 }
 
 /// Loads a chunk: new identities are inserted; an identity already journaled keeps
-/// its body (a body the journal lost, e.g. from a version 1 journal, is filled in).
+/// its body. A body the journal lacks is filled in where it is still needed: an action
+/// without an outcome (from a version 1 journal) or one whose dead letter can still be
+/// replayed. A pruned action with nothing left to do stays a small row.
 fn insert(tx: &Transaction<'_>, batch: &str, rows: &[ConfiguredAction]) -> rusqlite::Result<Inserted> {
     let now = now_ms();
     let mut insert = tx.prepare_cached(
@@ -146,7 +148,11 @@ fn insert(tx: &Transaction<'_>, batch: &str, rows: &[ConfiguredAction]) -> rusql
          ON CONFLICT (batch, key) DO NOTHING",
     )?;
     let mut existing = tx.prepare_cached("SELECT id, body FROM actions WHERE batch = ?1 AND key = ?2")?;
-    let mut fill = tx.prepare_cached("UPDATE actions SET body = ?2 WHERE id = ?1")?;
+    let mut fill = tx.prepare_cached(
+        "UPDATE actions SET body = ?2 WHERE id = ?1
+           AND (open = 1 OR EXISTS (SELECT 1 FROM dead_letters d
+                                    WHERE d.batch = actions.batch AND d.key = actions.key AND d.replayed = 0))",
+    )?;
     let mut counts = Inserted::default();
     for row in rows {
         if insert.execute(params![batch, row.key, row.body, now])? == 1 {
@@ -485,4 +491,13 @@ pub(crate) fn prune(tx: &Connection, before_ms: i64, from: i64) -> rusqlite::Res
         )? as u64;
     }
     Ok(pruned)
+}
+
+/// Returns the free pages to the file system. The pragma frees one page per step, so it
+/// is stepped to its end (`execute_batch` would step it once: one page).
+pub(crate) fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut freed = stmt.query([])?;
+    while freed.next()?.is_some() {}
+    Ok(())
 }

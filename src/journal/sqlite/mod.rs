@@ -43,6 +43,14 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot), JournalError> {
     // Claims die with the process that made them: every unresolved action is due again.
     conn.execute("UPDATE actions SET owner = NULL WHERE owner IS NOT NULL", [])
         .map_err(&sql)?;
+    // So do leases on dead letters; and a start tries every undelivered letter at once
+    // (the webhook may be back) instead of after its redelivery delay.
+    conn.execute(
+        "UPDATE dead_letters SET next_attempt_ms = 0, lease_owner = NULL, lease_until_ms = NULL
+         WHERE delivered = 0 AND discarded = 0 AND (next_attempt_ms > 0 OR lease_owner IS NOT NULL)",
+        [],
+    )
+    .map_err(&sql)?;
     if options.forget_poll_ids {
         forget_poll_ids(&conn).map_err(&sql)?;
     }
@@ -79,6 +87,15 @@ pub(crate) fn connect(path: &Path, fsync: bool) -> Result<Connection, JournalErr
     }
     let conn = Connection::open(path).map_err(&sql)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(&sql)?;
+    // Free pages go back to the file system after pruning (`incremental_vacuum`). The
+    // mode can only be chosen while the database is empty: switching to WAL below
+    // writes its first page, after which SQLite ignores the setting.
+    let pages: i64 = conn
+        .pragma_query_value(None, "page_count", |r| r.get(0))
+        .map_err(&sql)?;
+    if pages == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(&sql)?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL").map_err(&sql)?;
     // FULL syncs the WAL at each commit (one fsync per group); OFF leaves it to the OS,
     // which still survives a killed process but not a power cut.

@@ -122,11 +122,8 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
         )
         .map_err(&sql)?
         > 0;
-    if !has_v1 {
-        // Free pages go back to the file system after pruning (`incremental_vacuum`);
-        // the mode must be chosen before the first table exists.
-        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(&sql)?;
-    }
+    // A new database is already in incremental auto-vacuum mode (`connect` chose it
+    // before the first page was written); a version 1 one is switched below.
     let tx = conn.transaction().map_err(&sql)?;
     if has_v1 {
         tx.execute_batch(
