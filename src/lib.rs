@@ -11,7 +11,9 @@
 //! - `main.rs`, `cli.rs`, `error.rs`: the command line, its errors and exit codes.
 //! - `commands/`: one file per subcommand; `app/`: the daemon (credentials, wiring,
 //!   stop and reload requests, the exit-code table of `shutdown.rs`).
-//! - `admin.rs`: health, readiness, metrics and paginated journal views over HTTP.
+//! - `admin.rs`: health, readiness, metrics and paginated journal views over HTTP;
+//!   `console/`: the operator console at `/ui/` on the same server (server-rendered
+//!   pages, login sessions, live overview over Server-Sent Events, embedded assets).
 //! - `actors/`: `TokenActor`, `PollerActor` (`poller/`: the pure decisions of
 //!   `machine.rs`, their interpreter, what pollers share), `ClassifierActor`,
 //!   `DeadLetterActor`, `AuditActor`, and admission (claims within the limits).
@@ -41,6 +43,7 @@ pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod cxone;
 pub mod dead_letter;
 pub mod error;

@@ -54,6 +54,15 @@ pub struct DrainDeadLetters {
     pub timeout: Duration,
 }
 
+/// Stop delivering a letter an operator discarded (the journal already marks it; its
+/// audit record goes with the mark). A delivery already on the wire may still arrive.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DiscardDeadLetter {
+    /// The letter.
+    pub error_id: Uuid,
+}
+
 /// Lists every stored letter.
 #[derive(Message)]
 #[rtype(result = "Vec<StoredLetter>")]
@@ -294,6 +303,18 @@ impl Handler<DrainDeadLetters> for DeadLetterActor {
         let (tx, rx) = oneshot::channel();
         self.drains.push((Instant::now() + msg.timeout, tx));
         Box::pin(async move { rx.await.unwrap_or(left) })
+    }
+}
+
+impl Handler<DiscardDeadLetter> for DeadLetterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DiscardDeadLetter, _ctx: &mut Context<Self>) {
+        // Scheduled redeliveries find the letter gone and stop.
+        if let Some(stored) = self.letters.remove(&msg.error_id) {
+            tracing::debug!(error_id = %msg.error_id, batch = %stored.letter.batch, key = %stored.letter.key, "Delivery of a discarded dead letter stopped.");
+            self.publish();
+        }
     }
 }
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::actors::admission::{AdmissionActor, BatchSettings, Configure, StopAdmitting, Wake};
-use crate::actors::audit::FlushAudit;
-use crate::actors::dead_letter::DrainDeadLetters;
+use crate::actors::audit::{AppendOutcome, FlushAudit};
+use crate::actors::dead_letter::{DiscardDeadLetter, DrainDeadLetters};
 use crate::actors::token::TokenHealth;
 use crate::config::{self, Loaded};
 use crate::error::Error;
@@ -31,7 +31,8 @@ use control::{Control, Request};
 pub use shutdown::{exit_code, Ending, Tally};
 use wiring::Daemon;
 
-/// How often the daemon looks for `dlq replay` requests made by other processes.
+/// How often the daemon looks for replay and discard requests made by other processes
+/// (`dlq replay`, `dlq discard`, the console).
 const REPLAY_POLL: Duration = Duration::from_millis(500);
 /// How often histograms are compacted by the Prometheus recorder.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -59,7 +60,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     let mut control = Control::new(options.stop)?;
     let cfg = loaded.config.clone();
     // The journal first: a second daemon on it must stop before touching anything.
-    let (journal, snapshot) = journal::open(&journal::Options {
+    let (journal, mut snapshot) = journal::open(&journal::Options {
         path: cfg.journal.path.clone(),
         fsync: cfg.journal.fsync,
         instance: instance_name(),
@@ -69,6 +70,11 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     for replay in journal.take_replays().await? {
         tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
     }
+    // Discards requested while no daemon ran: those letters are never delivered again.
+    let discards = journal.take_discards().await?;
+    snapshot
+        .undelivered
+        .retain(|(letter, _)| !discards.iter().any(|d| d.error_id == letter.error_id.to_string()));
     let loaded = Arc::new(loaded);
     let report = load(journal.clone(), loaded.clone()).await?;
     tracing::info!(
@@ -78,6 +84,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     );
     let creds = credentials::resolve(&cfg, options.simulator).await?;
     let daemon = wiring::start(&cfg, creds, journal, snapshot)?;
+    discarded(&daemon, discards);
     configure(&daemon.journal, &daemon.admission, &cfg).await?;
     tracing::info!(once, "Running.");
 
@@ -149,17 +156,23 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
     loop {
         tokio::select! {
             _ = upkeep_tick.tick() => daemon.metrics.run_upkeep(),
-            _ = replay_tick.tick() => match daemon.journal.take_replays().await {
-                Ok(replays) if !replays.is_empty() => {
-                    for replay in &replays {
-                        tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
+            _ = replay_tick.tick() => {
+                match daemon.journal.take_replays().await {
+                    Ok(replays) if !replays.is_empty() => {
+                        for replay in &replays {
+                            tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
+                        }
+                        let batches = replays.into_iter().map(|r| r.identity.batch).collect();
+                        daemon.admission.do_send(Wake { batches });
                     }
-                    let batches = replays.into_iter().map(|r| r.identity.batch).collect();
-                    daemon.admission.do_send(Wake { batches });
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "Cannot take replay requests."),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "Cannot take replay requests."),
-            },
+                match daemon.journal.take_discards().await {
+                    Ok(discards) => discarded(daemon, discards),
+                    Err(e) => tracing::error!(error = %e, "Cannot take discard requests."),
+                }
+            }
             request = control.next() => match request {
                 Request::Stop => return Ending::Stopped,
                 Request::Reload => reload(path, daemon),
@@ -179,6 +192,21 @@ async fn watch(daemon: &Daemon, control: &mut Control, once: bool, path: &Path) 
             }
             reason = daemon.blockers.blocked(), if once => return Ending::Blocked(reason),
         }
+    }
+}
+
+/// Discards the journal has marked: their delivery stops and their audit records (already
+/// journaled with the mark) go to the audit file.
+fn discarded(daemon: &Daemon, discards: Vec<journal::Discard>) {
+    for discard in discards {
+        tracing::info!(identity = %discard.identity, error_id = %discard.error_id, "Dead letter discarded.");
+        if let Ok(error_id) = discard.error_id.parse() {
+            daemon.dead_letter.do_send(DiscardDeadLetter { error_id });
+        }
+        daemon.audit.do_send(AppendOutcome {
+            event_type: crate::audit::DEAD_LETTER_DISCARDED,
+            outcome: discard.audit,
+        });
     }
 }
 

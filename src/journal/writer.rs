@@ -4,7 +4,7 @@
 
 use std::sync::mpsc;
 
-use super::{ActionRow, BatchCounts, Claimed, Inserted, JournalError, Op, Pruned, Replay, Written};
+use super::{ActionRow, BatchCounts, Claimed, Discard, Inserted, JournalError, Op, Pruned, Replay, Written};
 
 /// Most operations applied in one transaction.
 const MAX_GROUP: usize = 4096;
@@ -23,6 +23,7 @@ pub(crate) enum Done {
     Written(Written),
     Row(Option<ActionRow>),
     Replays(Vec<Replay>),
+    Discards(Vec<Discard>),
     Count(u64),
     Counts(Vec<BatchCounts>),
     Pruned(Pruned),
@@ -91,6 +92,10 @@ fn answer(op: Op, result: Result<Done, JournalError>) {
         }),
         Op::TakeReplays(reply) => send(reply, result, |d| match d {
             Done::Replays(v) => Some(v),
+            _ => None,
+        }),
+        Op::TakeDiscards(reply) => send(reply, result, |d| match d {
+            Done::Discards(v) => Some(v),
             _ => None,
         }),
         Op::Unresolved { reply, .. } => send(reply, result, |d| match d {

@@ -91,6 +91,7 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
             Done::Nothing
         }
         Op::TakeReplays(_) => Done::Replays(apply_replays(tx, instance)?),
+        Op::TakeDiscards(_) => Done::Discards(super::letters::apply_discards(tx)?),
         Op::Unresolved { batches, .. } => Done::Count(unresolved(tx, batches)?),
         Op::Counts { batches, .. } => Done::Counts(batches.iter().map(|b| counts(tx, b)).collect::<Result<_, _>>()?),
         Op::Prune { before_ms, from, .. } => Done::Pruned(prune(tx, *before_ms, *from)?),

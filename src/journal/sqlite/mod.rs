@@ -1,8 +1,11 @@
 //! The SQLite journal: opening (lock, schema, migration from older versions), what the
 //! singletons need at start, and the writer thread. The operations live in `apply.rs`,
-//! the reads of `status`, `show` and the admin API in `read.rs`.
+//! the reads of `status`, `show`, the admin API and the console in `read.rs`, dead-letter
+//! filters and requests in `letters.rs`.
 
+mod activity;
 mod apply;
+mod letters;
 pub(crate) mod read;
 mod schema;
 
