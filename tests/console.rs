@@ -65,21 +65,29 @@ fn login_takes_the_admin_token_and_refuses_a_wrong_one() {
 fn the_overview_shows_each_batch_and_its_counts_move_without_a_reload() {
     let Some(b) = browser_or_skip() else { return };
     let h = Harness::new(&["--profile", "clean"]);
-    let batches = batch("slow", "max_in_flight = 2")
-        + &actions("s", 40, "duration = \"250ms\"")
-        + &batch("quick", "")
-        + &actions("q", 3, "");
+    let batches = batch("priority-updates", "max_in_flight = 2")
+        + &actions("p", 40, "duration = \"250ms\"")
+        + &batch("crm-sync", "")
+        + &actions("ok", 3, "")
+        + &actions("retried", 2, "outcome = \"FAILED\", code = \"TIMEOUT\", times = 1")
+        + &actions("bad", 2, &fails_once("INVALID_CONTACT"));
     let console = start(&h, &[("admin", &admin(true, ""))], &batches);
     log_in(&b, &console.url);
 
-    assert_eq!(b.count("tbody tr[data-batch=slow]"), 1);
-    assert_eq!(b.count("tbody tr[data-batch=quick]"), 1);
+    assert_eq!(b.count("tbody tr[data-batch=priority-updates]"), 1);
+    assert_eq!(b.count("tbody tr[data-batch=crm-sync]"), 1);
     b.script("window.awMarker = 7; return true;");
-    let completed = "tbody tr[data-batch=slow] [data-field=state-completed]";
+    let completed = "tbody tr[data-batch=priority-updates] [data-field=state-completed]";
     let first = number(&b.text(completed).expect("a completed count"));
     assert!(first < 40, "the batch is still running when the page opens");
     b.wait_text(completed, "the completed count to move", |t| number(t) > first);
     b.wait_text("[data-live-state]", "the live marker", |t| t == "live");
+    b.wait_text(
+        "tbody tr[data-batch=crm-sync] [data-field=state-dead_lettered]",
+        "the other batch's dead letters",
+        |t| number(t) == 2,
+    );
+    b.resize(1440, 600);
     b.screenshot("console-overview.png");
     b.wait_text(completed, "the batch to finish", |t| number(t) == 40);
     assert_eq!(
@@ -87,12 +95,11 @@ fn the_overview_shows_each_batch_and_its_counts_move_without_a_reload() {
         json!(7),
         "the numbers changed in place: the page was never reloaded"
     );
-    let quick = b
-        .text("tbody tr[data-batch=quick] [data-field=state-completed]")
-        .unwrap();
-    assert_eq!(number(&quick), 3);
+    let crm = |field: &str| number(&b.text(&format!("tbody tr[data-batch=crm-sync] [data-field={field}]")).unwrap());
+    b.wait_text("tbody tr[data-batch=crm-sync] [data-field=state-completed]", "crm-sync done", |t| number(t) == 5);
+    assert_eq!(crm("retries"), 2);
     assert_eq!(
-        b.text("tbody tr[data-batch=slow] [data-field=percent]").as_deref(),
+        b.text("tbody tr[data-batch=priority-updates] [data-field=percent]").as_deref(),
         Some("100.0%")
     );
 }
@@ -132,21 +139,21 @@ fn a_retried_action_shows_its_timeline_in_order() {
         shown[backoff..].contains(&"submitting".to_owned()),
         "resubmitted after the backoff: {shown:?}"
     );
-    let times: Vec<String> = (1..=shown.len())
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let times: Vec<time::OffsetDateTime> = (1..=shown.len())
         .map(|i| {
-            b.attr(&format!("ol.timeline li:nth-child({i}) time"), "datetime")
-                .unwrap_or_default()
+            let text = b.attr(&format!("ol.timeline li:nth-child({i}) time"), "datetime");
+            time::OffsetDateTime::parse(&text.unwrap_or_default(), rfc3339).expect("an RFC 3339 time")
         })
         .collect();
-    let mut sorted = times.clone();
-    sorted.sort();
-    assert_eq!(times, sorted, "times ascend");
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "times ascend: {times:?}");
     assert!(
         b.text("ol.timeline li[data-state=backoff]")
             .is_some_and(|t| t.contains("TIMEOUT")),
         "the backoff names its cause"
     );
     assert!(b.text("#audit pre").is_some_and(|t| t.contains("ACTION_COMPLETED")));
+    b.resize(1440, 1150);
     b.screenshot("console-timeline.png");
 }
 

@@ -200,6 +200,13 @@ impl Browser {
         });
     }
 
+    /// Resizes the window (a taller one for a screenshot of a long page).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.runtime
+            .block_on(self.client().set_window_size(width, height))
+            .expect("resizing the window");
+    }
+
     /// Runs a script in the page and returns its value.
     pub fn script(&self, code: &str) -> Value {
         self.runtime

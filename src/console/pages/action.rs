@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, count, href, state_label, unix_to_rfc3339, when, Section};
+use super::layout::{self, count, href, state_label, unix_to_rfc3339, when, when_precise, Section};
 use crate::action::Identity;
 use crate::console::auth::Need;
 use crate::console::{error_page, html as respond, Console, Viewer};
@@ -115,7 +115,7 @@ fn timeline(history: &Page<HistoryEvent>) -> Markup {
             ol.timeline {
                 @for e in &history.items {
                     li data-state=(e.state) {
-                        div.when { (when(&e.at)) }
+                        div.when { (when_precise(&e.at)) }
                         div.what {
                             span class=(format!("state state-{}", e.state)) { (state_label(&e.state)) }
                             " attempt " (e.attempt)

@@ -89,23 +89,36 @@ pub fn error(status: StatusCode, reason: &str) -> Markup {
 /// An RFC 3339 time as `2026-11-27 23:03:17 UTC` with its age (`3 min ago`); the text
 /// itself when it does not parse.
 pub fn when(rfc3339: &str) -> Markup {
-    match OffsetDateTime::parse(rfc3339, &Rfc3339) {
-        Ok(at) => {
-            let utc = at.to_offset(time::UtcOffset::UTC);
-            let text = format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                utc.year(),
-                utc.month() as u8,
-                utc.day(),
-                utc.hour(),
-                utc.minute(),
-                utc.second()
-            );
-            let secs = (OffsetDateTime::now_utc() - utc).whole_seconds();
-            html! { time datetime=(rfc3339) { (text) } " " span.age { (age(secs)) } }
-        }
-        Err(_) => html! { (rfc3339) },
-    }
+    stamp(rfc3339, false)
+}
+
+/// Like `when`, to the millisecond (`23:03:17.412 UTC`): a timeline's events are often
+/// within the same second.
+pub fn when_precise(rfc3339: &str) -> Markup {
+    stamp(rfc3339, true)
+}
+
+fn stamp(rfc3339: &str, millis: bool) -> Markup {
+    let Ok(at) = OffsetDateTime::parse(rfc3339, &Rfc3339) else {
+        return html! { (rfc3339) };
+    };
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    let fraction = if millis {
+        format!(".{:03}", utc.millisecond())
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}{fraction} UTC",
+        utc.year(),
+        utc.month() as u8,
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second()
+    );
+    let secs = (OffsetDateTime::now_utc() - utc).whole_seconds();
+    html! { time datetime=(rfc3339) { (text) } " " span.age { "(" (age(secs)) ")" } }
 }
 
 /// Unix seconds (as dead letters carry them) as RFC 3339.
@@ -199,6 +212,7 @@ mod tests {
     fn times_show_utc_and_leave_unparsable_text_alone() {
         let text = when("2026-01-02T03:04:05.678+01:00").into_string();
         assert!(text.contains("2026-01-02 02:04:05 UTC"), "{text}");
+        assert!(when_precise("2026-01-02T03:04:05.678Z").into_string().contains("03:04:05.678 UTC"));
         assert!(text.contains("ago"), "{text}");
         assert_eq!(when("<b>").into_string(), "&lt;b&gt;");
     }
