@@ -95,11 +95,21 @@ fn the_overview_shows_each_batch_and_its_counts_move_without_a_reload() {
         json!(7),
         "the numbers changed in place: the page was never reloaded"
     );
-    let crm = |field: &str| number(&b.text(&format!("tbody tr[data-batch=crm-sync] [data-field={field}]")).unwrap());
-    b.wait_text("tbody tr[data-batch=crm-sync] [data-field=state-completed]", "crm-sync done", |t| number(t) == 5);
+    let crm = |field: &str| {
+        number(
+            &b.text(&format!("tbody tr[data-batch=crm-sync] [data-field={field}]"))
+                .unwrap(),
+        )
+    };
+    b.wait_text(
+        "tbody tr[data-batch=crm-sync] [data-field=state-completed]",
+        "crm-sync done",
+        |t| number(t) == 5,
+    );
     assert_eq!(crm("retries"), 2);
     assert_eq!(
-        b.text("tbody tr[data-batch=priority-updates] [data-field=percent]").as_deref(),
+        b.text("tbody tr[data-batch=priority-updates] [data-field=percent]")
+            .as_deref(),
         Some("100.0%")
     );
 }

@@ -74,7 +74,7 @@ impl Console {
     /// Lets a request in, or answers it: a redirect to the login form for a person, 401
     /// for a client with a wrong token, 403 for a change from elsewhere or a change
     /// without a token configured.
-    pub fn admit(&self, req: &HttpRequest, need: Need) -> Result<Viewer, HttpResponse> {
+    pub fn admit(&self, req: &HttpRequest, need: Need) -> Result<Viewer, Box<HttpResponse>> {
         let session = auth::session_cookie(req).filter(|id| self.sessions.is_live(id));
         let bearer = auth::bearer(req);
         let bearer_ok = match (&self.token, bearer) {
@@ -94,17 +94,19 @@ impl Console {
             Verdict::Unauthenticated if req.method() == actix_web::http::Method::GET && bearer.is_none() => {
                 let here = req.uri().path_and_query().map_or("/ui/", |p| p.as_str());
                 let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
-                Err(see_other(&format!("/ui/login?next={next}")))
+                Err(Box::new(see_other(&format!("/ui/login?next={next}"))))
             }
-            Verdict::Unauthenticated => Err(HttpResponse::Unauthorized()
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                .content_type("text/plain; charset=utf-8")
-                .body("the admin token is required: log in at /ui/login or send Authorization: Bearer\n")),
-            Verdict::Forbidden(reason) => Err(error_page(StatusCode::FORBIDDEN, reason)),
-            Verdict::NotServed => Err(error_page(
+            Verdict::Unauthenticated => Err(Box::new(
+                HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                    .content_type("text/plain; charset=utf-8")
+                    .body("the admin token is required: log in at /ui/login or send Authorization: Bearer\n"),
+            )),
+            Verdict::Forbidden(reason) => Err(Box::new(error_page(StatusCode::FORBIDDEN, reason))),
+            Verdict::NotServed => Err(Box::new(error_page(
                 StatusCode::FORBIDDEN,
                 "without an admin.token_env the console is served only on a loopback admin.listen",
-            )),
+            ))),
         }
     }
 

@@ -18,7 +18,7 @@ const RECONNECT_MS: u64 = 2000;
 /// The event stream.
 pub async fn events(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     if let Err(refused) = console.admit(&req, Need::Read) {
-        return refused;
+        return *refused;
     }
     let rx = console.hub.watch();
     let first = Bytes::from(format!("retry: {RECONNECT_MS}\n\n"));

@@ -36,7 +36,7 @@ struct Loaded {
 pub async fn page(console: web::Data<Console>, req: HttpRequest, query: web::Query<Query>) -> HttpResponse {
     let viewer = match console.admit(&req, Need::Read) {
         Ok(viewer) => viewer,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let query = query.into_inner();
     let identity = Identity::new(query.batch.as_str(), query.key.as_str());

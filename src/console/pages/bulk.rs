@@ -25,7 +25,7 @@ pub async fn confirm_matching(console: web::Data<Console>, req: HttpRequest) -> 
     let viewer = match console.admit(&req, Need::Read) {
         Ok(viewer) if viewer.can_write => viewer,
         Ok(_) => return error_page(StatusCode::FORBIDDEN, "log in with the admin token to replay"),
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let fields = form_fields(req.query_string().as_bytes());
     let filter = Filter::from_fields(&fields);
@@ -53,7 +53,7 @@ pub async fn confirm_matching(console: web::Data<Console>, req: HttpRequest) -> 
 pub async fn confirm_selected(console: web::Data<Console>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let viewer = match console.admit(&req, Need::Write) {
         Ok(viewer) => viewer,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let fields = form_fields(&body);
     let filter = Filter::from_fields(&fields);
@@ -109,7 +109,7 @@ pub async fn discard(console: web::Data<Console>, req: HttpRequest, body: web::B
 
 async fn change(console: web::Data<Console>, req: HttpRequest, body: web::Bytes, op: &'static str) -> HttpResponse {
     if let Err(refused) = console.admit(&req, Need::Write) {
-        return refused;
+        return *refused;
     }
     let fields = form_fields(&body);
     let filter = Filter::from_fields(&fields);

@@ -124,7 +124,7 @@ pub struct Query {
 pub async fn list(console: web::Data<Console>, req: HttpRequest, query: web::Query<Query>) -> HttpResponse {
     let viewer = match console.admit(&req, Need::Read) {
         Ok(viewer) => viewer,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let query = query.into_inner();
     let filter = query.filter.journal();

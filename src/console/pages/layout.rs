@@ -145,7 +145,7 @@ pub fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -212,7 +212,9 @@ mod tests {
     fn times_show_utc_and_leave_unparsable_text_alone() {
         let text = when("2026-01-02T03:04:05.678+01:00").into_string();
         assert!(text.contains("2026-01-02 02:04:05 UTC"), "{text}");
-        assert!(when_precise("2026-01-02T03:04:05.678Z").into_string().contains("03:04:05.678 UTC"));
+        assert!(when_precise("2026-01-02T03:04:05.678Z")
+            .into_string()
+            .contains("03:04:05.678 UTC"));
         assert!(text.contains("ago"), "{text}");
         assert_eq!(when("<b>").into_string(), "&lt;b&gt;");
     }

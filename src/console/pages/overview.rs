@@ -16,7 +16,7 @@ use crate::journal::StateWord;
 pub async fn page(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     let viewer = match console.admit(&req, Need::Read) {
         Ok(viewer) => viewer,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let hub = console.hub.clone();
     match web::block(move || hub.current()).await {

@@ -9,7 +9,7 @@ use crate::action::Identity;
 use crate::audit::{AuditRecord, DEAD_LETTER_DISCARDED};
 use crate::journal::record::now_ms;
 use crate::journal::view::{DeadLetterCounts, DeadLetterFilter};
-use crate::journal::{Discard, OutcomeLine};
+use crate::journal::{DeadLetterView, Discard, OutcomeLine};
 
 /// The conditions of a `DeadLetterFilter` on `dead_letters d`, with parameters ?1 batch,
 /// ?2 error code, ?3 delivery word, ?4 the word of an unsent letter (`pending` with a
@@ -53,6 +53,22 @@ pub(crate) fn filter_params(filter: &DeadLetterFilter, has_webhook: bool) -> Fil
         if has_webhook { "pending" } else { "stored" },
         filter.replayed.map(i64::from),
     )
+}
+
+/// A `dead_letters` row as readers see it (`None` for a body that no longer parses);
+/// `has_webhook` tells pending letters from stored ones.
+pub(crate) fn view(r: &rusqlite::Row<'_>, has_webhook: bool) -> rusqlite::Result<Option<DeadLetterView>> {
+    let body: String = r.get("body")?;
+    let (delivered, discarded): (bool, bool) = (r.get("delivered")?, r.get("discarded")?);
+    Ok(serde_json::from_str(&body).ok().map(|letter| DeadLetterView {
+        letter,
+        delivered,
+        delivery: DeadLetterView::delivery_word(delivered, discarded, has_webhook),
+        attempts: r.get("attempts").unwrap_or(0),
+        last_error: r.get("last_error").unwrap_or(None),
+        replayed: r.get("replayed").unwrap_or(false),
+        discarded,
+    }))
 }
 
 /// How many letters `filter` matches and how many of them can be replayed or discarded.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::apply::{read_row, ROW_COLUMNS};
 use super::letters::{self, filter_params, FILTER};
+use super::one;
 use crate::action::Identity;
 use crate::journal::read::{JournalRead, MAX_PAGE};
 use crate::journal::record::{now_ms, StateWord};
@@ -63,99 +63,6 @@ impl Reader {
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
         JournalError::sqlite(&self.path)
-    }
-
-    fn letter(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<DeadLetterView>> {
-        let body: String = r.get("body")?;
-        let (delivered, discarded): (bool, bool) = (r.get("delivered")?, r.get("discarded")?);
-        Ok(serde_json::from_str(&body).ok().map(|letter| DeadLetterView {
-            letter,
-            delivered,
-            delivery: DeadLetterView::delivery_word(delivered, discarded, self.has_webhook),
-            attempts: r.get("attempts").unwrap_or(0),
-            last_error: r.get("last_error").unwrap_or(None),
-            replayed: r.get("replayed").unwrap_or(false),
-            discarded,
-        }))
-    }
-
-    /// History events of action row `id` after sequence number `after`, oldest first,
-    /// at most `limit` (`i64::MAX`: all).
-    fn history(&self, id: i64, after: i64, limit: i64) -> rusqlite::Result<Vec<(i64, HistoryEvent)>> {
-        self.conn
-            .prepare_cached(
-                "SELECT seq, at_ms, state, attempt, action_id, http_status, error_code, detail, instance
-                 FROM history WHERE action = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?
-            .query_map(params![id, after, limit], |r| {
-                Ok((
-                    r.get(0)?,
-                    HistoryEvent {
-                        at: rfc3339_ms(r.get(1)?),
-                        state: r.get(2)?,
-                        attempt: r.get(3)?,
-                        action_id: r.get(4)?,
-                        http_status: r.get(5)?,
-                        error_code: r.get(6)?,
-                        detail: r.get(7)?,
-                        instance: r.get(8)?,
-                    },
-                ))
-            })?
-            .collect()
-    }
-
-    /// The row id of an action.
-    fn row_id(&self, identity: &Identity) -> rusqlite::Result<Option<i64>> {
-        self.conn
-            .prepare_cached("SELECT id FROM actions WHERE batch = ?1 AND key = ?2")?
-            .query_row(params![identity.batch.as_ref(), identity.key.as_ref()], |r| r.get(0))
-            .optional()
-    }
-
-    /// The action without its history, and its row id.
-    fn head(&self, identity: &Identity) -> Result<Option<(i64, ActionView)>, JournalError> {
-        let found = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {ROW_COLUMNS}, body FROM actions WHERE batch = ?1 AND key = ?2"
-            ))
-            .map_err(self.sql())?
-            .query_row(params![identity.batch.as_ref(), identity.key.as_ref()], |r| {
-                Ok((
-                    r.get::<_, i64>("id")?,
-                    read_row(r)?,
-                    r.get::<_, Option<Vec<u8>>>("body")?,
-                ))
-            })
-            .optional()
-            .map_err(self.sql())?;
-        let Some((id, row, body)) = found else { return Ok(None) };
-        let dead_letter = self
-            .conn
-            .prepare_cached("SELECT * FROM dead_letters WHERE batch = ?1 AND key = ?2 ORDER BY created_ms DESC LIMIT 1")
-            .map_err(self.sql())?
-            .query_row(params![identity.batch.as_ref(), identity.key.as_ref()], |r| {
-                self.letter(r)
-            })
-            .optional()
-            .map_err(self.sql())?
-            .flatten();
-        Ok(Some((
-            id,
-            ActionView {
-                batch: identity.batch.to_string(),
-                key: identity.key.to_string(),
-                state: row.state.as_str().to_owned(),
-                outcome: row.state.outcome().map(|o| o.as_str().to_owned()),
-                attempt: row.attempt,
-                retry_count: row.retry_count,
-                action_id: row.action_id.clone(),
-                body: body.and_then(|b| serde_json::from_slice(&b).ok()),
-                dead_letter,
-                history: Vec::new(),
-            },
-        )))
     }
 }
 
@@ -274,11 +181,10 @@ impl JournalRead for Reader {
     }
 
     fn action(&self, identity: &Identity) -> Result<Option<ActionView>, JournalError> {
-        let Some((id, mut view)) = self.head(identity)? else {
+        let Some((id, mut view)) = one::head(&self.conn, identity, self.has_webhook).map_err(self.sql())? else {
             return Ok(None);
         };
-        view.history = self
-            .history(id, 0, i64::MAX)
+        view.history = one::history(&self.conn, id, 0, i64::MAX)
             .map_err(self.sql())?
             .into_iter()
             .map(|(_, event)| event)
@@ -287,7 +193,8 @@ impl JournalRead for Reader {
     }
 
     fn action_head(&self, identity: &Identity) -> Result<Option<ActionView>, JournalError> {
-        Ok(self.head(identity)?.map(|(_, view)| view))
+        let head = one::head(&self.conn, identity, self.has_webhook).map_err(self.sql())?;
+        Ok(head.map(|(_, view)| view))
     }
 
     fn action_history(
@@ -297,7 +204,7 @@ impl JournalRead for Reader {
         after: Option<&Cursor>,
     ) -> Result<Page<HistoryEvent>, JournalError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let Some(id) = self.row_id(identity).map_err(self.sql())? else {
+        let Some(id) = one::row_id(&self.conn, identity).map_err(self.sql())? else {
             return Ok(Page {
                 items: Vec::new(),
                 next: None,
@@ -306,7 +213,7 @@ impl JournalRead for Reader {
         let after = after
             .and_then(|Cursor(parts)| parts[0].parse::<i64>().ok())
             .unwrap_or(0);
-        let mut events = self.history(id, after, limit as i64 + 1).map_err(self.sql())?;
+        let mut events = one::history(&self.conn, id, after, limit as i64 + 1).map_err(self.sql())?;
         let next = (events.len() > limit).then(|| {
             events.truncate(limit);
             let (seq, _) = events.last().expect("a full page");
@@ -319,16 +226,7 @@ impl JournalRead for Reader {
     }
 
     fn audit_lines(&self, identity: &Identity) -> Result<Vec<String>, JournalError> {
-        self.conn
-            .prepare_cached("SELECT line FROM outcomes WHERE batch = ?1 AND key = ?2 ORDER BY created_ms, rowid")
-            .map_err(self.sql())?
-            .query_map(params![identity.batch.as_ref(), identity.key.as_ref()], |r| {
-                let line: Vec<u8> = r.get(0)?;
-                Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
-            })
-            .map_err(self.sql())?
-            .collect::<Result<_, _>>()
-            .map_err(self.sql())
+        one::audit_lines(&self.conn, identity).map_err(self.sql())
     }
 
     fn activity(&self, since_ms: i64) -> Result<Vec<BatchActivity>, JournalError> {
@@ -370,7 +268,7 @@ impl JournalRead for Reader {
                     after_id,
                     limit as i64 + 1
                 ],
-                |r| Ok((r.get::<_, i64>("created_ms")?, self.letter(r)?)),
+                |r| Ok((r.get::<_, i64>("created_ms")?, letters::view(r, self.has_webhook)?)),
             )
             .map_err(self.sql())?
             .collect::<Result<Vec<_>, _>>()
