@@ -263,6 +263,20 @@ fn read_only_on_loopback_reads_without_the_token_and_still_refuses_changes() {
     assert_eq!(change.status, 403, "{}", change.body);
     let login = request("GET", &format!("{}/ui/login", tokenless.url), &[], None);
     assert_eq!(login.status, 303, "nothing to log in with");
+    drop(tokenless);
+
+    let h = Harness::new(&["--profile", "clean"]);
+    let exposed = start(
+        &h,
+        &[("admin", "listen = \"0.0.0.0:0\"")],
+        &(batch("b", "") + &action("k", "")),
+    );
+    let page = request("GET", &format!("{}/ui/", exposed.url), &[], None);
+    assert_eq!(
+        page.status, 403,
+        "without a token the console is not served beyond loopback"
+    );
+    assert!(page.body.contains("loopback"), "{}", page.body);
 }
 
 #[test]

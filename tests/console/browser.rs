@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,7 +45,9 @@ pub fn browser_or_skip() -> Option<Browser> {
             panic!("chromedriver and chromium are required under CI (apt-get install chromium chromium-driver)")
         }
         _ => {
-            println!("skipped: chromedriver not installed");
+            // Straight to the stream, past the test harness's capture, so a plain
+            // `cargo test` shows it.
+            let _ = writeln!(std::io::stderr(), "skipped: chromedriver not installed");
             None
         }
     }
