@@ -98,3 +98,49 @@ pub(crate) fn audit_lines(conn: &Connection, identity: &Identity) -> rusqlite::R
         })?
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::action::Identity;
+    use crate::journal::sqlite::read::Reader;
+    use crate::journal::{Cursor, JournalRead};
+
+    #[test]
+    fn a_long_history_is_read_page_by_page_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut conn = super::super::connect(&path, false).unwrap();
+        super::super::schema::migrate(&mut conn, &path).unwrap();
+        conn.execute(
+            "INSERT INTO actions (batch, key, state, created_ms, updated_ms) VALUES ('b', 'k', 'backoff', 0, 0)",
+            [],
+        )
+        .unwrap();
+        for seq in 1..=25 {
+            conn.execute(
+                "INSERT INTO history (action, seq, at_ms, state, attempt, instance) VALUES (1, ?1, ?1, 'backoff', ?1, 'me')",
+                [seq],
+            )
+            .unwrap();
+        }
+        let reader = Reader::open(&path, true).unwrap();
+        let identity = Identity::new("b", "k");
+        let mut attempts = Vec::new();
+        let mut after: Option<Cursor> = None;
+        loop {
+            let page = reader.action_history(&identity, 10, after.as_ref()).unwrap();
+            assert!(page.items.len() <= 10);
+            attempts.extend(page.items.iter().map(|e| e.attempt));
+            match page.next.and_then(|n| Cursor::decode(&n, 1)) {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(attempts, (1..=25).collect::<Vec<u32>>());
+        let head = reader.action_head(&identity).unwrap().unwrap();
+        assert!(head.history.is_empty(), "the head leaves the history to the pages");
+        assert_eq!(reader.action(&identity).unwrap().unwrap().history.len(), 25);
+        let unknown = reader.action_history(&Identity::new("b", "nope"), 10, None).unwrap();
+        assert!(unknown.items.is_empty() && unknown.next.is_none());
+    }
+}
