@@ -1,5 +1,6 @@
 //! The admin HTTP server on `admin.listen`: health, readiness, Prometheus metrics, JSON
-//! views of the journal (paginated) and the dead-letter replay endpoint (docs/admin.md).
+//! views of the journal (paginated), the dead-letter replay endpoint (docs/admin.md) and
+//! the operator console under `/ui/` (`console/`).
 //!
 //! Handlers run on actix-web's worker thread, not on the daemon's arbiter: they read the
 //! journal through their own connection and reach the daemon only through thread-safe
@@ -59,6 +60,7 @@ pub fn start(
     readiness: Arc<Readiness>,
     token: Option<Secret>,
 ) -> std::io::Result<(ServerHandle, std::net::SocketAddr)> {
+    let console = web::Data::new(crate::console::Console::new(config.clone(), token.clone(), listen));
     let state = web::Data::new(AdminState {
         metrics,
         config,
@@ -68,6 +70,8 @@ pub fn start(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .configure(crate::console::configure(console.clone()))
+            .route("/", web::get().to(|| async { crate::console::see_other("/ui/") }))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_text))
@@ -269,6 +273,7 @@ async fn dead_letters(state: web::Data<AdminState>, query: web::Query<DeadLetter
         batch: query.batch,
         error_code: query.error_code,
         delivery: query.delivery,
+        replayed: None,
     };
     match with_journal(&state, move |r| r.dead_letters(&filter, limit, after.as_ref())).await {
         Ok(page) => HttpResponse::Ok().json(page),
@@ -305,7 +310,7 @@ async fn replay(state: web::Data<AdminState>, request: HttpRequest, path: web::P
 
 /// Compares in constant time (for equal lengths), so timing does not tell how much of a
 /// guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.ct_eq(b).into()
 }

@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use crate::action::Identity;
 
+/// The event of a dead letter an operator discarded (kept, never delivered again).
+pub const DEAD_LETTER_DISCARDED: &str = "DEAD_LETTER_DISCARDED";
+
 /// One audit record before it is stamped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {

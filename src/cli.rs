@@ -223,4 +223,14 @@ pub enum DlqCommand {
         #[arg(required_unless_present = "all")]
         error_ids: Vec<String>,
     },
+    /// Give up dead letters: kept and listed as discarded, never delivered again (a
+    /// running daemon stops delivering them within a second).
+    Discard {
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The `error_id`s to discard.
+        #[arg(required = true)]
+        error_ids: Vec<String>,
+    },
 }

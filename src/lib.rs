@@ -12,7 +12,9 @@
 //! - `commands/`: one file per subcommand; `app/`: the daemon (credentials, wiring,
 //!   stop and reload requests, systemd notifications, hourly retention, the exit-code
 //!   table of `shutdown.rs`).
-//! - `admin.rs`: health, readiness, metrics and paginated journal views over HTTP.
+//! - `admin.rs`: health, readiness, metrics and paginated journal views over HTTP;
+//!   `console/`: the operator console at `/ui/` on the same server (server-rendered
+//!   pages, login sessions, live overview over Server-Sent Events, embedded assets).
 //! - `actors/`: `TokenActor`, `PollerActor` (`poller/`: the pure decisions of
 //!   `machine.rs`, their interpreter, what pollers share), `ClassifierActor`,
 //!   `DeadLetterActor`, `AuditActor` (each singleton survives its own panics through
@@ -45,6 +47,7 @@ pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod cxone;
 pub mod dead_letter;
 pub mod error;

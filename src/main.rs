@@ -40,6 +40,9 @@ fn main() -> ExitCode {
         Command::Dlq {
             command: DlqCommand::Replay { config, all, error_ids },
         } => commands::dlq::replay(&config.config, all, &error_ids),
+        Command::Dlq {
+            command: DlqCommand::Discard { config, error_ids },
+        } => commands::dlq::discard(&config.config, &error_ids),
         Command::Completions { shell } => commands::completions::completions(shell),
         Command::Man => commands::completions::man(),
         Command::Simulate { .. } => commands::simulate::simulate(cli.command),

@@ -349,6 +349,69 @@ fn a_schema_newer_than_the_binary_is_refused() {
 }
 
 #[test]
+fn a_version_1_schema_is_migrated_and_discards_work_after_it() {
+    let Some(schema) = Schema::fresh("schema_v1") else {
+        return;
+    };
+    let h = Harness::new(&["--profile", "clean"]);
+    h.sim.post("/sim/control", serde_json::json!({"webhook_down": true}));
+    let dead = action("d", "outcome = \"FAILED\", code = \"INVALID_CONTACT\", times = 1");
+    let letters = format!(
+        "webhook_url = \"{}/sim/webhook\"\nsigning_secret_env = \"{WEBHOOK_KEY_ENV}\"\ndrain_timeout = \"300ms\"",
+        h.sim.url
+    );
+    let a = member(
+        &h,
+        &schema,
+        ("a", LONG_LEASE),
+        &[("dead_letter", &letters)],
+        &(batch("b", "") + &dead),
+    );
+    assert_eq!(h.run_once(&a.config).status.code(), Some(2));
+    // The schema as the first release wrote it: no discard requests.
+    schema
+        .client()
+        .batch_execute(
+            "DROP TABLE discard_requests; DROP INDEX replay_requests_letter;
+             UPDATE meta SET value = 1 WHERE key = 'schema_version'",
+        )
+        .unwrap();
+    let migrated = h.run_once(&a.config);
+    assert_eq!(migrated.status.code(), Some(2), "{}", show(&migrated));
+    assert!(
+        String::from_utf8_lossy(&migrated.stderr).contains("Journal schema migrated."),
+        "{}",
+        show(&migrated)
+    );
+    let version: i64 = schema
+        .client()
+        .query_one("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2);
+    let error_id: String = schema
+        .client()
+        .query_one("SELECT error_id FROM dead_letters", &[])
+        .unwrap()
+        .get(0);
+    let discard = run_to_end(
+        &mut daemon_cmd(&["dlq", "discard", &error_id], &a.config),
+        Duration::from_secs(20),
+    );
+    assert_eq!(discard.status.code(), Some(0), "{}", show(&discard));
+    h.sim.post("/sim/control", serde_json::json!({"webhook_down": false}));
+    // Nothing undelivered is left: the discarded letter is never delivered.
+    assert_eq!(h.run_once(&a.config).status.code(), Some(2));
+    assert!(h.sim.webhooks().is_empty(), "a discarded letter is not delivered");
+    let records: Vec<Value> = read_jsonl(&a.audit)
+        .into_iter()
+        .filter(|r| r["event_type"] == "DEAD_LETTER_DISCARDED")
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["error_id"], error_id.as_str());
+}
+
+#[test]
 fn a_database_restarted_mid_run_loses_nothing() {
     let Some(server) = common::pg::PrivateServer::start("database_restart") else {
         return;

@@ -175,3 +175,54 @@ fn unsigned_mode_sends_no_signature_header() {
         "no X-Actionwarden-Signature header: {hooks:#?}"
     );
 }
+
+#[test]
+fn dlq_discard_while_stopped_is_applied_at_the_next_start_and_never_delivered() {
+    let h = Harness::new(&["--profile", "clean"]);
+    h.sim.post("/sim/control", json!({"webhook_down": true}));
+    let dead_letter = format!(
+        "webhook_url = \"{}/sim/webhook\"\nsigning_secret_env = \"{WEBHOOK_KEY_ENV}\"\ndrain_timeout = \"300ms\"",
+        h.sim.url
+    );
+    let config = h.write_config(&[("dead_letter", &dead_letter)], &(batch("b", "") + &permanent("d1")));
+    assert_eq!(h.run_once(&config).status.code(), Some(2));
+    let letters = cli_json(&["dlq", "list", "--json"], &config);
+    let error_id = letters[0]["letter"]["error_id"].as_str().unwrap().to_owned();
+    assert_eq!(letters[0]["delivery"], "pending");
+
+    let discard = run_to_end(
+        &mut daemon_cmd(&["dlq", "discard", &error_id], &config),
+        Duration::from_secs(20),
+    );
+    assert_eq!(discard.status.code(), Some(0), "{}", show(&discard));
+    assert!(String::from_utf8_lossy(&discard.stdout).contains(&format!("discard requested: {error_id}")));
+    for refused in [error_id.as_str(), "no-such-id"] {
+        let again = run_to_end(
+            &mut daemon_cmd(&["dlq", "discard", refused], &config),
+            Duration::from_secs(20),
+        );
+        assert_eq!(
+            again.status.code(),
+            Some(1),
+            "already requested or unknown: {}",
+            show(&again)
+        );
+    }
+
+    h.sim.post("/sim/control", json!({"webhook_down": false}));
+    let output = h.run_once(&config);
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(h.sim.webhooks().is_empty(), "a discarded letter is never delivered");
+    let listed = cli_json(&["dlq", "list", "--json"], &config);
+    assert_eq!(listed[0]["delivery"], "discarded", "{listed}");
+    assert_eq!(listed[0]["discarded"], true, "{listed}");
+    assert_eq!(h.records("DEAD_LETTER_DISCARDED", "d1").len(), 1);
+    let record = &h.records("DEAD_LETTER_DISCARDED", "d1")[0];
+    assert_eq!(record["error_id"], error_id.as_str());
+    assert_eq!(record["batch"], "b");
+
+    // A later run neither delivers it nor audits the discard again.
+    assert_eq!(h.run_once(&config).status.code(), Some(2));
+    assert!(h.sim.webhooks().is_empty());
+    assert_eq!(h.records("DEAD_LETTER_DISCARDED", "d1").len(), 1);
+}

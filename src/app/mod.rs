@@ -21,7 +21,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::actors::admission::{AdmissionActor, BatchSettings, Configure, StopAdmitting, Wake};
-use crate::actors::audit::{AuditError, FlushAudit, ReopenAudit};
+use crate::actors::audit::{AppendOutcome, AuditError, FlushAudit, ReopenAudit};
 use crate::actors::dead_letter::{DrainDeadLetters, StopDelivering};
 use crate::actors::singleton::send_until_answered;
 use crate::actors::token::TokenHealth;
@@ -38,11 +38,12 @@ pub use shutdown::{exit_code, Ending, Tally};
 use systemd::{Notifier, Tracked};
 use wiring::Daemon;
 
-/// How often the daemon looks for `dlq replay` requests made by other processes.
+/// How often the daemon looks for replay and discard requests made by other processes
+/// (`dlq replay`, `dlq discard`, the console).
 const REPLAY_POLL: Duration = Duration::from_millis(500);
 /// How often histograms are compacted by the Prometheus recorder.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
-/// Log lines about failed replay pickups (a full disk fails every one).
+/// Log lines about failed replay and discard pickups (a full disk fails every one).
 static REPLAYS_FAILED: Throttle = Throttle::new(FAILURE_LOG_PERIOD);
 /// How long to wait before asking a restarting singleton again.
 const MAILBOX_RETRY: Duration = Duration::from_millis(20);
@@ -93,6 +94,8 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     for replay in journal.take_replays().await? {
         tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
     }
+    // Discards requested while no daemon ran: those letters are never delivered again.
+    let discards = journal.take_discards().await?;
     let loaded = Arc::new(loaded);
     let report = load(journal.clone(), loaded.clone()).await?;
     tracing::info!(
@@ -102,6 +105,7 @@ pub async fn run_with(loaded: Loaded, once: bool, options: RunOptions) -> Result
     );
     let creds = credentials::resolve(&cfg, options.simulator).await?;
     let daemon = wiring::start(&cfg, creds, journal, snapshot, cluster, blockers)?;
+    discarded(&daemon, discards);
     let notifier = Notifier::from_env();
     let watchdog = notifier.spawn_watchdog();
     let tracked = Rc::new(Tracked::default());
@@ -197,19 +201,27 @@ async fn watch(
                     notifier.status(&systemd::progress(tracked.total(), unresolved));
                 }
             }
-            _ = replay_tick.tick() => match daemon.journal.take_replays().await {
-                Ok(replays) if !replays.is_empty() => {
-                    for replay in &replays {
-                        tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
+            _ = replay_tick.tick() => {
+                match daemon.journal.take_replays().await {
+                    Ok(replays) if !replays.is_empty() => {
+                        for replay in &replays {
+                            tracing::info!(identity = %replay.identity, error_id = %replay.error_id, series = replay.series, "Dead letter replayed.");
+                        }
+                        let batches = replays.into_iter().map(|r| r.identity.batch).collect();
+                        daemon.admission.do_send(Wake { batches });
                     }
-                    let batches = replays.into_iter().map(|r| r.identity.batch).collect();
-                    daemon.admission.do_send(Wake { batches });
+                    Ok(_) => {}
+                    Err(e) => if let Some(suppressed) = REPLAYS_FAILED.allow() {
+                        tracing::error!(error = %e, suppressed, "Cannot take replay requests.");
+                    },
                 }
-                Ok(_) => {}
-                Err(e) => if let Some(suppressed) = REPLAYS_FAILED.allow() {
-                    tracing::error!(error = %e, suppressed, "Cannot take replay requests.");
-                },
-            },
+                match daemon.journal.take_discards().await {
+                    Ok(discards) => discarded(daemon, discards),
+                    Err(e) => if let Some(suppressed) = REPLAYS_FAILED.allow() {
+                        tracing::error!(error = %e, suppressed, "Cannot take discard requests.");
+                    },
+                }
+            }
             request = control.next() => match request {
                 Request::Stop => return Ending::Stopped,
                 Request::Reload => reload(path, daemon, tracked.clone()),
@@ -230,6 +242,18 @@ async fn watch(
             reason = daemon.blockers.blocked(), if once => return Ending::Blocked(reason),
             reason = daemon.blockers.fatal() => return Ending::Blocked(reason),
         }
+    }
+}
+
+/// Discards the journal has carried out (marked letters are never claimed for delivery
+/// again): their audit records, journaled with the marks, go to the audit file.
+fn discarded(daemon: &Daemon, discards: Vec<journal::Discard>) {
+    for discard in discards {
+        tracing::info!(identity = %discard.identity, error_id = %discard.error_id, "Dead letter discarded.");
+        daemon.audit.do_send(AppendOutcome {
+            event_type: crate::audit::DEAD_LETTER_DISCARDED,
+            outcome: discard.audit,
+        });
     }
 }
 

@@ -1,4 +1,5 @@
-//! `actionwarden dlq list|replay`: dead letters from the journal, read page by page.
+//! `actionwarden dlq list|replay|discard`: dead letters from the journal, read page by
+//! page, and the requests a running daemon carries out within a second.
 
 use std::path::Path;
 
@@ -134,6 +135,22 @@ pub fn replay(path: &Path, all: bool, error_ids: &[String]) -> Result<u8, Error>
         output::println("nothing to replay")?;
     }
     Ok(exit::OK)
+}
+
+/// Requests discards: the letters are kept and listed as discarded, and never delivered
+/// again; a running daemon carries them out within a second, otherwise the next `run`.
+pub fn discard(path: &Path, error_ids: &[String]) -> Result<u8, Error> {
+    let loaded = config::load(path)?;
+    let reader = open_reader(&loaded.config)?;
+    let accepted = reader.request_discard(error_ids)?;
+    for id in &accepted {
+        output::println(&format!("discard requested: {id}"))?;
+    }
+    let refused: Vec<&String> = error_ids.iter().filter(|id| !accepted.contains(id)).collect();
+    for id in &refused {
+        eprintln!("actionwarden: no dead letter {id} to discard (unknown, delivered or already discarded)");
+    }
+    Ok(if refused.is_empty() { exit::OK } else { exit::USAGE })
 }
 
 #[cfg(test)]

@@ -446,8 +446,13 @@ pub struct AdminConfig {
     /// Listen address; `""` disables the admin server. Default `127.0.0.1:9464`.
     #[serde(with = "optional")]
     pub listen: Option<SocketAddr>,
-    /// Env var with the bearer token for POST endpoints.
+    /// Env var with the admin token: the bearer token of the API's POST endpoints and
+    /// the console's login. Default `""`: none (replay over the API is refused and the
+    /// console is read-only, served only on a loopback `listen`).
     pub token_env: String,
+    /// Let the console be read without the token (changing anything still needs it);
+    /// allowed only on a loopback `listen`. Default false.
+    pub ui_read_only: bool,
     /// A literal admin token: refused.
     #[serde(skip_serializing)]
     pub token: Option<toml::Value>,
@@ -458,6 +463,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             token_env: String::new(),
+            ui_read_only: false,
             token: None,
         }
     }

@@ -248,6 +248,12 @@ fn check_outputs(config: &Config, bad: &mut impl FnMut(&[Seg<'_>], String)) {
     if let Err(e) = crate::telemetry::logging::check_filter(&config.log.level) {
         bad(&[k("log"), k("level")], e.to_string());
     }
+    if config.admin.ui_read_only && config.admin.listen.is_some_and(|a| !a.ip().is_loopback()) {
+        bad(
+            &[k("admin"), k("ui_read_only")],
+            "reading the console without the token is allowed only on a loopback admin.listen".into(),
+        );
+    }
     let chaos = &config.chaos;
     for (key, p) in [
         ("poller_panic_probability", chaos.poller_panic_probability),

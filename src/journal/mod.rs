@@ -53,7 +53,10 @@ use crate::state::Note;
 pub use postgres::Cluster;
 pub use read::{open_reader, JournalRead, MAX_PAGE};
 pub use record::{now_ms, ActionRow, StateWord};
-pub use view::{ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, HistoryEvent, Page};
+pub use view::{
+    ActionFilter, ActionSummary, ActionView, BatchActivity, BatchCounts, Cursor, DeadLetterCounts, DeadLetterFilter,
+    DeadLetterView, HistoryEvent, Page,
+};
 
 /// Why the journal cannot be used or a write failed. Cheap to clone: one failed group
 /// commit answers every operation in it.
@@ -216,6 +219,17 @@ pub struct Replay {
     pub error_id: String,
 }
 
+/// A discard carried out: the letter is marked and its audit line committed with the mark.
+#[derive(Debug, Clone)]
+pub struct Discard {
+    /// The letter.
+    pub error_id: String,
+    /// Whose.
+    pub identity: Identity,
+    /// The `DEAD_LETTER_DISCARDED` record, to be appended to the audit file.
+    pub audit: OutcomeLine,
+}
+
 /// What pruning removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Pruned {
@@ -302,6 +316,7 @@ pub(crate) enum Op {
     },
     UndeliveredLetters(Reply<u64>),
     TakeReplays(Reply<Vec<Replay>>),
+    TakeDiscards(Reply<Vec<Discard>>),
     Unresolved {
         batches: Vec<Arc<str>>,
         reply: Reply<u64>,
@@ -605,6 +620,13 @@ impl Journal {
     /// Applies pending `dlq replay` requests: the actions are due again.
     pub fn take_replays(&self) -> impl Future<Output = Result<Vec<Replay>, JournalError>> + 'static {
         self.request(Op::TakeReplays)
+    }
+
+    /// Applies pending discard requests: each letter is marked discarded and its
+    /// `DEAD_LETTER_DISCARDED` audit line is committed with the mark (audited like an
+    /// outcome line, so a crash cannot lose it).
+    pub fn take_discards(&self) -> impl Future<Output = Result<Vec<Discard>, JournalError>> + 'static {
+        self.request(Op::TakeDiscards)
     }
 
     /// Actions of `batches` without an outcome (claimed or not).

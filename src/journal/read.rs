@@ -7,8 +7,11 @@
 use crate::action::Identity;
 use crate::config::{Backend, Config};
 
-use super::view::{DeadLetterFilter, InstanceView};
-use super::{ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, JournalError, Page, Pruned};
+use super::view::{BatchActivity, DeadLetterCounts, DeadLetterFilter, InstanceView};
+use super::{
+    ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, HistoryEvent, JournalError, Page,
+    Pruned,
+};
 
 /// The longest page a list hands out.
 pub const MAX_PAGE: usize = 1000;
@@ -32,6 +35,30 @@ pub trait JournalRead: Send {
     /// One action with its body, history and latest dead letter.
     fn action(&self, identity: &Identity) -> Result<Option<ActionView>, JournalError>;
 
+    /// One action with its body and latest dead letter but an empty `history`: a long
+    /// history is read page by page with `action_history`.
+    fn action_head(&self, identity: &Identity) -> Result<Option<ActionView>, JournalError>;
+
+    /// A page of an action's history, oldest first (empty for an unknown action).
+    fn action_history(
+        &self,
+        identity: &Identity,
+        limit: usize,
+        after: Option<&Cursor>,
+    ) -> Result<Page<HistoryEvent>, JournalError>;
+
+    /// The audit lines the journal keeps for an action (its outcomes and dead-letter
+    /// discards, until pruning), oldest first, as written to the audit file.
+    fn audit_lines(&self, identity: &Identity) -> Result<Vec<String>, JournalError>;
+
+    /// The live numbers of every journaled batch, with the actions that reached their
+    /// outcome at or after `since_ms`: one aggregate read.
+    fn activity(&self, since_ms: i64) -> Result<Vec<BatchActivity>, JournalError>;
+
+    /// How many dead letters `filter` matches, and how many of them can be replayed or
+    /// discarded.
+    fn dead_letter_counts(&self, filter: &DeadLetterFilter) -> Result<DeadLetterCounts, JournalError>;
+
     /// A page of dead letters, oldest first.
     fn dead_letters(
         &self,
@@ -43,6 +70,16 @@ pub trait JournalRead: Send {
     /// Requests replays of the given dead letters (every one not yet replayed when
     /// `None`); returns the ids accepted. Unknown, replayed or pruned ids are refused.
     fn request_replay(&self, error_ids: Option<&[String]>) -> Result<Vec<String>, JournalError>;
+
+    /// Requests replays of the replayable dead letters `filter` matches, oldest first, at
+    /// most `cap` of them; returns the ids accepted.
+    fn request_replay_matching(&self, filter: &DeadLetterFilter, cap: usize) -> Result<Vec<String>, JournalError>;
+
+    /// Requests that the given dead letters be discarded: kept, marked, never delivered
+    /// again. Returns the ids accepted; delivered, discarded or unknown ids are refused.
+    /// The daemon carries the requests out within a second if it runs, at its next start
+    /// otherwise.
+    fn request_discard(&self, error_ids: &[String]) -> Result<Vec<String>, JournalError>;
 
     /// Prunes what resolved before `before_ms` (see `Journal::prune`); safe beside a
     /// running daemon, which never touches a resolved action.

@@ -135,6 +135,37 @@ pub struct DeadLetterFilter {
     pub error_code: Option<String>,
     /// Only this delivery word (`delivered`, `pending`, `stored`, `discarded`).
     pub delivery: Option<String>,
+    /// Only letters replayed (`Some(true)`) or not replayed (`Some(false)`).
+    pub replayed: Option<bool>,
+}
+
+/// How many dead letters a filter matches, and how many of those an operator can act on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DeadLetterCounts {
+    /// Letters matching the filter.
+    pub matching: u64,
+    /// Of those, letters a replay would start again (not replayed yet, action resolved
+    /// and not pruned).
+    pub replayable: u64,
+    /// Of those, letters a discard would stop (neither delivered nor discarded yet).
+    pub discardable: u64,
+}
+
+/// What the live overview shows of one batch: one aggregate over the journal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BatchActivity {
+    /// Batch name.
+    pub batch: String,
+    /// Journaled actions.
+    pub total: u64,
+    /// Actions per state word, in `StateWord::ALL` order.
+    pub states: [u64; 9],
+    /// Retries spent so far, by resolved and unresolved actions.
+    pub retries: u64,
+    /// Actions that reached their outcome since the time the read was given.
+    pub finished_since: u64,
+    /// Dead letters neither accepted by the webhook nor discarded.
+    pub undelivered: u64,
 }
 
 /// An opaque position in a list: the sort key of the last item shown.

@@ -8,7 +8,7 @@
 
 use std::sync::mpsc;
 
-use super::{ActionRow, BatchCounts, Claimed, Inserted, JournalError, Op, Pruned, Replay, Snapshot, Written};
+use super::{ActionRow, BatchCounts, Claimed, Discard, Inserted, JournalError, Op, Pruned, Replay, Snapshot, Written};
 use crate::health::{Blockers, JOURNAL};
 use crate::telemetry::events::JournalFailed;
 use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
@@ -35,6 +35,7 @@ pub(crate) enum Done {
     Written(Written),
     Row(Option<ActionRow>),
     Replays(Vec<Replay>),
+    Discards(Vec<Discard>),
     Count(u64),
     Counts(Vec<BatchCounts>),
     Pruned(Pruned),
@@ -156,6 +157,10 @@ fn answer(op: Op, result: Result<Done, JournalError>) {
         }),
         Op::ClaimLetters { reply, .. } => send(reply, result, |d| match d {
             Done::Letters(v) => Some(v),
+            _ => None,
+        }),
+        Op::TakeDiscards(reply) => send(reply, result, |d| match d {
+            Done::Discards(v) => Some(v),
             _ => None,
         }),
         Op::UndeliveredLetters(reply) | Op::Unresolved { reply, .. } => send(reply, result, |d| match d {

@@ -149,6 +149,7 @@ fn apply_one(tx: &mut Transaction<'_>, cluster: &Cluster, name: &str, op: &Op) -
             .get::<_, i64>(0) as u64,
         ),
         Op::TakeReplays(_) => Done::Replays(take_replays(tx, name)?),
+        Op::TakeDiscards(_) => Done::Discards(super::letters::apply_discards(tx, me)?),
         Op::Unresolved { batches, .. } => {
             let names: Vec<&str> = batches.iter().map(|b| b.as_ref()).collect();
             Done::Count(

@@ -14,6 +14,8 @@
 
 mod apply;
 mod heartbeat;
+mod letters;
+mod one;
 pub(crate) mod read;
 mod schema;
 mod write;

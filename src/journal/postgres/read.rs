@@ -3,14 +3,15 @@
 
 use std::cell::RefCell;
 
-use postgres::{Client, Row};
+use postgres::Client;
 
-use super::apply::{prune, read_row, ROW_COLUMNS};
-use super::Target;
+use super::apply::prune;
+use super::letters::{self, FilterParams, FILTER, REPLAYABLE};
+use super::{one, Target};
 use crate::action::Identity;
 use crate::journal::read::{JournalRead, MAX_PAGE};
 use crate::journal::record::{now_ms, StateWord};
-use crate::journal::view::{rfc3339_ms, DeadLetterFilter, InstanceView};
+use crate::journal::view::{rfc3339_ms, BatchActivity, DeadLetterCounts, DeadLetterFilter, InstanceView};
 use crate::journal::{
     ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, HistoryEvent, JournalError, Page,
     Pruned,
@@ -41,20 +42,6 @@ impl Reader {
 
     fn pg(&self) -> impl Fn(postgres::Error) -> JournalError + '_ {
         self.target.error()
-    }
-
-    fn letter(&self, r: &Row) -> Option<DeadLetterView> {
-        let body: String = r.get("body");
-        let (delivered, discarded): (bool, bool) = (r.get("delivered"), r.get("discarded"));
-        serde_json::from_str(&body).ok().map(|letter| DeadLetterView {
-            letter,
-            delivered,
-            delivery: DeadLetterView::delivery_word(delivered, discarded, self.has_webhook),
-            attempts: r.get::<_, i32>("attempts") as u32,
-            last_error: r.get("last_error"),
-            replayed: r.get("replayed"),
-            discarded,
-        })
     }
 }
 
@@ -164,55 +151,103 @@ impl JournalRead for Reader {
 
     fn action(&self, identity: &Identity) -> Result<Option<ActionView>, JournalError> {
         let mut client = self.client.borrow_mut();
-        let (batch, key) = (identity.batch.as_ref(), identity.key.as_ref());
-        let Some(found) = client
-            .query_opt(
-                &format!("SELECT {ROW_COLUMNS}, body FROM actions WHERE batch = $1 AND key = $2"),
-                &[&batch, &key],
-            )
-            .map_err(self.pg())?
-        else {
+        let Some((id, mut view)) = one::head(&mut client, identity, self.has_webhook).map_err(self.pg())? else {
             return Ok(None);
         };
-        let (id, row, body): (i64, _, Option<Vec<u8>>) = (found.get("id"), read_row(&found), found.get("body"));
-        let dead_letter = client
-            .query_opt(
-                "SELECT * FROM dead_letters WHERE batch = $1 AND key = $2 ORDER BY created_ms DESC LIMIT 1",
-                &[&batch, &key],
-            )
+        view.history = one::history(&mut client, id, 0, i64::MAX)
             .map_err(self.pg())?
-            .and_then(|r| self.letter(&r));
-        let history = client
-            .query(
-                "SELECT at_ms, state, attempt, action_id, http_status, error_code, detail, instance
-                 FROM history WHERE action = $1 ORDER BY id",
-                &[&id],
-            )
-            .map_err(self.pg())?
-            .iter()
-            .map(|r| HistoryEvent {
-                at: rfc3339_ms(r.get(0)),
-                state: r.get(1),
-                attempt: r.get::<_, i32>(2) as u32,
-                action_id: r.get(3),
-                http_status: r.get::<_, Option<i32>>(4).map(|s| s as u16),
-                error_code: r.get(5),
-                detail: r.get(6),
-                instance: r.get(7),
-            })
+            .into_iter()
+            .map(|(_, event)| event)
             .collect();
-        Ok(Some(ActionView {
-            batch: batch.to_owned(),
-            key: key.to_owned(),
-            state: row.state.as_str().to_owned(),
-            outcome: row.state.outcome().map(|o| o.as_str().to_owned()),
-            attempt: row.attempt,
-            retry_count: row.retry_count,
-            action_id: row.action_id.clone(),
-            body: body.and_then(|b| serde_json::from_slice(&b).ok()),
-            dead_letter,
-            history,
-        }))
+        Ok(Some(view))
+    }
+
+    fn action_head(&self, identity: &Identity) -> Result<Option<ActionView>, JournalError> {
+        let head = one::head(&mut self.client.borrow_mut(), identity, self.has_webhook).map_err(self.pg())?;
+        Ok(head.map(|(_, view)| view))
+    }
+
+    fn action_history(
+        &self,
+        identity: &Identity,
+        limit: usize,
+        after: Option<&Cursor>,
+    ) -> Result<Page<HistoryEvent>, JournalError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut client = self.client.borrow_mut();
+        let Some(id) = one::row_id(&mut client, identity).map_err(self.pg())? else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let after = after
+            .and_then(|Cursor(parts)| parts[0].parse::<i64>().ok())
+            .unwrap_or(0);
+        let mut events = one::history(&mut client, id, after, limit as i64 + 1).map_err(self.pg())?;
+        let next = (events.len() > limit).then(|| {
+            events.truncate(limit);
+            let (seq, _) = events.last().expect("a full page");
+            Cursor(vec![seq.to_string()]).encode()
+        });
+        Ok(Page {
+            items: events.into_iter().map(|(_, event)| event).collect(),
+            next,
+        })
+    }
+
+    fn audit_lines(&self, identity: &Identity) -> Result<Vec<String>, JournalError> {
+        one::audit_lines(&mut self.client.borrow_mut(), identity).map_err(self.pg())
+    }
+
+    fn activity(&self, since_ms: i64) -> Result<Vec<BatchActivity>, JournalError> {
+        // One scan of the actions, one of the unsent letters: no counters kept by
+        // triggers, which would make every member's commits queue on the same rows.
+        let mut client = self.client.borrow_mut();
+        let rows = client
+            .query(
+                "SELECT batch, state, count(*), coalesce(sum(retry_count), 0)::bigint,
+                        count(*) FILTER (WHERE resolved_ms >= $1)
+                 FROM actions GROUP BY batch, state ORDER BY batch",
+                &[&since_ms],
+            )
+            .map_err(self.pg())?;
+        let mut out: Vec<BatchActivity> = Vec::new();
+        for r in rows {
+            let (batch, state): (String, String) = (r.get(0), r.get(1));
+            if out.last().is_none_or(|b| b.batch != batch) {
+                out.push(BatchActivity {
+                    batch,
+                    ..BatchActivity::default()
+                });
+            }
+            let entry = out.last_mut().expect("just pushed");
+            let n = r.get::<_, i64>(2) as u64;
+            if let Some(i) = StateWord::parse(&state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
+                entry.states[i] += n;
+            }
+            entry.total += n;
+            entry.retries += r.get::<_, i64>(3) as u64;
+            entry.finished_since += r.get::<_, i64>(4) as u64;
+        }
+        let unsent = client
+            .query(
+                "SELECT batch, count(*) FROM dead_letters WHERE NOT delivered AND NOT discarded GROUP BY batch",
+                &[],
+            )
+            .map_err(self.pg())?;
+        for r in unsent {
+            let batch: String = r.get(0);
+            if let Some(entry) = out.iter_mut().find(|b| b.batch == batch) {
+                entry.undelivered = r.get::<_, i64>(1) as u64;
+            }
+        }
+        Ok(out)
+    }
+
+    fn dead_letter_counts(&self, filter: &DeadLetterFilter) -> Result<DeadLetterCounts, JournalError> {
+        let params = FilterParams::new(filter, self.has_webhook);
+        letters::counts(&mut *self.client.borrow_mut(), &params).map_err(self.pg())
     }
 
     fn dead_letters(
@@ -226,27 +261,18 @@ impl JournalRead for Reader {
             Some(Cursor(parts)) => (parts[0].parse::<i64>().ok(), Some(parts[1].as_str())),
             None => (None, None),
         };
-        let unsent = if self.has_webhook { "pending" } else { "stored" };
+        let params = FilterParams::new(filter, self.has_webhook);
+        let limit_plus = limit as i64 + 1;
         let rows = self
             .client
             .borrow_mut()
             .query(
-                "SELECT * FROM dead_letters
-                 WHERE ($1::text IS NULL OR batch = $1) AND ($2::text IS NULL OR error_code = $2)
-                   AND ($3::text IS NULL OR ($3 = 'delivered' AND delivered)
-                        OR ($3 = 'discarded' AND NOT delivered AND discarded)
-                        OR ($3 = $4 AND NOT delivered AND NOT discarded))
-                   AND ($5::bigint IS NULL OR (created_ms, error_id) > ($5, $6))
-                 ORDER BY created_ms, error_id LIMIT $7",
-                &[
-                    &set(&filter.batch),
-                    &set(&filter.error_code),
-                    &set(&filter.delivery),
-                    &unsent,
-                    &after_ms,
-                    &after_id,
-                    &(limit as i64 + 1),
-                ],
+                &format!(
+                    "SELECT * FROM dead_letters d
+                     WHERE {FILTER} AND ($6::bigint IS NULL OR (d.created_ms, d.error_id) > ($6, $7))
+                     ORDER BY d.created_ms, d.error_id LIMIT $8"
+                ),
+                &params.with(&[&after_ms, &after_id, &limit_plus]),
             )
             .map_err(self.pg())?;
         let more = rows.len() > limit;
@@ -256,38 +282,63 @@ impl JournalRead for Reader {
             }
             _ => None,
         };
-        let items = rows.iter().take(limit).filter_map(|r| self.letter(r)).collect();
+        let items = rows
+            .iter()
+            .take(limit)
+            .filter_map(|r| letters::view(r, self.has_webhook))
+            .collect();
         Ok(Page { items, next })
     }
 
     fn request_replay(&self, error_ids: Option<&[String]>) -> Result<Vec<String>, JournalError> {
-        let replayable = "SELECT d.error_id FROM dead_letters d JOIN actions a ON a.batch = d.batch AND a.key = d.key
-                          WHERE NOT d.replayed AND NOT a.open AND a.body IS NOT NULL";
+        let replayable = format!(
+            "SELECT d.error_id FROM dead_letters d JOIN actions a ON a.batch = d.batch AND a.key = d.key
+             WHERE {REPLAYABLE}"
+        );
         let mut client = self.client.borrow_mut();
+        // One transaction: a request of thousands of letters costs one commit.
+        let mut tx = client.transaction().map_err(self.pg())?;
         let candidates: Vec<String> = match error_ids {
             Some(ids) => ids.to_vec(),
-            None => client
+            None => tx
                 .query(&format!("{replayable} ORDER BY d.created_ms"), &[])
                 .map_err(self.pg())?
                 .iter()
                 .map(|r| r.get(0))
                 .collect(),
         };
-        let mut accepted = Vec::new();
+        let mut accepted: Vec<String> = Vec::new();
         for id in candidates {
-            let known = client
+            if accepted.contains(&id) {
+                continue;
+            }
+            let known = tx
                 .query_opt(&format!("{replayable} AND d.error_id = $1"), &[&id])
                 .map_err(self.pg())?;
             if known.is_some() {
-                client
-                    .execute(
-                        "INSERT INTO replay_requests (error_id, requested_ms) VALUES ($1, $2)",
-                        &[&id, &now_ms()],
-                    )
-                    .map_err(self.pg())?;
+                tx.execute(
+                    "INSERT INTO replay_requests (error_id, requested_ms) VALUES ($1, $2)",
+                    &[&id, &now_ms()],
+                )
+                .map_err(self.pg())?;
                 accepted.push(id);
             }
         }
+        tx.commit().map_err(self.pg())?;
+        Ok(accepted)
+    }
+
+    fn request_replay_matching(&self, filter: &DeadLetterFilter, cap: usize) -> Result<Vec<String>, JournalError> {
+        let params = FilterParams::new(filter, self.has_webhook);
+        let ids = letters::replayable(&mut *self.client.borrow_mut(), &params, cap).map_err(self.pg())?;
+        self.request_replay(Some(&ids))
+    }
+
+    fn request_discard(&self, error_ids: &[String]) -> Result<Vec<String>, JournalError> {
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(self.pg())?;
+        let accepted = letters::request_discard(&mut tx, error_ids).map_err(self.pg())?;
+        tx.commit().map_err(self.pg())?;
         Ok(accepted)
     }
 

@@ -8,7 +8,7 @@ use super::Target;
 use crate::journal::JournalError;
 
 /// The version this binary writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// The advisory lock key of migrations ("actionwarden" in ASCII, truncated to 8 bytes).
 const MIGRATION_LOCK: i64 = 0x6163_7469_6f6e_7761;
@@ -114,6 +114,22 @@ CREATE TABLE pauses (
 );
 ";
 
+/// Version 1 to 2: discard requests (the console and `dlq discard`), and the request
+/// tables looked up by letter.
+const FROM_V1: &str = "
+CREATE TABLE discard_requests (
+    id BIGSERIAL PRIMARY KEY,
+    error_id TEXT NOT NULL,
+    requested_ms BIGINT NOT NULL
+);
+CREATE INDEX discard_requests_letter ON discard_requests (error_id);
+CREATE INDEX replay_requests_letter ON replay_requests (error_id);
+";
+
+/// The steps from each version to the next, in order: step `i` leads from version
+/// `i + 1` to `i + 2`.
+const STEPS: [&str; 1] = [FROM_V1];
+
 /// Connects and brings the schema to `VERSION`; refuses a newer one.
 pub fn connect_and_migrate(target: &Target) -> Result<Client, JournalError> {
     let mut client = target.connect()?;
@@ -149,17 +165,30 @@ fn migrate(client: &mut Client, target: &Target) -> Result<(), JournalError> {
             found: version,
             known: VERSION,
         }),
-        Some(_) => Ok(()),
-        None => {
+        Some(version) if version == VERSION => Ok(()),
+        found => {
             let mut tx = client.transaction().map_err(&pg)?;
-            tx.batch_execute(TABLES).map_err(&pg)?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', $1)",
-                &[&VERSION],
-            )
-            .map_err(&pg)?;
+            let from = match found {
+                Some(version) => version,
+                None => {
+                    tx.batch_execute(TABLES).map_err(&pg)?;
+                    tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', 1)", &[])
+                        .map_err(&pg)?;
+                    1
+                }
+            };
+            for step in STEPS.iter().skip(usize::try_from(from - 1).unwrap_or(0)) {
+                tx.batch_execute(step).map_err(&pg)?;
+            }
+            tx.execute("UPDATE meta SET value = $1 WHERE key = 'schema_version'", &[&VERSION])
+                .map_err(&pg)?;
             tx.commit().map_err(&pg)?;
-            tracing::info!(database = %target.shown, schema = %schema, "Journal schema created.");
+            match found {
+                None => tracing::info!(database = %target.shown, schema = %schema, "Journal schema created."),
+                Some(from) => {
+                    tracing::info!(database = %target.shown, schema = %schema, from, to = VERSION, "Journal schema migrated.")
+                }
+            }
             Ok(())
         }
     }

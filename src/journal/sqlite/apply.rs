@@ -107,6 +107,7 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
                 .query_row([], |r| r.get::<_, i64>(0))? as u64,
         ),
         Op::TakeReplays(_) => Done::Replays(apply_replays(tx, instance)?),
+        Op::TakeDiscards(_) => Done::Discards(super::letters::apply_discards(tx)?),
         Op::Unresolved { batches, .. } => Done::Count(unresolved(tx, batches)?),
         Op::Counts { batches, .. } => Done::Counts(batches.iter().map(|b| counts(tx, b)).collect::<Result<_, _>>()?),
         Op::Prune { before_ms, from, .. } => Done::Pruned(prune(tx, *before_ms, *from)?),

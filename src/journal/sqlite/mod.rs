@@ -1,8 +1,13 @@
 //! The SQLite journal: opening (lock, schema, migration from older versions), what the
 //! singletons need at start, and the writer thread. The operations live in `apply.rs`,
-//! the reads of `status`, `show` and the admin API in `read.rs`.
+//! the reads of `status`, `show`, the admin API and the console in `read.rs` (one action's
+//! in `one.rs`, the overview's in `activity.rs`), dead-letter filters and requests in
+//! `letters.rs`.
 
+mod activity;
 mod apply;
+mod letters;
+mod one;
 pub(crate) mod read;
 mod schema;
 

@@ -1,16 +1,17 @@
 //! The SQLite reader: its own connection (WAL lets it read while a daemon writes), every
 //! answer a page or an aggregate.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::apply::{read_row, ROW_COLUMNS};
+use super::letters::{self, filter_params, FILTER};
+use super::one;
 use crate::action::Identity;
 use crate::journal::read::{JournalRead, MAX_PAGE};
 use crate::journal::record::{now_ms, StateWord};
-use crate::journal::view::{rfc3339_ms, DeadLetterFilter, InstanceView};
+use crate::journal::view::{rfc3339_ms, BatchActivity, DeadLetterCounts, DeadLetterFilter, InstanceView};
 use crate::journal::{
     ActionFilter, ActionSummary, ActionView, BatchCounts, Cursor, DeadLetterView, HistoryEvent, JournalError, Page,
     Pruned,
@@ -63,51 +64,6 @@ impl Reader {
     fn sql(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
         JournalError::sqlite(&self.path)
     }
-
-    fn letter(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<DeadLetterView>> {
-        let body: String = r.get("body")?;
-        let (delivered, discarded): (bool, bool) = (r.get("delivered")?, r.get("discarded")?);
-        Ok(serde_json::from_str(&body).ok().map(|letter| DeadLetterView {
-            letter,
-            delivered,
-            delivery: DeadLetterView::delivery_word(delivered, discarded, self.has_webhook),
-            attempts: r.get("attempts").unwrap_or(0),
-            last_error: r.get("last_error").unwrap_or(None),
-            replayed: r.get("replayed").unwrap_or(false),
-            discarded,
-        }))
-    }
-
-    fn history(&self, id: i64) -> rusqlite::Result<Vec<HistoryEvent>> {
-        self.conn
-            .prepare_cached(
-                "SELECT at_ms, state, attempt, action_id, http_status, error_code, detail, instance
-                 FROM history WHERE action = ?1 ORDER BY seq",
-            )?
-            .query_map(params![id], |r| {
-                Ok(HistoryEvent {
-                    at: rfc3339_ms(r.get(0)?),
-                    state: r.get(1)?,
-                    attempt: r.get(2)?,
-                    action_id: r.get(3)?,
-                    http_status: r.get(4)?,
-                    error_code: r.get(5)?,
-                    detail: r.get(6)?,
-                    instance: r.get(7)?,
-                })
-            })?
-            .collect()
-    }
-}
-
-/// The first two columns of `row` as text, borrowed from the row.
-fn text_pair<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<(&'r str, &'r str)> {
-    let text = |i: usize| {
-        row.get_ref(i)?
-            .as_str()
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
-    };
-    Ok((text(0)?, text(1)?))
 }
 
 /// `Some(text)` for a filter that is set and not blank.
@@ -117,40 +73,30 @@ fn set(text: &Option<String>) -> Option<&str> {
 
 impl JournalRead for Reader {
     fn status(&self) -> Result<Vec<BatchCounts>, JournalError> {
-        // One pass over the table in storage order, counted here. `GROUP BY batch, state`
-        // costs several times more: SQLite walks the identity index, looks every row up
-        // in the table and sorts them all. Memory: one entry per batch.
         let mut stmt = self
             .conn
-            .prepare("SELECT batch, state FROM actions NOT INDEXED")
+            .prepare("SELECT batch, state, actions FROM batch_states WHERE actions != 0 ORDER BY batch")
             .map_err(self.sql())?;
-        let mut rows = stmt.query([]).map_err(self.sql())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(self.sql())?;
         let mut out: Vec<BatchCounts> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        // Rows of a batch mostly sit together (loaded in chunks): the last batch first.
-        let mut last = usize::MAX;
-        while let Some(row) = rows.next().map_err(self.sql())? {
-            let (batch, state) = text_pair(row).map_err(self.sql())?;
-            if out.get(last).is_none_or(|c| c.batch != batch) {
-                last = match index.get(batch) {
-                    Some(&i) => i,
-                    None => {
-                        index.insert(batch.to_owned(), out.len());
-                        out.push(BatchCounts {
-                            batch: batch.to_owned(),
-                            ..BatchCounts::default()
-                        });
-                        out.len() - 1
-                    }
-                };
+        for row in rows {
+            let (batch, state, n) = row.map_err(self.sql())?;
+            if out.last().is_none_or(|c| c.batch != batch) {
+                out.push(BatchCounts {
+                    batch,
+                    ..BatchCounts::default()
+                });
             }
-            let counts = &mut out[last];
-            if let Some(i) = StateWord::parse(state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
-                counts.states[i] += 1;
+            let counts = out.last_mut().expect("just pushed");
+            if let Some(i) = StateWord::parse(&state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
+                counts.states[i] += n as u64;
             }
-            counts.total += 1;
+            counts.total += n as u64;
         }
-        out.sort_by(|a, b| a.batch.cmp(&b.batch));
         Ok(out)
     }
 
@@ -171,8 +117,14 @@ impl JournalRead for Reader {
         after: Option<&Cursor>,
     ) -> Result<Page<ActionSummary>, JournalError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let prefix = set(&filter.key_prefix);
-        let upper = prefix.map(|p| format!("{p}{MAX_CHAR}"));
+        // The key range is always bound (everything when no prefix: any text is >= ''
+        // and < any blob), so the index on (batch, key) serves it; batches come from
+        // `batch_states`, only those with actions in the state asked for, so a state no
+        // action is in costs nothing.
+        let (lower, upper): (Value, Value) = match set(&filter.key_prefix) {
+            Some(p) => (Value::Text(p.to_owned()), Value::Text(format!("{p}{MAX_CHAR}"))),
+            None => (Value::Text(String::new()), Value::Blob(Vec::new())),
+        };
         let (after_batch, after_key) = match after {
             Some(Cursor(parts)) => (Some(parts[0].as_str()), Some(parts[1].as_str())),
             None => (None, None),
@@ -181,8 +133,10 @@ impl JournalRead for Reader {
             .conn
             .prepare_cached(
                 "SELECT batch, key, state, attempt, retry_count, action_id, updated_ms FROM actions
-                 WHERE (?1 IS NULL OR batch = ?1) AND (?2 IS NULL OR state = ?2)
-                   AND (?3 IS NULL OR (key >= ?3 AND key < ?4))
+                 WHERE batch IN (SELECT batch FROM batch_states WHERE actions != 0
+                                   AND (?1 IS NULL OR batch = ?1) AND (?2 IS NULL OR state = ?2))
+                   AND (?2 IS NULL OR state = ?2)
+                   AND key >= ?3 AND key < ?4
                    AND (?5 IS NULL OR (batch, key) > (?5, ?6))
                  ORDER BY batch, key LIMIT ?7",
             )
@@ -192,7 +146,7 @@ impl JournalRead for Reader {
                 params![
                     set(&filter.batch),
                     filter.state.map(StateWord::as_str),
-                    prefix,
+                    lower,
                     upper,
                     after_batch,
                     after_key,
@@ -227,44 +181,60 @@ impl JournalRead for Reader {
     }
 
     fn action(&self, identity: &Identity) -> Result<Option<ActionView>, JournalError> {
-        let found = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {ROW_COLUMNS}, body FROM actions WHERE batch = ?1 AND key = ?2"
-            ))
+        let Some((id, mut view)) = one::head(&self.conn, identity, self.has_webhook).map_err(self.sql())? else {
+            return Ok(None);
+        };
+        view.history = one::history(&self.conn, id, 0, i64::MAX)
             .map_err(self.sql())?
-            .query_row(params![identity.batch.as_ref(), identity.key.as_ref()], |r| {
-                Ok((
-                    r.get::<_, i64>("id")?,
-                    read_row(r)?,
-                    r.get::<_, Option<Vec<u8>>>("body")?,
-                ))
-            })
-            .optional()
-            .map_err(self.sql())?;
-        let Some((id, row, body)) = found else { return Ok(None) };
-        let dead_letter = self
-            .conn
-            .prepare_cached("SELECT * FROM dead_letters WHERE batch = ?1 AND key = ?2 ORDER BY created_ms DESC LIMIT 1")
-            .map_err(self.sql())?
-            .query_row(params![identity.batch.as_ref(), identity.key.as_ref()], |r| {
-                self.letter(r)
-            })
-            .optional()
-            .map_err(self.sql())?
-            .flatten();
-        Ok(Some(ActionView {
-            batch: identity.batch.to_string(),
-            key: identity.key.to_string(),
-            state: row.state.as_str().to_owned(),
-            outcome: row.state.outcome().map(|o| o.as_str().to_owned()),
-            attempt: row.attempt,
-            retry_count: row.retry_count,
-            action_id: row.action_id.clone(),
-            body: body.and_then(|b| serde_json::from_slice(&b).ok()),
-            dead_letter,
-            history: self.history(id).map_err(self.sql())?,
-        }))
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect();
+        Ok(Some(view))
+    }
+
+    fn action_head(&self, identity: &Identity) -> Result<Option<ActionView>, JournalError> {
+        let head = one::head(&self.conn, identity, self.has_webhook).map_err(self.sql())?;
+        Ok(head.map(|(_, view)| view))
+    }
+
+    fn action_history(
+        &self,
+        identity: &Identity,
+        limit: usize,
+        after: Option<&Cursor>,
+    ) -> Result<Page<HistoryEvent>, JournalError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let Some(id) = one::row_id(&self.conn, identity).map_err(self.sql())? else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let after = after
+            .and_then(|Cursor(parts)| parts[0].parse::<i64>().ok())
+            .unwrap_or(0);
+        let mut events = one::history(&self.conn, id, after, limit as i64 + 1).map_err(self.sql())?;
+        let next = (events.len() > limit).then(|| {
+            events.truncate(limit);
+            let (seq, _) = events.last().expect("a full page");
+            Cursor(vec![seq.to_string()]).encode()
+        });
+        Ok(Page {
+            items: events.into_iter().map(|(_, event)| event).collect(),
+            next,
+        })
+    }
+
+    fn audit_lines(&self, identity: &Identity) -> Result<Vec<String>, JournalError> {
+        one::audit_lines(&self.conn, identity).map_err(self.sql())
+    }
+
+    fn activity(&self, since_ms: i64) -> Result<Vec<BatchActivity>, JournalError> {
+        super::activity::activity(&self.conn, since_ms).map_err(self.sql())
+    }
+
+    fn dead_letter_counts(&self, filter: &DeadLetterFilter) -> Result<DeadLetterCounts, JournalError> {
+        letters::counts(&self.conn, filter_params(filter, self.has_webhook)).map_err(self.sql())
     }
 
     fn dead_letters(
@@ -278,32 +248,27 @@ impl JournalRead for Reader {
             Some(Cursor(parts)) => (parts[0].parse::<i64>().ok(), Some(parts[1].as_str())),
             None => (None, None),
         };
-        let delivery = set(&filter.delivery);
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT * FROM dead_letters
-                 WHERE (?1 IS NULL OR batch = ?1) AND (?2 IS NULL OR error_code = ?2)
-                   AND (?3 IS NULL OR (?3 = 'delivered' AND delivered = 1)
-                        OR (?3 = 'discarded' AND delivered = 0 AND discarded = 1)
-                        OR (?3 = ?4 AND delivered = 0 AND discarded = 0))
-                   AND (?5 IS NULL OR (created_ms, error_id) > (?5, ?6))
-                 ORDER BY created_ms, error_id LIMIT ?7",
-            )
+            .prepare_cached(&format!(
+                "SELECT * FROM dead_letters d WHERE {FILTER} AND (?6 IS NULL OR (d.created_ms, d.error_id) > (?6, ?7))
+                 ORDER BY d.created_ms, d.error_id LIMIT ?8"
+            ))
             .map_err(self.sql())?;
-        let unsent = if self.has_webhook { "pending" } else { "stored" };
+        let (batch, code, delivery, unsent, replayed) = filter_params(filter, self.has_webhook);
         let rows = stmt
             .query_map(
                 params![
-                    set(&filter.batch),
-                    set(&filter.error_code),
+                    batch,
+                    code,
                     delivery,
                     unsent,
+                    replayed,
                     after_ms,
                     after_id,
                     limit as i64 + 1
                 ],
-                |r| Ok((r.get::<_, i64>("created_ms")?, self.letter(r)?)),
+                |r| Ok((r.get::<_, i64>("created_ms")?, letters::view(r, self.has_webhook)?)),
             )
             .map_err(self.sql())?
             .collect::<Result<Vec<_>, _>>()
@@ -334,24 +299,34 @@ impl JournalRead for Reader {
                 .collect::<Result<Vec<String>, _>>()
                 .map_err(self.sql())?,
         };
+        // One transaction: a request of thousands of letters costs one commit.
+        let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
         let mut accepted = Vec::new();
         for id in candidates {
-            let known: Option<String> = self
-                .conn
+            let known: Option<String> = tx
                 .query_row(&format!("{replayable} AND d.error_id = ?1"), params![id], |r| r.get(0))
                 .optional()
                 .map_err(self.sql())?;
             if known.is_some() {
-                self.conn
-                    .execute(
-                        "INSERT INTO replay_requests (error_id, requested_ms) VALUES (?1, ?2)",
-                        params![id, now_ms()],
-                    )
-                    .map_err(self.sql())?;
+                tx.execute(
+                    "INSERT INTO replay_requests (error_id, requested_ms) VALUES (?1, ?2)",
+                    params![id, now_ms()],
+                )
+                .map_err(self.sql())?;
                 accepted.push(id);
             }
         }
+        tx.commit().map_err(self.sql())?;
         Ok(accepted)
+    }
+
+    fn request_replay_matching(&self, filter: &DeadLetterFilter, cap: usize) -> Result<Vec<String>, JournalError> {
+        let ids = letters::replayable(&self.conn, filter_params(filter, self.has_webhook), cap).map_err(self.sql())?;
+        self.request_replay(Some(&ids))
+    }
+
+    fn request_discard(&self, error_ids: &[String]) -> Result<Vec<String>, JournalError> {
+        letters::request_discard(&self.conn, error_ids).map_err(self.sql())
     }
 
     fn prune(&self, before_ms: i64) -> Result<Pruned, JournalError> {

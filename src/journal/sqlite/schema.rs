@@ -3,7 +3,11 @@
 //! Version 1 (the first releases) kept one row per action keyed by identity and held
 //! the configured actions in memory; version 2 makes the journal the work queue: rows
 //! carry their body, an owner and a fencing token, every transition is kept in
-//! `history`, and `sources` remembers which action files were loaded.
+//! `history`, and `sources` remembers which action files were loaded. Version 3 adds
+//! what the console needs: `discard_requests` (dead letters an operator gave up, carried
+//! out by the daemon like replay requests), the request tables indexed by letter, and
+//! aggregates that cost the same on a journal of any size: `batch_states` (actions and
+//! retries per batch and state, kept by triggers) and an index of outcomes by time.
 
 use std::path::Path;
 
@@ -12,7 +16,7 @@ use rusqlite::Connection;
 use crate::journal::JournalError;
 
 /// The version this binary writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 const TABLES: &str = "
 CREATE TABLE actions (
@@ -114,6 +118,14 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
     if version == VERSION {
         return Ok(());
     }
+    if version == 2 {
+        let tx = conn.transaction().map_err(&sql)?;
+        tx.execute_batch(FROM_V2).map_err(&sql)?;
+        tx.pragma_update(None, "user_version", VERSION).map_err(&sql)?;
+        tx.commit().map_err(&sql)?;
+        tracing::info!(journal = %path.display(), "Journal migrated to version 3 (console aggregates).");
+        return Ok(());
+    }
     let has_v1: bool = conn
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'actions'",
@@ -137,7 +149,10 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
     tx.execute_batch(TABLES).map_err(&sql)?;
     if has_v1 {
         tx.execute_batch(FROM_V1).map_err(&sql)?;
-        tracing::info!(journal = %path.display(), "Journal migrated to version 2 (the journal is now the work queue).");
+    }
+    tx.execute_batch(FROM_V2).map_err(&sql)?;
+    if has_v1 {
+        tracing::info!(journal = %path.display(), "Journal migrated to version 3 (the journal is now the work queue).");
     }
     tx.pragma_update(None, "user_version", VERSION).map_err(&sql)?;
     tx.commit().map_err(&sql)?;
@@ -170,4 +185,44 @@ FROM dead_letters_v1;
 DROP TABLE actions_v1;
 DROP TABLE outcomes_v1;
 DROP TABLE dead_letters_v1;
+";
+
+/// Version 2 into version 3 (also the last step of a new journal): discard requests,
+/// request tables indexed by letter, the per-batch, per-state counts and the triggers
+/// that keep them (filled once from the actions already journaled), outcomes indexed by
+/// batch and time for the rate of the last minute, and the unsent dead letters by batch.
+const FROM_V2: &str = "
+CREATE TABLE discard_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    error_id TEXT NOT NULL,
+    requested_ms INTEGER NOT NULL
+);
+CREATE INDEX discard_requests_letter ON discard_requests (error_id);
+CREATE INDEX replay_requests_letter ON replay_requests (error_id);
+CREATE TABLE batch_states (
+    batch TEXT NOT NULL,
+    state TEXT NOT NULL,
+    actions INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    PRIMARY KEY (batch, state)
+) WITHOUT ROWID;
+INSERT INTO batch_states (batch, state, actions, retries)
+SELECT batch, state, COUNT(*), SUM(retry_count) FROM actions GROUP BY batch, state;
+CREATE TRIGGER batch_states_insert AFTER INSERT ON actions BEGIN
+    INSERT INTO batch_states (batch, state, actions, retries) VALUES (NEW.batch, NEW.state, 1, NEW.retry_count)
+    ON CONFLICT (batch, state) DO UPDATE SET actions = actions + 1, retries = retries + excluded.retries;
+END;
+CREATE TRIGGER batch_states_update AFTER UPDATE OF state, retry_count ON actions
+WHEN OLD.state IS NOT NEW.state OR OLD.retry_count IS NOT NEW.retry_count BEGIN
+    UPDATE batch_states SET actions = actions - 1, retries = retries - OLD.retry_count
+    WHERE batch = OLD.batch AND state = OLD.state;
+    INSERT INTO batch_states (batch, state, actions, retries) VALUES (NEW.batch, NEW.state, 1, NEW.retry_count)
+    ON CONFLICT (batch, state) DO UPDATE SET actions = actions + 1, retries = retries + excluded.retries;
+END;
+CREATE TRIGGER batch_states_delete AFTER DELETE ON actions BEGIN
+    UPDATE batch_states SET actions = actions - 1, retries = retries - OLD.retry_count
+    WHERE batch = OLD.batch AND state = OLD.state;
+END;
+CREATE INDEX actions_resolved ON actions (batch, resolved_ms) WHERE resolved_ms IS NOT NULL;
+CREATE INDEX dead_letters_unsent ON dead_letters (batch) WHERE delivered = 0 AND discarded = 0;
 ";
