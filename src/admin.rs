@@ -24,7 +24,7 @@ use crate::actors::token::TokenHealth;
 use crate::config::{Config, Secret};
 use crate::health::{Blockers, Liveness};
 use crate::journal::view::DeadLetterFilter;
-use crate::journal::{open_reader, ActionFilter, Cluster, Cursor, JournalError, JournalRead, StateWord};
+use crate::journal::{ActionFilter, Cluster, Cursor, JournalError, JournalRead, ReaderPool, StateWord};
 
 /// What `/readyz` looks at.
 pub struct Readiness {
@@ -47,7 +47,7 @@ const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Shared by the handlers.
 struct AdminState {
     metrics: PrometheusHandle,
-    config: Arc<Config>,
+    readers: Arc<ReaderPool>,
     readiness: Arc<Readiness>,
     token: Option<Secret>,
 }
@@ -60,10 +60,16 @@ pub fn start(
     readiness: Arc<Readiness>,
     token: Option<Secret>,
 ) -> std::io::Result<(ServerHandle, std::net::SocketAddr)> {
-    let console = web::Data::new(crate::console::Console::new(config.clone(), token.clone(), listen));
+    let readers = ReaderPool::new(config.clone());
+    let console = web::Data::new(crate::console::Console::new(
+        config.clone(),
+        readers.clone(),
+        token.clone(),
+        listen,
+    ));
     let state = web::Data::new(AdminState {
         metrics,
-        config,
+        readers,
         readiness,
         token,
     });
@@ -134,8 +140,8 @@ async fn with_journal<T: Send + 'static>(
     state: &AdminState,
     read: impl FnOnce(&dyn JournalRead) -> Result<T, JournalError> + Send + 'static,
 ) -> Result<T, HttpResponse> {
-    let config = state.config.clone();
-    match web::block(move || open_reader(&config).and_then(|r| read(r.as_ref()))).await {
+    let readers = state.readers.clone();
+    match web::block(move || readers.read(read)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()}))),
         Err(e) => Err(HttpResponse::InternalServerError().json(json!({"error": e.to_string()}))),

@@ -37,9 +37,10 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// The simulator cannot start (exit 3).
-    #[error("cannot start the simulator: {0}")]
-    Simulator(std::io::Error),
+    /// The simulator cannot start: a secret it names is missing (exit 1) or its address
+    /// cannot be bound (exit 3).
+    #[error(transparent)]
+    Simulator(#[from] crate::simulator::StartError),
     /// The admin server cannot listen (exit 3).
     #[error("cannot serve the admin API on {addr}: {source}")]
     Admin {
@@ -87,7 +88,8 @@ impl Error {
             | Error::Argument { .. }
             | Error::Network(_)
             | Error::Output(_) => exit::USAGE,
-            Error::Journal(e) if e.is_missing() => exit::USAGE,
+            Error::Journal(e) if e.is_missing() || e.is_misconfigured() => exit::USAGE,
+            Error::Simulator(crate::simulator::StartError::Secret { .. }) => exit::USAGE,
             Error::Journal(_) | Error::Audit { .. } | Error::Simulator(_) | Error::Admin { .. } | Error::Signals(_) => {
                 exit::CANNOT_RUN
             }

@@ -320,6 +320,57 @@ fn an_unreachable_database_stops_the_start_naming_the_host_never_the_password() 
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
+/// `journal prune` removes the rows of members gone since before the cutoff that hold
+/// nothing; a live member's row and its actions stay, and the batch stays resolved.
+#[test]
+fn pruning_removes_departed_members_but_not_live_ones() {
+    let Some(schema) = Schema::fresh("prune_instances") else {
+        return;
+    };
+    let h = Harness::new(&["--profile", "clean"]);
+    let a = member(
+        &h,
+        &schema,
+        ("a", LONG_LEASE),
+        &[],
+        &(batch("b", "") + &action("k1", "") + &action("k2", "")),
+    );
+    assert_eq!(h.run_once(&a.config).status.code(), Some(0));
+    let mut client = schema.client();
+    client
+        .batch_execute(
+            "INSERT INTO instances (id, name, host, pid, started_at, heartbeat_at, stopped_at)
+               VALUES ('gone', 'gone', 'h', 1, now() - interval '9 days', now() - interval '8 days', NULL),
+                      ('alive', 'alive', 'h', 2, now() - interval '9 days', now() + interval '1 hour', NULL)",
+        )
+        .unwrap();
+    let members = "SELECT count(*) FROM instances";
+    assert_eq!(count(&schema, members, &[]), 3);
+
+    let output = run_to_end(
+        &mut daemon_cmd(&["journal", "prune", "--older-than", "1d"], &a.config),
+        Duration::from_secs(30),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("1 departed cluster members"), "{printed}");
+    let left: Vec<String> = client
+        .query("SELECT name FROM instances ORDER BY name", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        left,
+        ["a", "alive"],
+        "the member stopped a moment ago is within the day"
+    );
+
+    let output = h.run_once(&a.config);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_eq!(h.sim.stats()["submits"], 2, "nothing resubmitted after pruning");
+}
+
 #[test]
 fn a_schema_newer_than_the_binary_is_refused() {
     let Some(schema) = Schema::fresh("newer_schema") else {
@@ -346,6 +397,75 @@ fn a_schema_newer_than_the_binary_is_refused() {
         "{}",
         show(&output)
     );
+}
+
+#[test]
+fn admin_and_console_readers_stay_within_the_pool_size() {
+    let Some(schema) = Schema::fresh("reader_pool") else {
+        return;
+    };
+    let h = Harness::new(&["--profile", "clean"]);
+    let app = format!("aw_pool_{}", std::process::id());
+    let separator = if common::pg::database_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!("{}{separator}application_name={app}", common::pg::database_url());
+    let journal = schema.journal_table().replace("pool_size = 4", "pool_size = 3");
+    let overrides = [("journal", journal.as_str()), ("admin", "listen = \"127.0.0.1:0\"")];
+    let mut batches = batch("b", "");
+    for i in 0..50 {
+        batches.push_str(&action(&format!("k{i}"), ""));
+    }
+    let config = h.write_config(&overrides, &batches);
+    let mut daemon = h.spawn_with(&["run"], &config, &[(common::pg::DB_URL_ENV, &url)]);
+    let admin = daemon.admin_url();
+    let connections = || -> i64 {
+        schema
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // Sixteen clients at once on the API and the console: one reader serves them all
+    // (writer + heartbeat + 1 reader = pool_size 3), every request answered.
+    let most = std::sync::atomic::AtomicI64::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..16)
+            .map(|i| {
+                let admin = admin.clone();
+                scope.spawn(move || {
+                    for round in 0..5 {
+                        let path = if (i + round) % 2 == 0 {
+                            "/v1/actions?limit=10"
+                        } else {
+                            "/ui/"
+                        };
+                        let status = ureq::get(&format!("{admin}{path}"))
+                            .call()
+                            .map(|r| r.status().as_u16())
+                            .unwrap_or_else(|e| panic!("{path}: {e}"));
+                        assert_eq!(status, 200, "{path}");
+                    }
+                })
+            })
+            .collect();
+        while workers.iter().any(|w| !w.is_finished()) {
+            most.fetch_max(connections(), std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let most = most.into_inner();
+    assert!(
+        most >= 2,
+        "the daemon's sessions carry the URL's application name ({most})"
+    );
+    assert!(most <= 3, "{most} connections with pool_size = 3");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(30)), Some(0), "{}", daemon.log_text());
 }
 
 #[test]

@@ -511,3 +511,38 @@ fn chaos_probabilities_outside_zero_to_one_are_refused_at_their_lines() {
     );
     assert!(err.contains("poller"), "{err}");
 }
+
+/// An environment variable the configuration names but nobody set is a configuration
+/// error (exit 1) that names the key and the variable, not a failure to run (exit 3).
+#[test]
+fn an_unset_journal_url_or_simulator_secret_variable_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[journal]\nbackend = \"postgres\"\nurl_env = \"AW_TEST_UNSET_URL\"\n",
+            "AW_TEST_UNSET_URL",
+        ),
+        (
+            "[simulator]\nclient_secret_env = \"AW_TEST_UNSET_SECRET\"\n",
+            "simulator.client_secret_env",
+        ),
+    ];
+    for (table, named) in cases {
+        let path = dir.path().join("config.toml");
+        let text = format!(
+            "[cxone]\nbase_url = \"simulator\"\n\n[admin]\nlisten = \"\"\n\n[audit]\npath = \"{}/audit.jsonl\"\n\n{table}\n{BATCH}",
+            dir.path().display()
+        );
+        std::fs::write(&path, text).unwrap();
+        let output = run_to_end(
+            daemon_cmd(&["run", "--once"], &path)
+                .current_dir(dir.path())
+                .env_remove("AW_TEST_UNSET_URL")
+                .env_remove("AW_TEST_UNSET_SECRET"),
+            Duration::from_secs(20),
+        );
+        assert_eq!(output.status.code(), Some(1), "{table}: {}", show(&output));
+        let err = stderr(&output);
+        assert!(err.contains(named) && err.contains("not set"), "{table}: {err}");
+    }
+}

@@ -92,9 +92,14 @@ pub enum TokenHealth {
 }
 
 /// Ask for a bearer token. Resolves when one is available.
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "Result<Secret, MailboxError>")]
-pub struct GetToken;
+pub struct GetToken {
+    /// The caller's last token was just refused (401): a token inside its refresh skew
+    /// will not do (it is the one about to expire, and a second 401 would dead-letter
+    /// the action), so the caller waits for the refresh instead.
+    pub after_refusal: bool,
+}
 
 /// The upstream answered 401 to `token`: drop it if it is still the current one.
 #[derive(Message)]
@@ -343,25 +348,31 @@ impl Supervise for TokenActor {
 impl Handler<GetToken> for TokenActor {
     type Result = Reply<ResponseFuture<Result<Secret, MailboxError>>>;
 
-    fn handle(&mut self, _: GetToken, ctx: &mut Context<Self>) -> Self::Result {
-        singleton::handle(self, ctx, |act, ctx| act.get_token(ctx))
+    fn handle(&mut self, msg: GetToken, ctx: &mut Context<Self>) -> Self::Result {
+        singleton::handle(self, ctx, |act, ctx| act.get_token(msg.after_refusal, ctx))
     }
 }
 
 impl TokenActor {
-    fn get_token(&mut self, ctx: &mut Context<Self>) -> ResponseFuture<Result<Secret, MailboxError>> {
+    fn get_token(
+        &mut self,
+        after_refusal: bool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Secret, MailboxError>> {
         let now = Instant::now();
         let current = self.cache.0.borrow().clone();
         if let Some((token, expires_at, refresh_at)) = current {
             if now < refresh_at {
                 return Box::pin(async move { Ok(token) });
             }
-            if now < expires_at {
+            if now < expires_at && !after_refusal {
                 // Inside the skew: serve the old token, refresh in the background.
                 self.fetch(ctx);
                 return Box::pin(async move { Ok(token) });
             }
-            *self.cache.0.borrow_mut() = None;
+            if now >= expires_at {
+                *self.cache.0.borrow_mut() = None;
+            }
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.push(tx);
@@ -395,5 +406,70 @@ impl Handler<InvalidateToken> for TokenActor {
                 *act.cache.0.borrow_mut() = None;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Singleton};
+    use crate::cxone::rate_limit::Gate;
+    use crate::simulator::{self, SimulatorSettings, DEFAULT_CLIENT_SECRET};
+
+    /// Waits until `condition` holds, failing the test after `limit`.
+    async fn wait_until(limit: Duration, what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Inside the refresh skew the old token is still served while the refresh runs;
+    /// a caller whose request that token just failed with 401 is not handed it again
+    /// (a second 401 would dead-letter its action): it waits for the refreshed one.
+    #[actix_rt::test]
+    async fn a_caller_refused_inside_the_skew_waits_for_the_refreshed_token() {
+        let settings = SimulatorSettings {
+            token_ttl: Duration::from_secs(2),
+            token_latency: Duration::from_millis(300),
+            ..SimulatorSettings::default()
+        };
+        let sim = simulator::start("127.0.0.1:0", settings).await.expect("simulator");
+        let config = Config::default();
+        let egress = crate::net::Egresses::from_config(&config).expect("egress").cxone;
+        let gate = Rc::new(Gate::new(Duration::from_secs(1), 0));
+        let client = Rc::new(CxoneClient::new(&config.cxone, &sim.base_url(), gate, &egress));
+        let source = TokenSource {
+            client,
+            client_id: simulator::DEFAULT_CLIENT_ID.into(),
+            secret: SecretSource::Fixed(Secret::new(DEFAULT_CLIENT_SECRET)),
+            // Refreshed at half its life: a 1 s window inside the skew.
+            skew: Duration::from_secs(2),
+        };
+        let life = Life::new(
+            Singleton::Token,
+            &config.chaos,
+            0,
+            &config.supervisor,
+            crate::health::Blockers::default(),
+        );
+        let cache = TokenCache::default();
+        let (health, _) = watch::channel(TokenHealth::Missing);
+        let actor_cache = cache.clone();
+        let token = Supervisor::start(move |_| TokenActor::new(source, health, actor_cache, life));
+
+        let ask = |after_refusal| token.send(GetToken { after_refusal });
+        let first = ask(false).await.expect("mailbox").expect("token");
+        wait_until(Duration::from_secs(3), "the refresh skew", || cache.fresh().is_none()).await;
+        let served = ask(false).await.expect("mailbox").expect("token");
+        assert_eq!(
+            served, first,
+            "inside the skew the old token is served while it refreshes"
+        );
+        let renewed = ask(true).await.expect("mailbox").expect("token");
+        assert_ne!(renewed, first, "after a 401 only the refreshed token will do");
+        assert_eq!(cache.fresh(), Some(renewed));
+        sim.handle.stop(true).await;
     }
 }

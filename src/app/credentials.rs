@@ -34,9 +34,7 @@ pub async fn resolve(cfg: &Config, given: Option<RunningSimulator>) -> Result<Cr
     let (base_url, client_id, secret, simulator) = if cfg.cxone.uses_simulator() {
         let running = match given {
             Some(running) => running,
-            None => simulator::start("127.0.0.1:0", cfg.simulator.clone())
-                .await
-                .map_err(Error::Simulator)?,
+            None => simulator::start("127.0.0.1:0", cfg.simulator.clone()).await?,
         };
         let url = running.base_url();
         tracing::info!(url = %url, profile = ?cfg.simulator.profile, "Embedded simulator listening.");

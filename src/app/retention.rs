@@ -32,12 +32,13 @@ async fn prune(journal: &Journal, keep: Duration) {
     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
     let before_ms = now_ms().saturating_sub(keep_ms);
     match journal.prune(before_ms).await {
-        Ok(p) if p.actions + p.events + p.outcome_lines + p.dead_letters > 0 => tracing::info!(
+        Ok(p) if p.actions + p.events + p.outcome_lines + p.dead_letters + p.instances > 0 => tracing::info!(
             retention = ?keep,
             actions = p.actions,
             events = p.events,
             audit_lines = p.outcome_lines,
             dead_letters = p.dead_letters,
+            instances = p.instances,
             "Journal pruned: bodies and histories of actions resolved before the retention removed (outcomes kept)."
         ),
         Ok(_) => tracing::debug!(retention = ?keep, "Journal pruned: nothing older than the retention."),

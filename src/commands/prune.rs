@@ -25,9 +25,13 @@ pub fn prune(path: &Path, older_than: Option<&str>) -> Result<u8, Error> {
     };
     let before = now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
     let pruned = open_reader(&loaded.config)?.prune(before)?;
-    super::output::print(&format!(
-        "pruned: {} actions (body and history; outcome kept), {} history events, {} audit lines, {} dead letters\n",
+    let mut printed = format!(
+        "pruned: {} actions (body and history; outcome kept), {} history events, {} audit lines, {} dead letters",
         pruned.actions, pruned.events, pruned.outcome_lines, pruned.dead_letters
-    ))?;
+    );
+    if pruned.instances > 0 {
+        printed.push_str(&format!(", {} departed cluster members", pruned.instances));
+    }
+    super::output::print(&format!("{printed}\n"))?;
     Ok(exit::OK)
 }

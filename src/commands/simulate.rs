@@ -100,7 +100,7 @@ pub fn simulate(command: Command) -> Result<u8, Error> {
 
     crate::telemetry::logging::init(crate::config::LogFormat::Text, "info");
     actix_rt::System::new().block_on(async move {
-        let running = simulator::start(&listen, s).await.map_err(Error::Simulator)?;
+        let running = simulator::start(&listen, s).await?;
         println!("listening on {}", running.base_url());
         let _ = std::io::stdout().flush();
         crate::app::wait_for_stop_signal().await?;

@@ -25,7 +25,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::Markup;
 
 use crate::config::{Config, Secret};
-use crate::journal::{open_reader, JournalError, JournalRead};
+use crate::journal::{JournalError, JournalRead, ReaderPool};
 use auth::{Need, Policy, Presented, Sessions, Verdict};
 use overview::Hub;
 
@@ -37,6 +37,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 /// The console's state, shared by its handlers.
 pub struct Console {
     config: Arc<Config>,
+    readers: Arc<ReaderPool>,
     token: Option<Secret>,
     policy: Policy,
     sessions: Sessions,
@@ -56,14 +57,15 @@ pub struct Viewer {
 
 impl Console {
     /// The console of a daemon whose admin server listens on `listen`.
-    pub fn new(config: Arc<Config>, token: Option<Secret>, listen: SocketAddr) -> Console {
+    pub fn new(config: Arc<Config>, readers: Arc<ReaderPool>, token: Option<Secret>, listen: SocketAddr) -> Console {
         let policy = Policy {
             token: token.is_some(),
             loopback: listen.ip().is_loopback(),
             read_only_ui: config.admin.ui_read_only,
         };
         Console {
-            hub: Hub::new(config.clone()),
+            hub: Hub::new(config.clone(), readers.clone()),
+            readers,
             config,
             token,
             policy,
@@ -115,8 +117,8 @@ impl Console {
         &self,
         read: impl FnOnce(&dyn JournalRead) -> Result<T, JournalError> + Send + 'static,
     ) -> Result<T, HttpResponse> {
-        let config = self.config.clone();
-        match web::block(move || open_reader(&config).and_then(|r| read(r.as_ref()))).await {
+        let readers = self.readers.clone();
+        match web::block(move || readers.read(read)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(error_page(
                 StatusCode::SERVICE_UNAVAILABLE,

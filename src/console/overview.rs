@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::journal::view::{rfc3339_ms, InstanceView};
-use crate::journal::{now_ms, open_reader, BatchActivity, JournalError, JournalRead, StateWord};
+use crate::journal::{now_ms, BatchActivity, JournalError, JournalRead, ReaderPool, StateWord};
 
 /// The shortest time between two overview reads of the journal.
 pub const READ_INTERVAL: Duration = Duration::from_secs(1);
@@ -157,8 +157,6 @@ pub fn load(reader: &dyn JournalRead, config: &Config, read: u64) -> Result<Over
 /// The last view and what produced it.
 #[derive(Default)]
 struct Latest {
-    /// A reader kept open between reads (reopened after an error).
-    reader: Option<Box<dyn JournalRead>>,
     /// The last view and when it was read.
     view: Option<(Instant, Arc<OverviewView>)>,
     /// Reads made so far.
@@ -168,6 +166,7 @@ struct Latest {
 /// Shares one overview read per `READ_INTERVAL` among every page and watcher.
 pub struct Hub {
     config: Arc<Config>,
+    readers: Arc<ReaderPool>,
     latest: Mutex<Latest>,
     /// The latest view, for the event streams.
     tx: watch::Sender<Option<Arc<OverviewView>>>,
@@ -177,10 +176,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over the journal `config` names.
-    pub fn new(config: Arc<Config>) -> Arc<Hub> {
+    /// A hub over the journal `config` names, read through `readers`.
+    pub fn new(config: Arc<Config>, readers: Arc<ReaderPool>) -> Arc<Hub> {
         Arc::new(Hub {
             config,
+            readers,
             latest: Mutex::default(),
             tx: watch::Sender::new(None),
             producing: Mutex::new(false),
@@ -195,13 +195,9 @@ impl Hub {
                 return Ok(view.clone());
             }
         }
-        let reader = match latest.reader.take() {
-            Some(reader) => reader,
-            None => open_reader(&self.config)?,
-        };
         latest.reads += 1;
-        let view = Arc::new(load(reader.as_ref(), &self.config, latest.reads)?);
-        latest.reader = Some(reader);
+        let read = latest.reads;
+        let view = Arc::new(self.readers.read(|reader| load(reader, &self.config, read))?);
         latest.view = Some((Instant::now(), view.clone()));
         self.tx.send_replace(Some(view.clone()));
         Ok(view)

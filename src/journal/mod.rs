@@ -31,6 +31,7 @@
 //! appended twice. A torn last line (killed mid-write) is cut at start before the scan.
 
 pub mod load;
+mod pool;
 pub mod postgres;
 mod read;
 pub mod record;
@@ -50,6 +51,7 @@ use crate::action::Identity;
 use crate::config::actions::ConfiguredAction;
 use crate::dead_letter::DeadLetter;
 use crate::state::Note;
+pub use pool::ReaderPool;
 pub use postgres::Cluster;
 pub use read::{open_reader, JournalRead, MAX_PAGE};
 pub use record::{now_ms, ActionRow, StateWord};
@@ -125,6 +127,12 @@ pub enum JournalError {
     /// The writer thread is gone (the daemon is shutting down).
     #[error("journal writer stopped")]
     WriterGone,
+    /// Every reader of the admin server stayed busy past the wait.
+    #[error("all {readers} journal readers are busy; try again")]
+    Busy {
+        /// The pool's size.
+        readers: usize,
+    },
 }
 
 impl JournalError {
@@ -142,6 +150,12 @@ impl JournalError {
     /// True when there is no journal at the path yet (nothing has run).
     pub fn is_missing(&self) -> bool {
         matches!(self, JournalError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
+    /// The configuration names a journal that cannot be used as written (the PostgreSQL
+    /// URL's variable is unset or not a URL): a configuration error, not a failure to run.
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(self, JournalError::Url { .. })
     }
 
     pub(crate) fn sqlite(path: &std::path::Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
@@ -241,6 +255,9 @@ pub struct Pruned {
     pub outcome_lines: u64,
     /// Delivered, replayed or discarded dead letters removed.
     pub dead_letters: u64,
+    /// Cluster members gone since before the cutoff and holding nothing, removed from the
+    /// instances table (PostgreSQL only).
+    pub instances: u64,
     /// Where the next round starts (`None`: done).
     #[serde(skip)]
     pub next: Option<i64>,
@@ -253,6 +270,7 @@ impl Pruned {
         self.events += round.events;
         self.outcome_lines += round.outcome_lines;
         self.dead_letters += round.dead_letters;
+        self.instances += round.instances;
         self.next = round.next;
     }
 }

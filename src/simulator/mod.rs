@@ -17,6 +17,7 @@ mod state;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::config::{Secret, SecretError};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use serde::{Deserialize, Serialize};
@@ -155,9 +156,25 @@ impl RunningSimulator {
     }
 }
 
+/// Why the simulator did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A secret its settings name cannot be read (a configuration error).
+    #[error("simulator.{key}: {source}")]
+    Secret {
+        /// The setting naming the variable.
+        key: &'static str,
+        /// Why.
+        source: SecretError,
+    },
+    /// The listener cannot be bound.
+    #[error("cannot start the simulator: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
 /// Binds `listen` (e.g. `"127.0.0.1:0"`), spawns the server on the current actix System
 /// and returns once bound.
-pub async fn start(listen: &str, settings: SimulatorSettings) -> std::io::Result<RunningSimulator> {
+pub async fn start(listen: &str, settings: SimulatorSettings) -> Result<RunningSimulator, StartError> {
     let client_secret = read_env_secret(&settings.client_secret_env, "client_secret_env")?
         .unwrap_or_else(|| DEFAULT_CLIENT_SECRET.into());
     let webhook_key = read_env_secret(&settings.webhook_secret_env, "webhook_secret_env")?;
@@ -186,19 +203,11 @@ pub async fn start(listen: &str, settings: SimulatorSettings) -> std::io::Result
 }
 
 /// Reads the secret named by a `*_env` setting; `None` when the setting is empty.
-fn read_env_secret(var: &str, setting: &str) -> std::io::Result<Option<String>> {
+fn read_env_secret(var: &str, key: &'static str) -> Result<Option<String>, StartError> {
     if var.is_empty() {
         return Ok(None);
     }
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Ok(Some(value)),
-        Ok(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("simulator.{setting}: environment variable {var} is empty"),
-        )),
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("simulator.{setting}: environment variable {var} is not set"),
-        )),
-    }
+    Secret::from_env(var)
+        .map(|secret| Some(secret.expose().to_owned()))
+        .map_err(|source| StartError::Secret { key, source })
 }

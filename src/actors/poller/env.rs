@@ -114,13 +114,14 @@ impl InFlightRequests {
 }
 
 impl PollerEnv {
-    /// A bearer token, asking again while the token actor restarts.
-    pub(super) async fn token(&self) -> Secret {
+    /// A bearer token, asking again while the token actor restarts. `after_refusal`: the
+    /// last one was refused, only a token outside its refresh skew will do.
+    pub(super) async fn token(&self, after_refusal: bool) -> Secret {
         if let Some(token) = self.token_cache.fresh() {
             return token;
         }
         loop {
-            match self.token.send(GetToken).await {
+            match self.token.send(GetToken { after_refusal }).await {
                 Ok(Ok(token)) => return token,
                 _ => actix_rt::time::sleep(MAILBOX_RETRY).await,
             }
@@ -129,31 +130,31 @@ impl PollerEnv {
 
     /// A token, or `CallError::PollTimeout` once `deadline` passes without one (a token
     /// endpoint that stays down must not hold an action past `poll.timeout`).
-    async fn token_before(&self, deadline: Option<Instant>) -> Result<Secret, CallError> {
+    async fn token_before(&self, deadline: Option<Instant>, after_refusal: bool) -> Result<Secret, CallError> {
         let Some(deadline) = deadline else {
-            return Ok(self.token().await);
+            return Ok(self.token(after_refusal).await);
         };
         tokio::select! {
-            token = self.token() => Ok(token),
+            token = self.token(after_refusal) => Ok(token),
             _ = actix_rt::time::sleep_until(deadline.into()) => Err(CallError::PollTimeout),
         }
     }
 
     /// Runs `call` with a token; after a 401 invalidates it and repeats once with a fresh
-    /// one (not counted as a retry). A second 401 is returned to the caller. Waiting for
+    /// one, never one inside its refresh skew (not counted as a retry). A second 401 is returned to the caller. Waiting for
     /// a token ends at `deadline` (the action's `poll.timeout`).
     pub(super) async fn call<T>(
         &self,
         deadline: Option<Instant>,
         call: impl AsyncFn(Secret) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
-        let token = self.token_before(deadline).await?;
+        let token = self.token_before(deadline, false).await?;
         let result = self.one_request(&call, token.clone()).await;
         match result {
             Err(CallError::Status { status: 401, .. }) => {
                 self.token_cache.invalidate(&token);
                 self.token.do_send(InvalidateToken { token });
-                let fresh = self.token_before(deadline).await?;
+                let fresh = self.token_before(deadline, true).await?;
                 self.one_request(&call, fresh).await
             }
             other => other,

@@ -529,6 +529,16 @@ pub(crate) fn prune(client: &mut impl GenericClient, before_ms: i64, from: i64) 
             "DELETE FROM dead_letters WHERE created_ms < $1 AND (delivered OR replayed OR discarded)",
             &[&before_ms],
         )?;
+        // A row per start: members gone (stopped, or silent) since before the cutoff
+        // that hold nothing any more would otherwise pile up for the cluster's life.
+        pruned.instances = client.execute(
+            "DELETE FROM instances i
+              WHERE coalesce(i.stopped_at, i.heartbeat_at) < to_timestamp($1::bigint / 1000.0)
+                AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.open AND a.owner = i.id)
+                AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE NOT o.audited AND o.auditor = i.id)
+                AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.lease_owner = i.id)",
+            &[&before_ms],
+        )?;
     }
     Ok(pruned)
 }

@@ -77,6 +77,10 @@ impl Target {
         let url = std::env::var(url_env).map_err(|_| unusable("not set".into()))?;
         let mut config = Config::from_str(url.trim()).map_err(|_| unusable("not a PostgreSQL URL".into()))?;
         config.connect_timeout(CONNECT_TIMEOUT);
+        // Sessions show who they are in `pg_stat_activity`, unless the URL names itself.
+        if config.get_application_name().is_none() {
+            config.application_name("actionwarden");
+        }
         let host = config
             .get_hosts()
             .first()
