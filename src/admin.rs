@@ -1,5 +1,5 @@
 //! The admin HTTP server on `admin.listen`: health, readiness, Prometheus metrics, JSON
-//! views of the journal (paginated), the dead-letter replay endpoint (docs/admin.md) and
+//! views of the journal (paginated), the dead-letter replay endpoint (docs/metrics.md) and
 //! the operator console under `/ui/` (`console/`).
 //!
 //! Handlers run on actix-web's worker thread, not on the daemon's arbiter: they read the
