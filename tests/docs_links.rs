@@ -83,10 +83,12 @@ fn targets(line: &str) -> Vec<String> {
 
 #[test]
 fn every_relative_link_and_anchor_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut broken = Vec::new();
     let mut checked = 0;
     for page in pages() {
         let text = std::fs::read_to_string(&page).expect("page is readable");
+        let shown = page.strip_prefix(root).unwrap_or(&page).display().to_string();
         for line in prose(&text) {
             for target in targets(line) {
                 if target.contains("://") || target.starts_with("mailto:") {
@@ -103,13 +105,13 @@ fn every_relative_link_and_anchor_resolves() {
                     page.parent().expect("a page has a directory").join(file)
                 };
                 if !path.exists() {
-                    broken.push(format!("{}: {target}: no such file", page.display()));
+                    broken.push(format!("{shown}: {target}: no such file"));
                     continue;
                 }
                 let Some(anchor) = anchor else { continue };
                 let heads = anchors(&std::fs::read_to_string(&path).unwrap_or_default());
                 if !heads.contains(anchor) {
-                    broken.push(format!("{}: {target}: no such heading", page.display()));
+                    broken.push(format!("{shown}: {target}: no such heading"));
                 }
             }
         }
