@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# actionwarden benchmark (SPEC §16). See README "Performance" and BENCHMARKS.md.
+# actionwarden benchmark (targets and results: BENCHMARKS.md). See README "Performance".
 #
 #   benches/bench.sh [--mode throughput|inflight|scale|loopback|all] [--n N] [--in-flight K]
 #                    [--fsync on|off] [--bin PATH] [--duration SECS] [--timeout SECS]

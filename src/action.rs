@@ -55,7 +55,7 @@ impl ActionSpec {
     }
 }
 
-/// The final outcome of an action (SPEC §5).
+/// The final outcome of an action (docs/cxone.md, Outcomes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {

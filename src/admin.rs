@@ -1,11 +1,12 @@
 //! The admin HTTP server on `admin.listen`: health, readiness, Prometheus metrics, JSON
-//! views of the journal (paginated), the dead-letter replay endpoint (docs/admin.md) and
+//! views of the journal (paginated), the dead-letter replay endpoint (docs/metrics.md) and
 //! the operator console under `/ui/` (`console/`).
 //!
 //! Handlers run on actix-web's worker thread, not on the daemon's arbiter: they read the
-//! journal through their own connection and reach the daemon only through thread-safe
-//! state (readiness), the journal's replay requests, which the daemon picks up within
-//! a second, and the liveness probe `/healthz` sends to the actors' event loop.
+//! journal through the admin server's pool of readers (docs/journal.md, Connections)
+//! and reach the daemon only through thread-safe state (readiness), the journal's replay
+//! requests, which the daemon picks up within a second, and the liveness probe
+//! `/healthz` sends to the actors' event loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! Retry timing: the capped exponential backoff of SPEC §4 with its jitter modes, and
-//! `Retry-After` parsing (delta-seconds or HTTP-date).
+//! Retry timing: the capped exponential backoff of docs/cxone.md (Retries and backoff)
+//! with its jitter modes, and `Retry-After` parsing (delta-seconds or HTTP-date).
 
 use std::time::{Duration, SystemTime};
 
@@ -40,7 +40,7 @@ pub fn jittered(d: Duration, jitter: Jitter, rng: &mut impl Rng) -> Duration {
 }
 
 /// The wait before repeating after a response that carried `retry_after`: the backoff
-/// delay, unless `Retry-After` asks for longer (SPEC §4).
+/// delay, unless `Retry-After` asks for longer (docs/cxone.md, Retries and backoff).
 pub fn with_retry_after(backoff: Duration, retry_after: Option<Duration>) -> Duration {
     match retry_after {
         Some(ra) => backoff.max(ra.min(MAX_RETRY_AFTER)),

@@ -1,5 +1,6 @@
-//! Classification (SPEC §7): error code -> recovery directive by the `[classifier]`
-//! rules, and the `ErrorPayload` that records a failure with the upstream's own frames.
+//! Classification (docs/cxone.md, Classification): error code -> recovery directive by
+//! the `[classifier]` rules, and the `ErrorPayload` that records a failure with the
+//! upstream's own frames.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -110,7 +110,7 @@ pub enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
-    /// Dead letters: list them, or replay them as fresh attempt series.
+    /// Dead letters: list them, replay them as fresh attempt series, or discard them.
     Dlq {
         /// The dlq command.
         #[command(subcommand)]
@@ -187,8 +187,8 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum JournalCommand {
     /// Remove the bodies and histories of actions resolved before the retention (their
-    /// outcome stays, so re-runs never resubmit them), and old delivered or replayed dead
-    /// letters; return the space to the file system.
+    /// outcome stays, so re-runs never resubmit them), and old delivered, replayed or
+    /// discarded dead letters; on SQLite, return the space to the file system.
     Prune {
         /// Config file.
         #[command(flatten)]

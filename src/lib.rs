@@ -1,6 +1,11 @@
 //! actionwarden runs batches of NICE CXone Data Actions to a final outcome and never
 //! loses one. This crate is the daemon, its CLI and the CXone simulator it is tested
-//! against; `docs/` describes what it promises.
+//! against.
+//!
+//! What it promises is written in `docs/` (index: `docs/README.md`): one page per
+//! subject (configuration, CLI, CXone contract, journal, cluster, audit, dead letters,
+//! metrics and admin API, console, simulator, operations). Comments in the code cite
+//! those pages by file and section, e.g. "docs/cxone.md, Rollback and compensation".
 //!
 //! # Layout
 //!

@@ -6,10 +6,11 @@
 //! - `attempt` numbers submissions that count as new (first submit, each RETRY
 //!   resubmission); repetitions after 401/429/5xx/timeouts/malformed bodies keep it, so
 //!   they keep the `Idempotency-Key`.
-//! - `retry_count` is the single budget of SPEC §4: every repetition except after a 401,
-//!   and every RETRY resubmission, spends one.
-//! - `compensating` is set while the rollback action of SPEC §8 runs; `Submitting` and
-//!   `Polling` then concern the compensation, not the original action.
+//! - `retry_count` is the single budget (docs/cxone.md, Retries and backoff): every
+//!   repetition except after a 401, and every RETRY resubmission, spends one.
+//! - `compensating` is set while the rollback action (docs/cxone.md, Rollback and
+//!   compensation) runs; `Submitting` and `Polling` then concern the compensation, not
+//!   the original action.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -124,7 +125,7 @@ pub struct Note {
     pub detail: Option<String>,
 }
 
-/// Cap of the restart backoff (SPEC §3 `[supervisor]`).
+/// Cap of the restart backoff (docs/configuration.md, `[supervisor]`).
 pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The wait before poll number `polls + 1`: `interval * factor^polls`, capped.

@@ -1,5 +1,6 @@
 //! Hostile or struggling upstreams and misuse: rollback, the shared 429 gate, the request
-//! budget, poll timeout, every response row of SPEC §4, chaos, file modes, secret files.
+//! budget, poll timeout, every response row of docs/cxone.md (Answers that are not
+//! success), chaos, file modes, secret files.
 
 mod common;
 

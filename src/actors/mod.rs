@@ -1,4 +1,5 @@
-//! The actors of SPEC §1, one file each, plus admission (the in-flight limits).
+//! The actors (README.md; their supervision: docs/operations.md, Supervision and restarts),
+//! one file each, plus admission (the in-flight limits).
 
 pub mod admission;
 pub mod audit;

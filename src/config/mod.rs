@@ -260,7 +260,7 @@ pub enum Directive {
 }
 
 impl Directive {
-    /// The SPEC spelling: `RETRY`, `ROLLBACK`, `DEAD_LETTER`.
+    /// As written in the file and the audit log: `RETRY`, `ROLLBACK`, `DEAD_LETTER`.
     pub fn as_str(self) -> &'static str {
         match self {
             Directive::Retry => "RETRY",
@@ -627,7 +627,7 @@ pub struct BatchConfig {
     pub max_in_flight: usize,
     /// Optional JSON Lines file of actions, relative to the config file.
     pub actions_file: String,
-    /// Compensation template (SPEC §8); empty: none.
+    /// Compensation template (docs/cxone.md, Rollback and compensation); empty: none.
     pub rollback_action: toml::Table,
     /// Inline actions.
     #[serde(rename = "action", skip_serializing)]

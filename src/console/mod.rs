@@ -7,8 +7,9 @@
 //! Layout: `auth.rs` (who may do what, sessions), `overview.rs` (the overview's data and
 //! the hub that shares one read per second), `sse.rs` (`/ui/events`), `assets.rs`, and
 //! `pages/` (one file per page family). Handlers run on the admin server's worker and
-//! read the journal on the blocking pool through their own connection; changes are
-//! requests the daemon carries out within a second, as with `dlq replay`.
+//! read the journal on the blocking pool through the admin server's pool of readers
+//! (shared with the API); changes are requests the daemon carries out within a second,
+//! as with `dlq replay` (docs/console.md).
 
 mod assets;
 pub mod auth;

@@ -146,7 +146,8 @@ impl CxoneClient {
         })
     }
 
-    /// Submits an action. A success without any id has `id: None` (SPEC: `MISSING_ACTION_ID`).
+    /// Submits an action. A success without any id has `id: None` (dead letter
+    /// `MISSING_ACTION_ID`: docs/cxone.md, Submit and the Idempotency-Key).
     pub async fn submit(&self, token: &Secret, body: Bytes, key: Uuid) -> Result<Submitted, CallError> {
         self.gate.wait(Endpoint::Submit).await;
         let started = Instant::now();

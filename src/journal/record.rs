@@ -9,7 +9,7 @@ use crate::action::{Identity, Outcome};
 use crate::classify::ErrorPayload;
 use crate::state::{ActionState, Phase};
 
-/// The journaled state words (SPEC §6), as stored in the `state` column.
+/// The journaled state words (docs/journal.md, States), as stored in the `state` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StateWord {

@@ -1,6 +1,7 @@
 //! The CXone simulator: an actix-web server on loopback that plays NICE CXone for demos,
-//! tests and benchmarks (SPEC §12). Settings and `start` live here; the endpoints in
-//! routes.rs, their decisions in state.rs and actions.rs, and each action's fate in fate.rs.
+//! tests and benchmarks (docs/simulator.md). Settings and `start` live here; the
+//! endpoints in routes.rs, their decisions in state.rs and actions.rs, and each action's
+//! fate in fate.rs.
 //!
 //! Shared state sits behind one `std::sync::Mutex`: every request takes it once, decides
 //! its whole answer inside, and releases it before any simulated latency, so the lock is

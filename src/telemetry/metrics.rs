@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Counter: actions submitted (first submission of each attempt), by batch.
+/// Counter: submits CXone accepted with an id (one per attempt, compensations
+/// included), by batch.
 pub const ACTIONS_SUBMITTED: &str = "actionwarden_actions_submitted_total";
 /// Counter: outcomes, by batch and outcome.
 pub const ACTIONS_FINISHED: &str = "actionwarden_actions_finished_total";
@@ -225,7 +226,7 @@ pub const RETRY_REASONS: [&str; 6] = [
     "malformed_response",
 ];
 
-/// Every audit `event_type` (SPEC §10).
+/// Every audit `event_type` (docs/audit.md).
 pub const AUDIT_EVENT_TYPES: [&str; 7] = [
     "ACTION_COMPLETED",
     "ACTION_CANCELLED",

@@ -182,7 +182,8 @@ impl PollerEnv {
 
     /// One of the request slots: at most `cxone.max_connections` steps with a request in
     /// flight. More could not use a connection anyway, and a waiting step's request
-    /// future is only allocated once it holds a slot (SPEC §16 memory target).
+    /// future is only allocated once it holds a slot (memory per action in flight:
+    /// BENCHMARKS.md).
     pub(super) async fn request_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.request_slots
             .acquire()
@@ -212,8 +213,8 @@ impl PollerEnv {
         }
     }
 
-    /// The compensation body of SPEC §8: the batch template with `metadata.compensates`
-    /// and `metadata.key`.
+    /// The compensation body (docs/cxone.md, Rollback and compensation): the batch
+    /// template with `metadata.compensates` and `metadata.key`.
     pub(super) fn rollback_body(&self, spec: &ActionSpec, failed_id: Option<&str>) -> Option<bytes::Bytes> {
         // `None` when the batch has no template any more (removed between two runs).
         let mut body = self.rollback_templates.borrow().get(&spec.identity.batch)?.clone();
