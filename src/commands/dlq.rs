@@ -148,7 +148,7 @@ pub fn discard(path: &Path, error_ids: &[String]) -> Result<u8, Error> {
     }
     let refused: Vec<&String> = error_ids.iter().filter(|id| !accepted.contains(id)).collect();
     for id in &refused {
-        eprintln!("actionwarden: no dead letter {id} to discard (unknown, delivered or already discarded)");
+        eprintln!("actionwarden: no dead letter {id} to discard (unknown, delivered, already discarded, or its discard already requested)");
     }
     Ok(if refused.is_empty() { exit::OK } else { exit::USAGE })
 }

@@ -136,6 +136,11 @@ pub fn load(reader: &dyn JournalRead, config: &Config, read: u64) -> Result<Over
             batches.push(BatchLine::new(&a.batch, false, Some(a)));
         }
     }
+    if !config.dead_letter.webhook_url.is_set() {
+        // Without a webhook letters are stored and listed, never "undelivered" (as in
+        // `status` and the metric).
+        batches.iter_mut().for_each(|line| line.undelivered = 0);
+    }
     let mut totals = BatchLine::new("", true, None);
     for line in &batches {
         totals.add(line);

@@ -103,3 +103,24 @@ impl ReaderPool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+impl Drop for ReaderPool {
+    /// Closes the idle readers on a thread of their own: a PostgreSQL reader's client
+    /// runs a runtime of its own to close its connection, which panics on a thread that
+    /// already drives one (the admin server drops the pool on its runtime at shutdown).
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        if idle.is_empty() {
+            return;
+        }
+        let closing = std::thread::Builder::new()
+            .name("journal-readers-close".into())
+            .spawn(move || drop(idle));
+        match closing {
+            Ok(thread) => {
+                let _ = thread.join();
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot close the journal readers cleanly."),
+        }
+    }
+}

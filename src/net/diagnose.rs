@@ -100,6 +100,11 @@ fn certificate_reason(problem: &CertificateError, host: &str, table: &str) -> St
             "is not valid yet (or the system clock is wrong)".to_owned()
         }
         CertificateError::Revoked => "has been revoked".to_owned(),
+        // webpki's reasons arrive wrapped; their text is the variant's name.
+        CertificateError::Other(other) if other.to_string() == "CaUsedAsEndEntity" => {
+            "is a CA certificate: the server must present its own certificate, issued by that CA".to_owned()
+        }
+        CertificateError::Other(other) => format!("was rejected: {other}"),
         other => format!("was rejected: {other}"),
     };
     format!("the TLS certificate of {host} {what}")
@@ -174,6 +179,22 @@ mod tests {
                 Diagnosis::Misconfigured { .. }
             ));
         }
+        #[derive(Debug)]
+        struct CaUsedAsEndEntity;
+        impl std::fmt::Display for CaUsedAsEndEntity {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("CaUsedAsEndEntity")
+            }
+        }
+        impl std::error::Error for CaUsedAsEndEntity {}
+        let wrapped = CertificateError::Other(rustls::OtherError(std::sync::Arc::new(CaUsedAsEndEntity)));
+        let Diagnosis::Misconfigured { reason, .. } = diagnose(&tls(wrapped), "h:443", "cxone") else {
+            panic!()
+        };
+        assert_eq!(
+            reason,
+            "the TLS certificate of h:443 is a CA certificate: the server must present its own certificate, issued by that CA"
+        );
         let other = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
         let d = diagnose(&SendRequestError::Connect(ConnectError::Io(other)), "h:443", "cxone");
         assert!(

@@ -227,7 +227,7 @@ pub const RETRY_REASONS: [&str; 6] = [
 ];
 
 /// Every audit `event_type` (docs/audit.md).
-pub const AUDIT_EVENT_TYPES: [&str; 7] = [
+pub const AUDIT_EVENT_TYPES: [&str; 8] = [
     "ACTION_COMPLETED",
     "ACTION_CANCELLED",
     "ASYNC_ERROR_HANDLED",
@@ -235,11 +235,15 @@ pub const AUDIT_EVENT_TYPES: [&str; 7] = [
     "RETRY_SCHEDULED",
     "POLLER_RESTARTED",
     "DEAD_LETTER_DELIVERED",
+    "DEAD_LETTER_DISCARDED",
 ];
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(ACTIONS_SUBMITTED, "Actions submitted to CXone (each attempt).");
+    describe_counter!(
+        ACTIONS_SUBMITTED,
+        "Submits CXone accepted with an action id (each attempt, compensations included)."
+    );
     describe_counter!(ACTIONS_FINISHED, "Actions that reached an outcome.");
     describe_counter!(ACTION_RETRIES, "Retries spent from the actions' budgets.");
     describe_histogram!(ACTION_DURATION, Unit::Seconds, "First submission to outcome.");
