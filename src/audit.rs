@@ -43,7 +43,7 @@ impl AuditRecord {
         let mut map = Map::new();
         map.insert("event_id".into(), event_id.to_string().into());
         map.insert("event_type".into(), self.event_type.into());
-        map.insert("timestamp".into(), rfc3339_now().into());
+        map.insert("timestamp".into(), crate::clock::rfc3339_now().into());
         map.insert("batch".into(), self.identity.batch.as_ref().into());
         map.insert("key".into(), self.identity.key.as_ref().into());
         for (k, v) in &self.fields {
@@ -53,12 +53,6 @@ impl AuditRecord {
         line.push(b'\n');
         line
     }
-}
-
-/// RFC 3339 UTC timestamp of now, with exactly six fractional digits like the log lines
-/// (`2026-11-27T22:02:53.123456Z`), so records sort and align as text.
-pub fn rfc3339_now() -> String {
-    crate::telemetry::logging::timestamp(time::OffsetDateTime::now_utc())
 }
 
 #[cfg(test)]

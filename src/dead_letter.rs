@@ -63,7 +63,7 @@ impl DeadLetter {
             stack_trace: payload.stack_trace_matrix.clone(),
             created_at: payload.created_at,
             resolved_at: payload.resolved_at,
-            timestamp: crate::audit::rfc3339_now(),
+            timestamp: crate::clock::rfc3339_now(),
         }
     }
 }

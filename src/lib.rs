@@ -24,8 +24,8 @@
 //!   `machine.rs`, their interpreter, what pollers share), `ClassifierActor`,
 //!   `DeadLetterActor`, `AuditActor` (each singleton survives its own panics through
 //!   `singleton.rs`), and admission (claims within the limits).
-//! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`, `audit.rs`, `dead_letter.rs`:
-//!   plain data and pure rules, unit-tested.
+//! - `action.rs`, `state.rs`, `classify.rs`, `backoff.rs`, `audit.rs`, `dead_letter.rs`,
+//!   `clock.rs`: plain data and pure rules, unit-tested.
 //! - `journal/`: the store and work queue (SQLite: group-commit writer, claims with
 //!   fencing, history, pages and aggregates for readers, streamed loading, pruning).
 //! - `cxone/`: the HTTP client for token, submit and poll, response parsing, the shared
@@ -50,6 +50,7 @@ pub mod audit;
 pub mod backoff;
 pub mod classify;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod console;

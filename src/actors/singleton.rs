@@ -26,7 +26,6 @@ use futures_util::FutureExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::actors::poller::panic_message;
 use crate::config::{ChaosConfig, Singleton, SupervisorConfig};
 use crate::health::{Blockers, SUPERVISOR};
 use crate::telemetry::events::ActorRestarted;
@@ -139,6 +138,17 @@ where
         if let Some(reply) = self.0 {
             reply.handle(ctx, tx);
         }
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".into()
     }
 }
 

@@ -196,7 +196,7 @@ impl TokenActor {
             let result = std::panic::AssertUnwindSafe(work)
                 .catch_unwind()
                 .await
-                .map_err(|panic| crate::actors::poller::panic_message(&panic));
+                .map_err(|panic| singleton::panic_message(&panic));
             me.do_send(TokenFetched { result, requested_at });
         }));
     }

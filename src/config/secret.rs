@@ -51,6 +51,13 @@ impl Secret {
         &self.0
     }
 
+    /// Whether `presented` is this secret, compared in constant time (for equal lengths)
+    /// so that timing does not tell how much of a guess matched.
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        presented.as_bytes().ct_eq(self.0.as_bytes()).into()
+    }
+
     /// Reads the secret from the environment variable `name`.
     pub fn from_env(name: &str) -> Result<Self, SecretError> {
         match std::env::var(name) {
@@ -104,6 +111,17 @@ mod tests {
         assert_eq!(format!("{secret}"), "**REDACTED**");
         assert_eq!(format!("{secret:?}"), "**REDACTED**");
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn matches_only_the_whole_value() {
+        let secret = Secret::new("secret");
+        assert!(secret.matches("secret"));
+        assert!(!secret.matches("secreT"));
+        assert!(!secret.matches("secret2"));
+        assert!(!secret.matches("secre"));
+        assert!(!secret.matches(""));
+        assert!(Secret::new("").matches(""));
     }
 
     #[test]

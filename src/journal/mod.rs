@@ -51,9 +51,9 @@ use crate::action::Identity;
 use crate::config::actions::ConfiguredAction;
 use crate::dead_letter::DeadLetter;
 use crate::state::Note;
-pub use pool::ReaderPool;
+pub use pool::{open_reader, ReaderPool};
 pub use postgres::Cluster;
-pub use read::{open_reader, JournalRead, MAX_PAGE};
+pub use read::{JournalRead, MAX_PAGE};
 pub use record::{now_ms, ActionRow, StateWord};
 pub use view::{
     ActionFilter, ActionSummary, ActionView, BatchActivity, BatchCounts, Cursor, DeadLetterCounts, DeadLetterFilter,

@@ -1,4 +1,4 @@
-//! The readers a running daemon keeps for its admin API and console: at most `size`
+//! Opening a reader, and the readers a running daemon keeps for its admin API and console: at most `size`
 //! open at once, reused between requests. With PostgreSQL each reader is a connection,
 //! and the pool keeps a daemon within `journal.pool_size` connections (the writer and
 //! the heartbeat hold the other two); with SQLite a reader is an open file.
@@ -9,9 +9,29 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::read::{open_reader, JournalRead};
+use super::read::JournalRead;
 use super::JournalError;
 use crate::config::{Backend, Config};
+
+/// A reader for the journal `config` names (blocking: call it off any async runtime).
+pub fn open_reader(config: &Config) -> Result<Box<dyn JournalRead>, JournalError> {
+    let has_webhook = config.dead_letter.webhook_url.is_set();
+    match config.journal.backend {
+        Backend::Sqlite => Ok(Box::new(super::sqlite::read::Reader::open(
+            &config.journal.path,
+            has_webhook,
+        )?)),
+        Backend::Postgres => {
+            let target = super::postgres::Target::from_env(&config.journal.url_env, &config.journal.schema)?;
+            let lease = config.cluster.lease_timeout;
+            Ok(Box::new(super::postgres::read::Reader::open(
+                target,
+                has_webhook,
+                lease,
+            )?))
+        }
+    }
+}
 
 /// How long a request waits for a busy pool before it is answered with an error.
 const WAIT: Duration = Duration::from_secs(5);

@@ -5,7 +5,6 @@
 //! resolved actions, which a running daemon never writes.
 
 use crate::action::Identity;
-use crate::config::{Backend, Config};
 
 use super::view::{BatchActivity, DeadLetterCounts, DeadLetterFilter, InstanceView};
 use super::{
@@ -87,24 +86,4 @@ pub trait JournalRead: Send {
 
     /// The daemons of the cluster, newest first (none for a SQLite journal).
     fn instances(&self) -> Result<Vec<InstanceView>, JournalError>;
-}
-
-/// A reader for the journal `config` names (blocking: call it off any async runtime).
-pub fn open_reader(config: &Config) -> Result<Box<dyn JournalRead>, JournalError> {
-    let has_webhook = config.dead_letter.webhook_url.is_set();
-    match config.journal.backend {
-        Backend::Sqlite => Ok(Box::new(super::sqlite::read::Reader::open(
-            &config.journal.path,
-            has_webhook,
-        )?)),
-        Backend::Postgres => {
-            let target = super::postgres::Target::from_env(&config.journal.url_env, &config.journal.schema)?;
-            let lease = config.cluster.lease_timeout;
-            Ok(Box::new(super::postgres::read::Reader::open(
-                target,
-                has_webhook,
-                lease,
-            )?))
-        }
-    }
 }

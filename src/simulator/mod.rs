@@ -18,7 +18,6 @@ mod state;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{Secret, SecretError};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use serde::{Deserialize, Serialize};
@@ -161,12 +160,14 @@ impl RunningSimulator {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A secret its settings name cannot be read (a configuration error).
-    #[error("simulator.{key}: {source}")]
+    #[error("simulator.{key}: environment variable {var} is {problem}")]
     Secret {
         /// The setting naming the variable.
         key: &'static str,
-        /// Why.
-        source: SecretError,
+        /// The variable.
+        var: String,
+        /// `not set` or `empty`.
+        problem: &'static str,
     },
     /// The listener cannot be bound.
     #[error("cannot start the simulator: {0}")]
@@ -208,7 +209,14 @@ fn read_env_secret(var: &str, key: &'static str) -> Result<Option<String>, Start
     if var.is_empty() {
         return Ok(None);
     }
-    Secret::from_env(var)
-        .map(|secret| Some(secret.expose().to_owned()))
-        .map_err(|source| StartError::Secret { key, source })
+    let problem = match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => return Ok(Some(value.trim().to_owned())),
+        Ok(_) => "empty",
+        Err(_) => "not set",
+    };
+    Err(StartError::Secret {
+        key,
+        var: var.to_owned(),
+        problem,
+    })
 }

@@ -16,6 +16,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+use crate::clock::timestamp;
 use crate::config::LogFormat;
 
 /// Noisy dependency targets kept at warn unless `RUST_LOG` says otherwise (the simulator's
@@ -51,22 +52,6 @@ pub fn check_filter(filter: &str) -> Result<(), FilterError> {
     EnvFilter::try_new(filter)
         .map(drop)
         .map_err(|e| FilterError::Syntax(e.to_string()))
-}
-
-/// A log line's time: RFC 3339 UTC with exactly six fractional digits, so every line's
-/// fields start in the same column.
-pub fn timestamp(at: time::OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.microsecond()
-    )
 }
 
 /// Installs the global subscriber. Safe to call once per process.

@@ -52,7 +52,7 @@ impl Delivery {
                 .map(|panic| {
                     format!(
                         "delivery task panicked: {}",
-                        crate::actors::poller::panic_message(&panic)
+                        crate::actors::singleton::panic_message(&panic)
                     )
                 });
             // A lost report only delays the next claim until the actor's next scan.

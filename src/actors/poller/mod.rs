@@ -133,24 +133,13 @@ impl PollerActor {
                 });
             }
             Err(panic) => {
-                let message = panic_message(&panic);
+                let message = crate::actors::singleton::panic_message(&panic);
                 let action_id = act.machine.borrow().current_id().map(str::to_owned).unwrap_or_default();
                 tracing::warn!(batch = %act.spec.identity.batch, key = %act.spec.identity.key, %action_id, panic = %message, "Poller crashed; restarting from its last known state.");
                 act.panic = Some(message);
                 ctx.stop();
             }
         }));
-    }
-}
-
-/// The text of a panic payload.
-pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".into()
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use postgres::{Client, GenericClient, Row, Transaction};
 
-use super::{write, Cluster, Target};
+use super::write::{self, Me};
+use super::{Cluster, Target};
 use crate::action::Identity;
 use crate::dead_letter::DeadLetter;
 use crate::journal::record::{now_ms, ActionRow, StateWord};
@@ -86,12 +87,6 @@ impl Backend for Postgres {
             error
         })
     }
-}
-
-/// What the batched writes need to know about this instance.
-pub(super) struct Me<'a> {
-    pub owner: &'a str,
-    pub name: &'a str,
 }
 
 fn self_ref<'a>(cluster: &'a Cluster, name: &'a str) -> Me<'a> {

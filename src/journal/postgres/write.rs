@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 
 use postgres::Transaction;
 
-use super::apply::Me;
 use crate::journal::record::ActionRow;
 use crate::journal::writer::Done;
 use crate::journal::{Op, Written};
@@ -24,6 +23,12 @@ fn parts(op: &Op) -> (crate::journal::Claim, &ActionRow, &Note) {
         Op::Save { claim, row, note, .. } | Op::Resolve { claim, row, note, .. } => (*claim, row, note),
         _ => unreachable!("a state write"),
     }
+}
+
+/// What the batched writes need to know about this instance.
+pub(super) struct Me<'a> {
+    pub owner: &'a str,
+    pub name: &'a str,
 }
 
 /// Applies a run of state writes; one `Done::Written` per operation, in order.
