@@ -130,9 +130,10 @@ fn pruning_keeps_reruns_idempotent_and_shrinks_the_journal() {
     let printed = cli_ok(&["journal", "prune", "--older-than", "0s"], &config);
     assert!(printed.contains(&format!("pruned: {n} actions")), "{printed}");
     let size_after = journal_bytes(&journal);
-    // Bodies, histories and audited outcome lines are most of an action's bytes.
+    // Bodies, histories and audited outcome lines are most of an action's bytes. (A
+    // PostgreSQL journal leaves freeing its pages to VACUUM.)
     assert!(
-        size_after <= size_before / 2,
+        h.pg.is_some() || size_after <= size_before / 2,
         "freed pages go back to the file system: {size_before} -> {size_after} bytes"
     );
     let after = show_json(&config, "work/k00007");

@@ -23,7 +23,7 @@ use crate::actors::singleton::Life;
 use crate::actors::token::{TokenActor, TokenCache, TokenHealth, TokenSource};
 use crate::admin::Readiness;
 use crate::classify::Rules;
-use crate::config::{self, Config, Singleton};
+use crate::config::{self, Config, Secret, Singleton};
 use crate::cxone::SharedPauses;
 use crate::cxone::{CxoneClient, Gate};
 use crate::error::Error;
@@ -106,31 +106,14 @@ pub fn start(
     let audit = Supervisor::start(move |_| audit_actor);
 
     let (health_tx, token_health) = watch::channel(TokenHealth::Missing);
-    // `/healthz` is answered here, on the loop that runs the actors.
-    let (liveness, responder) = crate::health::liveness();
-    actix_rt::spawn(responder.serve());
     let readiness = Arc::new(Readiness {
         token: token_health.clone(),
         blockers: blockers.clone(),
         cluster: cluster.clone(),
         shutting_down: AtomicBool::new(false),
-        liveness,
+        liveness: serve_liveness(),
     });
-    let admin = match cfg.admin.listen {
-        None => None,
-        Some(listen) => {
-            let (handle, addr) = crate::admin::start(
-                listen,
-                metrics.clone(),
-                Arc::new(cfg.clone()),
-                readiness.clone(),
-                creds.admin_token.clone(),
-            )
-            .map_err(|source| Error::Admin { addr: listen, source })?;
-            tracing::info!(%addr, "Admin server listening.");
-            Some(handle)
-        }
-    };
+    let admin = serve_admin(cfg, &metrics, &readiness, creds.admin_token.clone())?;
 
     let token_cache = TokenCache::default();
     let source = TokenSource {
@@ -197,6 +180,29 @@ pub fn start(
         simulator: creds.simulator,
         metrics,
     })
+}
+
+/// Answers `/healthz` on this loop, the one that runs the actors: a wedged loop fails it.
+fn serve_liveness() -> crate::health::Liveness {
+    let (liveness, responder) = crate::health::liveness();
+    actix_rt::spawn(responder.serve());
+    liveness
+}
+
+/// Starts the admin server when `admin.listen` is set.
+fn serve_admin(
+    cfg: &Config,
+    metrics: &PrometheusHandle,
+    readiness: &Arc<Readiness>,
+    token: Option<Secret>,
+) -> Result<Option<ServerHandle>, Error> {
+    let Some(listen) = cfg.admin.listen else {
+        return Ok(None);
+    };
+    let (handle, addr) = crate::admin::start(listen, metrics.clone(), Arc::new(cfg.clone()), readiness.clone(), token)
+        .map_err(|source| Error::Admin { addr: listen, source })?;
+    tracing::info!(%addr, "Admin server listening.");
+    Ok(Some(handle))
 }
 
 /// The compensation template of each batch that has one.

@@ -47,7 +47,10 @@ pub fn journal_path(h: &Harness) -> PathBuf {
 
 /// `[journal]` of the harness's configs with `extra` lines.
 pub fn journal_table(h: &Harness, extra: &str) -> String {
-    format!("path = \"{}\"\nfsync = false\n{extra}", journal_path(h).display())
+    match &h.pg {
+        Some(schema) => format!("{}\n{extra}", schema.journal_table()),
+        None => format!("path = \"{}\"\nfsync = false\n{extra}", journal_path(h).display()),
+    }
 }
 
 /// Actions journaled, read straight from the SQLite file, read-only (0 before it exists).
