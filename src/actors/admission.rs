@@ -113,6 +113,8 @@ pub struct AdmissionActor {
     checking_idle: bool,
     progress: Progress,
     rescan: Option<Duration>,
+    /// The rescan timer, cancelled when admission stops.
+    rescanning: Option<SpawnHandle>,
 }
 
 impl AdmissionActor {
@@ -128,6 +130,7 @@ impl AdmissionActor {
     ) -> Self {
         AdmissionActor {
             rescan,
+            rescanning: None,
             env,
             journal,
             global_limit,
@@ -294,12 +297,12 @@ impl Actor for AdmissionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
         if let Some(every) = self.rescan {
-            ctx.run_interval(every, |act, ctx| {
+            self.rescanning = Some(ctx.run_interval(every, |act, ctx| {
                 for slot in act.batches.values_mut().filter(|b| b.configured) {
                     slot.drained = false;
                 }
                 act.fill(ctx);
-            });
+            }));
         }
     }
 }
@@ -375,7 +378,12 @@ impl Handler<ActionDone> for AdmissionActor {
 impl Handler<StopAdmitting> for AdmissionActor {
     type Result = ();
 
-    fn handle(&mut self, _: StopAdmitting, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: StopAdmitting, ctx: &mut Context<Self>) {
         self.admitting = false;
+        // Nothing to rescan any more: without its timer the actor ends (and releases the
+        // journal) once nothing addresses it.
+        if let Some(rescanning) = self.rescanning.take() {
+            ctx.cancel_future(rescanning);
+        }
     }
 }

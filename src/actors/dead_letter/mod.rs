@@ -102,6 +102,9 @@ pub struct DeadLetterActor {
     claiming: bool,
     /// The daemon is closing: no more claims.
     stopping: bool,
+    /// The periodic pass, cancelled at the stop so that the actor ends (and releases the
+    /// journal) once nothing addresses it.
+    ticking: Option<SpawnHandle>,
     /// Undelivered letters as last counted.
     undelivered: u64,
     drains: Vec<(Instant, oneshot::Sender<usize>)>,
@@ -120,6 +123,7 @@ impl DeadLetterActor {
             deliveries: Vec::new(),
             claiming: false,
             stopping: false,
+            ticking: None,
             undelivered: 0,
             drains: Vec::new(),
             life,
@@ -214,9 +218,11 @@ impl Actor for DeadLetterActor {
         ctx.set_mailbox_capacity(crate::actors::MAILBOX_CAPACITY);
         self.count(ctx);
         self.scan(ctx);
-        ctx.run_interval(SCAN_INTERVAL, |act, ctx| {
-            singleton::work(act, ctx, Self::tick);
-        });
+        if !self.stopping {
+            self.ticking = Some(ctx.run_interval(SCAN_INTERVAL, |act, ctx| {
+                singleton::work(act, ctx, Self::tick);
+            }));
+        }
     }
 }
 
@@ -287,8 +293,11 @@ impl Handler<StopDelivering> for DeadLetterActor {
     type Result = Reply<ResponseFuture<()>>;
 
     fn handle(&mut self, _: StopDelivering, ctx: &mut Context<Self>) -> Self::Result {
-        singleton::handle(self, ctx, |act, _| -> ResponseFuture<()> {
+        singleton::handle(self, ctx, |act, ctx| -> ResponseFuture<()> {
             act.stopping = true;
+            if let Some(ticking) = act.ticking.take() {
+                ctx.cancel_future(ticking);
+            }
             let tasks = std::mem::take(&mut act.deliveries);
             let limit = act.webhook.timeout + LEASE_MARGIN;
             Box::pin(async move {
