@@ -141,6 +141,11 @@ where
     }
 }
 
+/// A panic caught in work done outside a handler, carried to the actor by message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Panicked(pub String);
+
 /// The text of a panic payload.
 pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {

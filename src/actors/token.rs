@@ -114,7 +114,7 @@ pub struct InvalidateToken {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct TokenFetched {
-    result: Result<Result<IssuedToken, Failure>, String>,
+    result: Result<Result<IssuedToken, Failure>, singleton::Panicked>,
     /// When the request was sent: the token's lifetime counts from there, not from when
     /// this message is handled (a busy mailbox must not stretch it past the server's).
     requested_at: Instant,
@@ -196,7 +196,7 @@ impl TokenActor {
             let result = std::panic::AssertUnwindSafe(work)
                 .catch_unwind()
                 .await
-                .map_err(|panic| singleton::panic_message(&panic));
+                .map_err(|panic| singleton::Panicked(singleton::panic_message(&panic)));
             me.do_send(TokenFetched { result, requested_at });
         }));
     }

@@ -81,13 +81,13 @@ impl Delivery {
                 tracing::warn!(%error_id, batch = %letter.batch, key = %letter.key, action_id, error = %error, retry_in = ?delay, "Dead letter delivery failed.");
                 let next = now_ms() + delay.as_millis() as i64;
                 self.journal
-                    .record_delivery(error_id.to_string(), attempt, false, Some(error), next);
+                    .record_delivery(error_id.to_string(), attempt, false, Some(error.0), next);
             }
         }
     }
 
     /// One POST (signed when a key is set); the error says why it was not accepted.
-    async fn post(&self) -> Result<(), String> {
+    async fn post(&self) -> Result<(), NotAccepted> {
         let body = serde_json::to_vec(&self.letter).expect("a letter always serializes");
         let mut request = self
             .client
@@ -117,7 +117,7 @@ impl Delivery {
                 other => other,
             },
         };
-        Err(match diagnosis {
+        Err(NotAccepted(match diagnosis {
             Diagnosis::Misconfigured { host, reason } => {
                 tracing::error!(%host, %reason, "Dead letters cannot be delivered until the configuration is fixed.");
                 self.webhook.blockers.block(WEBHOOK, reason.clone());
@@ -125,6 +125,11 @@ impl Delivery {
             }
             Diagnosis::Timeout => "webhook unreachable: request timed out".to_owned(),
             Diagnosis::Network(message) => message,
-        })
+        }))
     }
 }
+
+/// Why the webhook did not accept a delivery (shown in `dlq list` as the last error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotAccepted(String);
