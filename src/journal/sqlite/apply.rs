@@ -12,7 +12,6 @@ use crate::action::Identity;
 use crate::config::actions::ConfiguredAction;
 use crate::dead_letter::DeadLetter;
 use crate::journal::record::{now_ms, ActionRow, StateWord};
-use crate::journal::view::{percentile, BatchCounts};
 use crate::journal::writer::{Backend, Done};
 use crate::journal::{Claim, Claimed, Inserted, JournalError, Op, OutcomeLine, Pruned, Replay, Written};
 use crate::state::Note;
@@ -109,7 +108,12 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
         Op::TakeReplays(_) => Done::Replays(apply_replays(tx, instance)?),
         Op::TakeDiscards(_) => Done::Discards(super::letters::apply_discards(tx)?),
         Op::Unresolved { batches, .. } => Done::Count(unresolved(tx, batches)?),
-        Op::Counts { batches, .. } => Done::Counts(batches.iter().map(|b| counts(tx, b)).collect::<Result<_, _>>()?),
+        Op::Counts { batches, .. } => Done::Counts(
+            batches
+                .iter()
+                .map(|b| super::counts::counts(tx, b))
+                .collect::<Result<_, _>>()?,
+        ),
         Op::Prune { before_ms, from, .. } => Done::Pruned(prune(tx, *before_ms, *from)?),
         Op::Source { batch, path, .. } => Done::Source(
             tx.prepare_cached("SELECT hash FROM sources WHERE batch = ?1 AND path = ?2")?
@@ -138,15 +142,18 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
     })
 }
 
-/// Loads a chunk: new identities are inserted; an identity already journaled keeps
-/// its body. A body the journal lacks is filled in where it is still needed: an action
-/// without an outcome (from a version 1 journal) or one whose dead letter can still be
-/// replayed. A pruned action with nothing left to do stays a small row.
-fn insert(tx: &Transaction<'_>, batch: &str, rows: &[ConfiguredAction]) -> rusqlite::Result<Inserted> {
+/// Loads a chunk: new identities are inserted (and counted in `batch_states`, pending);
+/// an identity already journaled keeps its body. A body the journal lacks is filled in
+/// where it is still needed: an action without an outcome (from a version 1 journal) or
+/// one whose dead letter can still be replayed. A pruned action with nothing left to do
+/// stays a small row.
+pub(super) fn insert(tx: &Connection, batch: &str, rows: &[ConfiguredAction]) -> rusqlite::Result<Inserted> {
     let now = now_ms();
+    // `OR IGNORE`: only the identity can conflict (every other column is bound or has a
+    // default). Unlike `ON CONFLICT DO NOTHING` nothing in it can abort halfway, so SQLite
+    // keeps no statement journal for it (with the trigger gone: schema v4).
     let mut insert = tx.prepare_cached(
-        "INSERT INTO actions (batch, key, body, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)
-         ON CONFLICT (batch, key) DO NOTHING",
+        "INSERT OR IGNORE INTO actions (batch, key, body, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
     )?;
     let mut existing = tx.prepare_cached("SELECT id, body FROM actions WHERE batch = ?1 AND key = ?2")?;
     let mut fill = tx.prepare_cached(
@@ -170,6 +177,14 @@ fn insert(tx: &Transaction<'_>, batch: &str, rows: &[ConfiguredAction]) -> rusql
             Some(body) if body == row.body => counts.unchanged += 1,
             Some(_) => counts.differing += 1,
         }
+    }
+    // The counts of new rows, kept here rather than by a trigger per row (schema v4).
+    if counts.inserted > 0 {
+        tx.prepare_cached(
+            "INSERT INTO batch_states (batch, state, actions, retries) VALUES (?1, 'pending', ?2, 0)
+             ON CONFLICT (batch, state) DO UPDATE SET actions = actions + excluded.actions",
+        )?
+        .execute(params![batch, counts.inserted as i64])?;
     }
     Ok(counts)
 }
@@ -421,43 +436,6 @@ fn unresolved(tx: &Transaction<'_>, batches: &[Arc<str>]) -> rusqlite::Result<u6
         total += stmt.query_row(params![batch.as_ref()], |r| r.get::<_, i64>(0))? as u64;
     }
     Ok(total)
-}
-
-/// One batch's numbers.
-pub(crate) fn counts(conn: &Connection, batch: &str) -> rusqlite::Result<BatchCounts> {
-    let mut counts = BatchCounts {
-        batch: batch.to_owned(),
-        ..BatchCounts::default()
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT state, COUNT(*), SUM(CASE WHEN open = 0 THEN retry_count ELSE 0 END), SUM(restarts)
-         FROM actions WHERE batch = ?1 GROUP BY state",
-    )?;
-    let rows = stmt.query_map(params![batch], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (state, n, retries, restarts) = row?;
-        if let Some(i) = StateWord::parse(&state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
-            counts.states[i] += n as u64;
-        }
-        counts.total += n as u64;
-        counts.retries += retries as u64;
-        counts.restarts += restarts as u64;
-    }
-    let mut latencies: Vec<i64> = conn
-        .prepare_cached("SELECT latency_ms FROM actions WHERE batch = ?1 AND open = 0 AND latency_ms IS NOT NULL")?
-        .query_map(params![batch], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    counts.p50 = percentile(&mut latencies, 0.50);
-    counts.p95 = percentile(&mut latencies, 0.95);
-    counts.p99 = percentile(&mut latencies, 0.99);
-    Ok(counts)
 }
 
 /// One round of pruning over the row ids `[from, from + PRUNE_ROUND)`.
