@@ -84,7 +84,7 @@ wait_for() {
 start_sim() {
   "$bin" simulate --listen 127.0.0.1:0 --profile clean >"$work/sim.out" 2>/dev/null &
   sim_pid=$!
-  wait_for "$sim_start_secs" "the simulator's address" grep -q "listening on" "$work/sim.out"
+  wait_for "$sim_start_secs" "the simulator's address" grep -qs "listening on" "$work/sim.out"
   sim_url=$(sed -n 's/^listening on //p' "$work/sim.out")
   [ -n "$sim_url" ] || { echo "simulator did not start" >&2; exit 1; }
 }

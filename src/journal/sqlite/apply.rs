@@ -9,11 +9,10 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use crate::action::Identity;
-use crate::config::actions::ConfiguredAction;
 use crate::dead_letter::DeadLetter;
 use crate::journal::record::{now_ms, ActionRow, StateWord};
 use crate::journal::writer::{Backend, Done};
-use crate::journal::{Claim, Claimed, Inserted, JournalError, Op, OutcomeLine, Pruned, Replay, Written};
+use crate::journal::{Claim, Claimed, JournalError, Op, OutcomeLine, Pruned, Replay, Written};
 use crate::state::Note;
 
 /// Actions examined per pruning round (a range of row ids).
@@ -56,7 +55,7 @@ impl Backend for Sqlite {
 
 fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<Done> {
     Ok(match op {
-        Op::Insert { batch, rows, .. } => Done::Inserted(insert(tx, batch, rows)?),
+        Op::Insert { batch, rows, .. } => Done::Inserted(super::insert::insert(tx, batch, rows)?),
         Op::Claim { batch, limit, .. } => Done::Claimed(claim(tx, instance, batch, *limit)?),
         Op::Save { claim, row, note, .. } => Done::Written(save(tx, instance, *claim, row, note)?),
         Op::Resolve {
@@ -140,53 +139,6 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
         Op::Snapshot(_) => Done::Snapshot(super::snapshot(tx)?),
         Op::PublishPause { .. } | Op::Release | Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
     })
-}
-
-/// Loads a chunk: new identities are inserted (and counted in `batch_states`, pending);
-/// an identity already journaled keeps its body. A body the journal lacks is filled in
-/// where it is still needed: an action without an outcome (from a version 1 journal) or
-/// one whose dead letter can still be replayed. A pruned action with nothing left to do
-/// stays a small row.
-pub(super) fn insert(tx: &Connection, batch: &str, rows: &[ConfiguredAction]) -> rusqlite::Result<Inserted> {
-    let now = now_ms();
-    // `OR IGNORE`: only the identity can conflict (every other column is bound or has a
-    // default). Unlike `ON CONFLICT DO NOTHING` nothing in it can abort halfway, so SQLite
-    // keeps no statement journal for it (with the trigger gone: schema v4).
-    let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO actions (batch, key, body, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
-    )?;
-    let mut existing = tx.prepare_cached("SELECT id, body FROM actions WHERE batch = ?1 AND key = ?2")?;
-    let mut fill = tx.prepare_cached(
-        "UPDATE actions SET body = ?2 WHERE id = ?1
-           AND (open = 1 OR EXISTS (SELECT 1 FROM dead_letters d
-                                    WHERE d.batch = actions.batch AND d.key = actions.key AND d.replayed = 0))",
-    )?;
-    let mut counts = Inserted::default();
-    for row in rows {
-        if insert.execute(params![batch, row.key, row.body, now])? == 1 {
-            counts.inserted += 1;
-            continue;
-        }
-        let (id, body): (i64, Option<Vec<u8>>) =
-            existing.query_row(params![batch, row.key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        match body {
-            None => {
-                fill.execute(params![id, row.body])?;
-                counts.unchanged += 1;
-            }
-            Some(body) if body == row.body => counts.unchanged += 1,
-            Some(_) => counts.differing += 1,
-        }
-    }
-    // The counts of new rows, kept here rather than by a trigger per row (schema v4).
-    if counts.inserted > 0 {
-        tx.prepare_cached(
-            "INSERT INTO batch_states (batch, state, actions, retries) VALUES (?1, 'pending', ?2, 0)
-             ON CONFLICT (batch, state) DO UPDATE SET actions = actions + excluded.actions",
-        )?
-        .execute(params![batch, counts.inserted as i64])?;
-    }
-    Ok(counts)
 }
 
 /// Claims up to `limit` due actions of `batch` in file order.

@@ -7,6 +7,7 @@
 mod activity;
 mod apply;
 mod counts;
+mod insert;
 mod letters;
 mod one;
 pub(crate) mod read;
@@ -179,7 +180,7 @@ fn lock(path: &Path) -> Result<File, JournalError> {
     Ok(file)
 }
 
-/// Loads `keys` into `batch` the way the daemon does (`apply::insert`: new rows and their
+/// Loads `keys` into `batch` the way the daemon does (`insert::insert`: new rows and their
 /// counts), for the tests of the aggregates.
 #[cfg(test)]
 pub(crate) fn load_for_test(conn: &Connection, batch: &str, keys: &[&str]) {
@@ -190,5 +191,5 @@ pub(crate) fn load_for_test(conn: &Connection, batch: &str, keys: &[&str]) {
             body: b"{}".to_vec(),
         })
         .collect();
-    apply::insert(conn, batch, &rows).expect("the rows load");
+    insert::insert(conn, batch, &rows).expect("the rows load");
 }

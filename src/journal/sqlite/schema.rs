@@ -242,7 +242,7 @@ CREATE INDEX dead_letters_unsent ON dead_letters (batch) WHERE delivered = 0 AND
 /// a replay reopens it and takes it out again.
 ///
 /// New rows are no longer counted by a trigger: the only statement that inserts actions
-/// (`apply::insert`, loading) adds its chunk's count to `batch_states` once. A trigger per
+/// (`insert::insert`, loading) adds its chunk's count to `batch_states` once. A trigger per
 /// row made every insert a statement that can fail halfway, with a statement journal, and
 /// cost about half of the loading rate. Rows are inserted pending and open, so
 /// `batch_latencies` has nothing to count for them.
