@@ -3,6 +3,7 @@
 #
 #   benches/bench.sh [--mode throughput|inflight|scale|loopback|all] [--n N] [--in-flight K]
 #                    [--fsync on|off] [--bin PATH] [--duration SECS] [--timeout SECS]
+#                    [--keep DIR]
 #
 # throughput: N actions through `run --once` against `simulate --profile clean` (a
 #             separate process); reports actions/s, CXone requests/s, peak RSS, p50/p99
@@ -19,11 +20,14 @@
 # loopback:   the simulator's own capacity under wrk (needs wrk), to put the daemon's
 #             requests/s in proportion.
 #
+# --keep DIR works in DIR (created, and left in place afterwards: the journal, the
+# actions file and the logs stay there for profiling) instead of a temporary directory.
+#
 # Every wait has a deadline: a run or a wait that takes longer than --timeout seconds
 # (default 1800) fails the script instead of hanging it. Each mode ends with one JSON line.
 set -euo pipefail
 
-mode=throughput n="" in_flight=1000 fsync=off bin="" wrk_secs=5 limit=1800
+mode=throughput n="" in_flight=1000 fsync=off bin="" wrk_secs=5 limit=1800 keep=""
 # Seconds the simulator gets to print its address, each HTTP call to answer, and a
 # timed-out command to stop after SIGTERM before it is killed.
 sim_start_secs=20 http_secs=10 kill_grace=10
@@ -36,6 +40,7 @@ while [ $# -gt 0 ]; do
     --bin) bin=$2; shift 2 ;;
     --duration) wrk_secs=$2; shift 2 ;;
     --timeout) limit=$2; shift 2 ;;
+    --keep) keep=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 1 ;;
   esac
 done
@@ -50,12 +55,17 @@ if [ -z "$bin" ]; then
   (cd "$root" && cargo build --release --quiet)
   bin="$root/target/release/actionwarden"
 fi
-work=$(mktemp -d)
+if [ -n "$keep" ]; then
+  mkdir -p "$keep"
+  work=$(cd "$keep" && pwd)
+else
+  work=$(mktemp -d)
+fi
 sim_pid="" daemon_pid=""
 cleanup() {
   [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null
   [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null
-  rm -rf "$work"
+  [ -n "$keep" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -74,7 +84,7 @@ wait_for() {
 start_sim() {
   "$bin" simulate --listen 127.0.0.1:0 --profile clean >"$work/sim.out" 2>/dev/null &
   sim_pid=$!
-  wait_for "$sim_start_secs" "the simulator's address" grep -q "listening on" "$work/sim.out"
+  wait_for "$sim_start_secs" "the simulator's address" grep -qs "listening on" "$work/sim.out"
   sim_url=$(sed -n 's/^listening on //p' "$work/sim.out")
   [ -n "$sim_url" ] || { echo "simulator did not start" >&2; exit 1; }
 }

@@ -260,14 +260,23 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The `p`-th percentile (0..=1) of `values` (reordered in place), nearest rank.
-pub fn percentile(values: &mut [i64], p: f64) -> Option<f64> {
-    if values.is_empty() {
+/// The `p`-th percentile (0..=1), nearest rank, of values counted as `(value, how many)`
+/// in ascending order of value (a histogram: one entry per distinct value); `None` when
+/// nothing is counted.
+pub fn percentile(counted: &[(i64, u64)], p: f64) -> Option<f64> {
+    let n: u64 = counted.iter().map(|(_, c)| c).sum();
+    if n == 0 {
         return None;
     }
-    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1;
-    let (_, value, _) = values.select_nth_unstable(rank);
-    Some(*value as f64 / 1000.0)
+    let rank = ((p * n as f64).ceil() as u64).clamp(1, n);
+    let mut seen = 0;
+    counted
+        .iter()
+        .find(|(_, c)| {
+            seen += c;
+            seen >= rank
+        })
+        .map(|(value, _)| *value as f64 / 1000.0)
 }
 
 #[cfg(test)]
@@ -285,11 +294,24 @@ mod tests {
 
     #[test]
     fn percentiles_take_the_nearest_rank() {
-        let mut v: Vec<i64> = (1..=100).map(|i| i * 1000).collect();
-        assert_eq!(percentile(&mut v, 0.5), Some(50.0));
-        assert_eq!(percentile(&mut v, 0.99), Some(99.0));
-        assert_eq!(percentile(&mut [], 0.5), None);
-        assert_eq!(percentile(&mut [7000], 0.99), Some(7.0));
+        let v: Vec<(i64, u64)> = (1..=100).map(|i| (i * 1000, 1)).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50.0));
+        assert_eq!(percentile(&v, 0.99), Some(99.0));
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&[(3000, 0)], 0.5), None);
+        assert_eq!(percentile(&[(7000, 1)], 0.99), Some(7.0));
+    }
+
+    #[test]
+    fn percentiles_of_counted_values_match_those_of_the_values_listed() {
+        // 10 x 1 s, 80 x 2 s, 10 x 9 s: the median is 2 s, the 95th 9 s, the 10th 1 s.
+        let counted = [(1000, 10), (2000, 80), (5000, 0), (9000, 10)];
+        assert_eq!(percentile(&counted, 0.10), Some(1.0));
+        assert_eq!(percentile(&counted, 0.11), Some(2.0));
+        assert_eq!(percentile(&counted, 0.5), Some(2.0));
+        assert_eq!(percentile(&counted, 0.90), Some(2.0));
+        assert_eq!(percentile(&counted, 0.95), Some(9.0));
+        assert_eq!(percentile(&counted, 0.0), Some(1.0));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The live numbers of the console's overview, read from aggregates SQLite keeps current
-//! (`batch_states`, filled by triggers) and partial indexes (outcomes by batch and time,
+//! (`batch_states`, kept by the loader and by triggers) and partial indexes (outcomes by batch and time,
 //! unsent dead letters by batch): a read costs the same on a journal of a thousand
 //! actions as on one of millions, plus what finished in the last minute.
 
@@ -95,12 +95,15 @@ mod tests {
     }
 
     #[test]
-    fn the_kept_counts_follow_every_insert_update_and_delete() {
+    fn the_kept_counts_follow_every_load_update_and_delete() {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
+        super::super::load_for_test(&conn, "a", &["k1", "k2"]);
+        super::super::load_for_test(&conn, "b", &["k1"]);
+        // Loaded again: nothing new, nothing counted twice.
+        super::super::load_for_test(&conn, "a", &["k1", "k2"]);
         conn.execute_batch(
-            "INSERT INTO actions (batch, key, created_ms, updated_ms) VALUES ('a', 'k1', 0, 0), ('a', 'k2', 0, 0), ('b', 'k1', 0, 0);
-             UPDATE actions SET state = 'polling' WHERE key = 'k1';
+            "UPDATE actions SET state = 'polling' WHERE key = 'k1';
              UPDATE actions SET retry_count = 2 WHERE batch = 'a' AND key = 'k1';
              UPDATE actions SET state = 'completed', open = 0, resolved_ms = 5000 WHERE batch = 'a' AND key = 'k1';
              UPDATE actions SET body = x'00' WHERE batch = 'a';
@@ -119,7 +122,8 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
         conn.execute_batch(
-            "DROP TRIGGER batch_states_insert; DROP TRIGGER batch_states_update; DROP TRIGGER batch_states_delete;
+            "DROP TRIGGER batch_latencies_update; DROP TRIGGER batch_latencies_delete; DROP TABLE batch_latencies;
+             DROP INDEX actions_restarted; DROP TRIGGER batch_states_update; DROP TRIGGER batch_states_delete;
              DROP TABLE batch_states; DROP TABLE discard_requests; DROP INDEX replay_requests_letter;
              DROP INDEX actions_resolved; DROP INDEX dead_letters_unsent; PRAGMA user_version = 2;
              INSERT INTO actions (batch, key, state, retry_count, created_ms, updated_ms)

@@ -9,12 +9,10 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use crate::action::Identity;
-use crate::config::actions::ConfiguredAction;
 use crate::dead_letter::DeadLetter;
 use crate::journal::record::{now_ms, ActionRow, StateWord};
-use crate::journal::view::{percentile, BatchCounts};
 use crate::journal::writer::{Backend, Done};
-use crate::journal::{Claim, Claimed, Inserted, JournalError, Op, OutcomeLine, Pruned, Replay, Written};
+use crate::journal::{Claim, Claimed, JournalError, Op, OutcomeLine, Pruned, Replay, Written};
 use crate::state::Note;
 
 /// Actions examined per pruning round (a range of row ids).
@@ -57,7 +55,7 @@ impl Backend for Sqlite {
 
 fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<Done> {
     Ok(match op {
-        Op::Insert { batch, rows, .. } => Done::Inserted(insert(tx, batch, rows)?),
+        Op::Insert { batch, rows, .. } => Done::Inserted(super::insert::insert(tx, batch, rows)?),
         Op::Claim { batch, limit, .. } => Done::Claimed(claim(tx, instance, batch, *limit)?),
         Op::Save { claim, row, note, .. } => Done::Written(save(tx, instance, *claim, row, note)?),
         Op::Resolve {
@@ -109,7 +107,12 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
         Op::TakeReplays(_) => Done::Replays(apply_replays(tx, instance)?),
         Op::TakeDiscards(_) => Done::Discards(super::letters::apply_discards(tx)?),
         Op::Unresolved { batches, .. } => Done::Count(unresolved(tx, batches)?),
-        Op::Counts { batches, .. } => Done::Counts(batches.iter().map(|b| counts(tx, b)).collect::<Result<_, _>>()?),
+        Op::Counts { batches, .. } => Done::Counts(
+            batches
+                .iter()
+                .map(|b| super::counts::counts(tx, b))
+                .collect::<Result<_, _>>()?,
+        ),
         Op::Prune { before_ms, from, .. } => Done::Pruned(prune(tx, *before_ms, *from)?),
         Op::Source { batch, path, .. } => Done::Source(
             tx.prepare_cached("SELECT hash FROM sources WHERE batch = ?1 AND path = ?2")?
@@ -136,42 +139,6 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
         Op::Snapshot(_) => Done::Snapshot(super::snapshot(tx)?),
         Op::PublishPause { .. } | Op::Release | Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
     })
-}
-
-/// Loads a chunk: new identities are inserted; an identity already journaled keeps
-/// its body. A body the journal lacks is filled in where it is still needed: an action
-/// without an outcome (from a version 1 journal) or one whose dead letter can still be
-/// replayed. A pruned action with nothing left to do stays a small row.
-fn insert(tx: &Transaction<'_>, batch: &str, rows: &[ConfiguredAction]) -> rusqlite::Result<Inserted> {
-    let now = now_ms();
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO actions (batch, key, body, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)
-         ON CONFLICT (batch, key) DO NOTHING",
-    )?;
-    let mut existing = tx.prepare_cached("SELECT id, body FROM actions WHERE batch = ?1 AND key = ?2")?;
-    let mut fill = tx.prepare_cached(
-        "UPDATE actions SET body = ?2 WHERE id = ?1
-           AND (open = 1 OR EXISTS (SELECT 1 FROM dead_letters d
-                                    WHERE d.batch = actions.batch AND d.key = actions.key AND d.replayed = 0))",
-    )?;
-    let mut counts = Inserted::default();
-    for row in rows {
-        if insert.execute(params![batch, row.key, row.body, now])? == 1 {
-            counts.inserted += 1;
-            continue;
-        }
-        let (id, body): (i64, Option<Vec<u8>>) =
-            existing.query_row(params![batch, row.key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        match body {
-            None => {
-                fill.execute(params![id, row.body])?;
-                counts.unchanged += 1;
-            }
-            Some(body) if body == row.body => counts.unchanged += 1,
-            Some(_) => counts.differing += 1,
-        }
-    }
-    Ok(counts)
 }
 
 /// Claims up to `limit` due actions of `batch` in file order.
@@ -421,43 +388,6 @@ fn unresolved(tx: &Transaction<'_>, batches: &[Arc<str>]) -> rusqlite::Result<u6
         total += stmt.query_row(params![batch.as_ref()], |r| r.get::<_, i64>(0))? as u64;
     }
     Ok(total)
-}
-
-/// One batch's numbers.
-pub(crate) fn counts(conn: &Connection, batch: &str) -> rusqlite::Result<BatchCounts> {
-    let mut counts = BatchCounts {
-        batch: batch.to_owned(),
-        ..BatchCounts::default()
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT state, COUNT(*), SUM(CASE WHEN open = 0 THEN retry_count ELSE 0 END), SUM(restarts)
-         FROM actions WHERE batch = ?1 GROUP BY state",
-    )?;
-    let rows = stmt.query_map(params![batch], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (state, n, retries, restarts) = row?;
-        if let Some(i) = StateWord::parse(&state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
-            counts.states[i] += n as u64;
-        }
-        counts.total += n as u64;
-        counts.retries += retries as u64;
-        counts.restarts += restarts as u64;
-    }
-    let mut latencies: Vec<i64> = conn
-        .prepare_cached("SELECT latency_ms FROM actions WHERE batch = ?1 AND open = 0 AND latency_ms IS NOT NULL")?
-        .query_map(params![batch], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    counts.p50 = percentile(&mut latencies, 0.50);
-    counts.p95 = percentile(&mut latencies, 0.95);
-    counts.p99 = percentile(&mut latencies, 0.99);
-    Ok(counts)
 }
 
 /// One round of pruning over the row ids `[from, from + PRUNE_ROUND)`.

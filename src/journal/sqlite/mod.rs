@@ -6,6 +6,8 @@
 
 mod activity;
 mod apply;
+mod counts;
+mod insert;
 mod letters;
 mod one;
 pub(crate) mod read;
@@ -46,8 +48,13 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot), JournalError> {
     schema::migrate(&mut conn, path)?;
     let sql = JournalError::sqlite(path);
     // Claims die with the process that made them: every unresolved action is due again.
-    conn.execute("UPDATE actions SET owner = NULL WHERE owner IS NOT NULL", [])
-        .map_err(&sql)?;
+    // Only open actions are ever claimed (a resolved one keeps its last owner, unread), so
+    // only those are looked at: through `actions_open`, not a scan of the whole journal.
+    conn.execute(
+        "UPDATE actions SET owner = NULL WHERE open = 1 AND owner IS NOT NULL",
+        [],
+    )
+    .map_err(&sql)?;
     // So do leases on dead letters; and a start tries every undelivered letter at once
     // (the webhook may be back) instead of after its redelivery delay.
     conn.execute(
@@ -171,4 +178,18 @@ fn lock(path: &Path) -> Result<File, JournalError> {
     file.set_len(0).map_err(&io)?;
     write!(file, "{}", std::process::id()).map_err(&io)?;
     Ok(file)
+}
+
+/// Loads `keys` into `batch` the way the daemon does (`insert::insert`: new rows and their
+/// counts), for the tests of the aggregates.
+#[cfg(test)]
+pub(crate) fn load_for_test(conn: &Connection, batch: &str, keys: &[&str]) {
+    let rows: Vec<_> = keys
+        .iter()
+        .map(|key| crate::config::actions::ConfiguredAction {
+            key: (*key).to_owned(),
+            body: b"{}".to_vec(),
+        })
+        .collect();
+    insert::insert(conn, batch, &rows).expect("the rows load");
 }
