@@ -127,9 +127,14 @@ CREATE INDEX replay_requests_letter ON replay_requests (error_id);
 ";
 
 /// Version 2 to 3: the unclaimed actions of a batch in file order, so that a claim reads
-/// only the rows it takes (not every open row of the batch, the in-flight ones included).
+/// only the rows it takes (not every open row of the batch, the in-flight ones included);
+/// free room in the pages of the rows updated in place (an action's states, an outcome
+/// line's `writing`), so that those updates stay on their page and add no index entries
+/// (HOT updates). Pages written before the change fill up as they were.
 const FROM_V2: &str = "
 CREATE INDEX IF NOT EXISTS actions_unowned ON actions (batch, id) WHERE open AND owner IS NULL;
+ALTER TABLE actions SET (fillfactor = 50);
+ALTER TABLE outcomes SET (fillfactor = 70);
 ";
 
 /// The steps from each version to the next, in order: step `i` leads from version
