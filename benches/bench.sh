@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # actionwarden benchmark (targets and results: BENCHMARKS.md). See README "Performance".
 #
-#   benches/bench.sh [--mode throughput|inflight|scale|loopback|all] [--n N] [--in-flight K]
-#                    [--fsync on|off] [--bin PATH] [--duration SECS] [--timeout SECS]
-#                    [--keep DIR]
+#   benches/bench.sh [--mode throughput|inflight|scale|loopback|cluster|failover|all] [--n N]
+#                    [--in-flight K] [--fsync on|off] [--backend sqlite|postgres] [--runs R]
+#                    [--bin PATH] [--duration SECS] [--timeout SECS] [--keep DIR]
 #
 # throughput: N actions through `run --once` against `simulate --profile clean` (a
 #             separate process); reports actions/s, CXone requests/s, peak RSS, p50/p99
@@ -19,6 +19,21 @@
 #             whole file into an empty journal, process start included.
 # loopback:   the simulator's own capacity under wrk (needs wrk), to put the daemon's
 #             requests/s in proportion.
+# cluster:    PostgreSQL (docs/cluster.md): N actions run by one instance, then (a fresh
+#             schema, a fresh simulator) the same file by two instances on one schema,
+#             both `run --once`, timed until both exit; reports both wall times, the ratio
+#             two / one, and each member's share.
+# failover:   PostgreSQL: two instances (lease_timeout 5s, heartbeat 1s) on N actions that
+#             stay `polling` (simulated duration 15s); the one holding them is killed with
+#             SIGKILL, and the time from the kill to the survivor's first (and last) `taken
+#             over` history event is reported against lease_timeout + 2 s; --runs R repeats
+#             it R times (default 1).
+#
+# PostgreSQL: --backend postgres (throughput mode) and the cluster and failover modes use
+# the server at $ACTIONWARDEN_BENCH_DATABASE_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres; needs psql), a fresh schema per run,
+# dropped at the end. `journal.fsync` does not apply there (the server's settings do);
+# --fsync still sets `audit.fsync`.
 #
 # --keep DIR works in DIR (created, and left in place afterwards: the journal, the
 # actions file and the logs stay there for profiling) instead of a temporary directory.
@@ -27,7 +42,7 @@
 # (default 1800) fails the script instead of hanging it. Each mode ends with one JSON line.
 set -euo pipefail
 
-mode=throughput n="" in_flight=1000 fsync=off bin="" wrk_secs=5 limit=1800 keep=""
+mode=throughput n="" in_flight=1000 fsync=off bin="" wrk_secs=5 limit=1800 keep="" backend=sqlite runs=1
 # Seconds the simulator gets to print its address, each HTTP call to answer, and a
 # timed-out command to stop after SIGTERM before it is killed.
 sim_start_secs=20 http_secs=10 kill_grace=10
@@ -41,13 +56,16 @@ while [ $# -gt 0 ]; do
     --duration) wrk_secs=$2; shift 2 ;;
     --timeout) limit=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
+    --backend) backend=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 1 ;;
   esac
 done
 case "$fsync" in on) fsync_toml=true ;; off) fsync_toml=false ;; *) echo "--fsync on|off" >&2; exit 1 ;; esac
+case "$backend" in sqlite | postgres) ;; *) echo "--backend sqlite|postgres" >&2; exit 1 ;; esac
 # Actions per run unless --n says otherwise: the scale mode is about a big batch.
 if [ -z "$n" ]; then
-  case "$mode" in scale) n=1000000 ;; *) n=10000 ;; esac
+  case "$mode" in scale) n=1000000 ;; failover) n=200 ;; *) n=10000 ;; esac
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,6 +83,7 @@ sim_pid="" daemon_pid=""
 cleanup() {
   [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null
   [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null
+  pg_cleanup
   [ -n "$keep" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -137,6 +156,10 @@ throughput() {
   start_sim
   gen_actions "$n" ""
   write_config $'initial_delay = "5ms"\ninterval = "20ms"' "$in_flight" "$work/actions.jsonl"
+  if [ "$backend" = postgres ]; then
+    pg_member "$work/config.toml" "$work/config.toml" bench "$work/audit.jsonl" "$(pg_schema throughput)"
+    echo "backend=postgres schema=$(pg_schema throughput)"
+  fi
   set +e
   AW_BENCH_SECRET=simulator-secret timeout -k "$kill_grace" "$limit" /usr/bin/time -f '%e %U %S %M' -o "$work/time" \
     "$bin" run --once -c "$work/config.toml" >"$work/summary.txt" 2>"$work/daemon.log"
@@ -293,8 +316,205 @@ PY
 
 stat_size() { command stat -c %s "$1"; }
 
+# ---- PostgreSQL (docs/cluster.md): --backend postgres, the cluster and failover modes ----
+
+pg_url=${ACTIONWARDEN_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+# The daemons read the URL from this variable (their journal.url_env).
+export AW_BENCH_DATABASE_URL=$pg_url
+pg_used="" member_pids=""
+# The failover mode's cluster timings: the documented heartbeat, a short lease.
+fo_lease_s=5 fo_heartbeat_s=1
+
+# pg SQL: runs SQL on the benchmark's server; prints the rows unaligned.
+pg() { timeout -k "$kill_grace" "$http_secs" psql "$pg_url" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+
+# The server's URL without credentials, for messages.
+pg_shown() { sed -E 's#//[^@/]*@#//#' <<<"$pg_url"; }
+
+pg_check() {
+  command -v psql >/dev/null || { echo "the PostgreSQL modes need psql (postgresql-client)" >&2; exit 1; }
+  pg 'SELECT 1' >/dev/null 2>&1 || { echo "PostgreSQL not reachable at $(pg_shown)" >&2; exit 1; }
+  pg_used=1
+}
+
+# pg_schema LABEL: this run's schema for LABEL (a daemon creates it; pg_cleanup drops it).
+pg_schema() { echo "aw_bench_$$_$1"; }
+
+# Stops the members still running (each in the process group of its `timeout`) and drops
+# this run's schemas.
+pg_cleanup() {
+  local pid schema
+  for pid in $member_pids; do kill -9 -- "-$pid" 2>/dev/null || true; done
+  [ -n "$pg_used" ] || return 0
+  for schema in $(pg "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'aw\_bench\_$$\_%'" 2>/dev/null); do
+    pg "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  done
+  return 0
+}
+
+# pg_member IN OUT NAME AUDIT SCHEMA [LEASE_S HEARTBEAT_S]: OUT is write_config's IN as
+# cluster member NAME on SCHEMA, appending to its own audit file AUDIT.
+pg_member() {
+  local cluster="[cluster]"$'\n'"instance_name = \"$3\""
+  [ -z "${6:-}" ] || cluster+=$'\n'"heartbeat = \"${7}s\""$'\n'"lease_timeout = \"${6}s\""
+  sed -e "s|^\[journal\]\$|[journal]\nbackend = \"postgres\"\nurl_env = \"AW_BENCH_DATABASE_URL\"\nschema = \"$5\"|" \
+    -e "s|^path = \"$work/audit.jsonl\"\$|path = \"$4\"|" "$1" >"$2.new"
+  echo "$cluster" >>"$2.new"
+  mv "$2.new" "$2"
+}
+
+# fresh_sim POLL_TABLE: a new simulator (no actions, no idempotency keys, zero counts) and
+# $work/config.toml pointing at it.
+fresh_sim() {
+  if [ -n "$sim_pid" ]; then
+    kill "$sim_pid"
+    wait_for "$sim_start_secs" "the simulator to stop" sim_gone
+    sim_pid=""
+  fi
+  start_sim
+  write_config "$1" "$in_flight" "$work/actions.jsonl"
+}
+
+sim_gone() { ! kill -0 "$sim_pid" 2>/dev/null; }
+
+# launch NAME CONFIG: `run --once -c CONFIG` in the background under GNU time
+# ($work/NAME.time) and --timeout, whose process group `kill -9 -- -PID` ends whole.
+# Its pid is in $launched.
+launch() {
+  AW_BENCH_SECRET=simulator-secret timeout -k "$kill_grace" "$limit" /usr/bin/time -f '%e %U %S %M' -o "$work/$1.time" \
+    "$bin" run --once -c "$2" >"$work/$1.out" 2>"$work/$1.log" &
+  launched=$!
+  member_pids+=" $launched"
+}
+
+# finish NAME PID: waits for a launched member (--timeout is its deadline); fails unless
+# it exited 0.
+finish() {
+  local code=0
+  wait "$2" || code=$?
+  [ "$code" != 124 ] && [ "$code" != 137 ] || { echo "$1 did not finish within ${limit}s" >&2; exit 1; }
+  [ "$code" = 0 ] || { echo "$1 exited $code" >&2; tail -20 "$work/$1.log" >&2; exit 1; }
+}
+
+# cluster_phase LABEL NAME...: members NAME... on a fresh schema and simulator run the
+# actions file together; $work/LABEL.wall gets the seconds from the first launch until
+# the last member exits.
+cluster_phase() {
+  local label=$1 name started i=0 pids=()
+  shift
+  fresh_sim $'initial_delay = "5ms"\ninterval = "20ms"'
+  for name in "$@"; do
+    pg_member "$work/config.toml" "$work/$name.toml" "$name" "$work/$name.audit.jsonl" "$(pg_schema "$label")"
+  done
+  started=$(date +%s.%N)
+  for name in "$@"; do
+    launch "$name" "$work/$name.toml"
+    pids+=("$launched")
+  done
+  for name in "$@"; do
+    finish "$name" "${pids[$i]}"
+    i=$((i + 1))
+  done
+  python3 -c "import time; print(time.time() - $started)" >"$work/$label.wall"
+}
+
+cluster() {
+  gen_actions "$n" ""
+  cluster_phase one solo
+  cluster_phase two a b
+  python3 - "$work" "$n" "$in_flight" "$fsync" <<'PY'
+import json, sys
+work, n, in_flight, fsync = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def completed(name):
+    return sum(1 for r in map(json.loads, open(f"{work}/{name}.audit.jsonl")) if r["event_type"] == "ACTION_COMPLETED")
+wall = {label: float(open(f"{work}/{label}.wall").read()) for label in ("one", "two")}
+solo, a, b = completed("solo"), completed("a"), completed("b")
+assert solo == n, f"one instance: {solo} outcomes for {n} actions"
+assert a + b == n, f"two instances: {a} + {b} outcomes for {n} actions"
+ratio = wall["two"] / wall["one"]
+print(f"mode=cluster n={n} in_flight={in_flight} (per instance) audit fsync={fsync}")
+print(f"  one instance       {wall['one']:8.2f} s  {n / wall['one']:8.0f} actions/s")
+print(f"  two instances      {wall['two']:8.2f} s  {n / wall['two']:8.0f} actions/s   (a {a / n:.0%}, b {b / n:.0%})")
+print(f"  two / one          {ratio:8.2f}                            <= 1")
+print(json.dumps({"mode": "cluster", "n": n, "in_flight": in_flight, "fsync": fsync, "completed_one": solo, "completed_two": a + b,
+                  "one_s": wall["one"], "two_s": wall["two"], "one_actions_per_s": n / wall["one"],
+                  "two_actions_per_s": n / wall["two"], "ratio": ratio, "share_a": a / n, "share_b": b / n}))
+PY
+}
+
+# pg_count SQL: the count SQL selects, or nothing while the schema does not exist yet.
+pg_count() { pg "$1" 2>/dev/null || true; }
+
+# True once every action is `polling` under member a of schema $1.
+all_polling() { [ "$(pg_count "SELECT count(*) FROM $1.actions WHERE state = 'polling'")" -ge "$n" ] 2>/dev/null; }
+
+# True once member $2 registered in schema $1.
+registered() { [ "$(pg_count "SELECT count(*) FROM $1.instances WHERE name = '$2'")" -ge 1 ] 2>/dev/null; }
+
+# failover_run R: member a holds every action `polling`, b has started; a is killed; b
+# rescues and finishes them. Appends the run's figures to $work/failover.jsonl.
+failover_run() {
+  local schema a b held killed_ms created
+  schema=$(pg_schema "failover$1")
+  fresh_sim $'initial_delay = "1s"\ninterval = "1s"'
+  for name in a b; do
+    pg_member "$work/config.toml" "$work/$name$1.toml" "$name" "$work/$name$1.audit.jsonl" "$schema" "$fo_lease_s" "$fo_heartbeat_s"
+  done
+  launch "a$1" "$work/a$1.toml"
+  a=$launched
+  wait_for "$limit" "member a to hold every action polling" all_polling "$schema"
+  launch "b$1" "$work/b$1.toml"
+  b=$launched
+  wait_for "$limit" "member b to register" registered "$schema" b
+  held=$(pg "SELECT count(*) FROM $schema.actions x JOIN $schema.instances i ON x.owner = i.id
+             WHERE i.name = 'a' AND x.state = 'polling'")
+  killed_ms=$(date +%s%3N)
+  { kill -9 -- "-$a" && wait "$a"; } 2>/dev/null || true
+  finish "b$1" "$b"
+  created=$(stat "['actions_created']")
+  # The first event each action got from the survivor's claim, when the survivor took
+  # it over (its clock: the same host).
+  taken=$(pg "SELECT count(*), min(at_ms), max(at_ms) FROM (SELECT min(at_ms) AS at_ms FROM $schema.history
+              WHERE instance = 'b' AND detail LIKE 'taken over%' GROUP BY action) t")
+  python3 - "$work" "$1" "$n" "$held" "$killed_ms" "$created" "$taken" >>"$work/failover.jsonl" <<'PY'
+import json, sys
+work, run, n, held, killed_ms, created = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+rescued, first, last = sys.argv[7].split("|")
+assert int(rescued) > 0, "the survivor took nothing over"
+outcomes = sum(1 for name in ("a", "b") for r in map(json.loads, open(f"{work}/{name}{run}.audit.jsonl"))
+               if r["event_type"] == "ACTION_COMPLETED")
+assert outcomes == n, f"{outcomes} outcomes for {n} actions"
+assert created == n, f"{created} actions created upstream for {n}: a rescue submitted again"
+print(json.dumps({"held_at_kill": held, "rescued": int(rescued), "first_rescue_s": (int(first) - killed_ms) / 1000,
+                  "last_rescue_s": (int(last) - killed_ms) / 1000}))
+PY
+}
+
+failover() {
+  gen_actions "$n" ', "sim": {"duration": "15s"}'
+  local run
+  for run in $(seq 1 "$runs"); do failover_run "$run"; done
+  python3 - "$work/failover.jsonl" "$n" "$fo_lease_s" "$fo_heartbeat_s" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+n, lease, heartbeat = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+target = lease + 2
+print(f"mode=failover n={n} lease_timeout={lease}s heartbeat={heartbeat}s    (target: running again within {target} s)")
+for i, r in enumerate(runs, 1):
+    print(f"  run {i}: {r['held_at_kill']} polling at the kill, {r['rescued']} taken over; "
+          f"first {r['first_rescue_s']:.2f} s, last {r['last_rescue_s']:.2f} s after the kill")
+worst = max(r["last_rescue_s"] for r in runs)
+print(json.dumps({"mode": "failover", "n": n, "runs": len(runs), "lease_s": lease, "heartbeat_s": heartbeat, "target_s": target,
+                  "held_at_kill": [r["held_at_kill"] for r in runs], "rescued": [r["rescued"] for r in runs],
+                  "first_rescue_s": [r["first_rescue_s"] for r in runs], "last_rescue_s": [r["last_rescue_s"] for r in runs],
+                  "within_target": worst <= target}))
+PY
+}
+
 case "$mode" in
-  throughput) throughput ;;
+  throughput) [ "$backend" = sqlite ] || pg_check; throughput ;;
+  cluster) pg_check; cluster ;;
+  failover) pg_check; failover ;;
   inflight) inflight ;;
   scale) scale ;;
   loopback) loopback ;;

@@ -1,5 +1,7 @@
 //! The benchmark script stays runnable: a tiny N through each of its daemon modes, with
 //! the test build's binary (no release build, nothing timed), and its figures are sane.
+//! The PostgreSQL modes use the test server (`ACTIONWARDEN_TEST_DATABASE_URL`) and are
+//! skipped, with one line, when it is not reachable outside CI.
 
 mod common;
 
@@ -29,6 +31,7 @@ fn bench(args: &[&str]) -> Value {
             "--timeout",
             SCRIPT_TIMEOUT_SECS,
         ])
+        .env("ACTIONWARDEN_BENCH_DATABASE_URL", common::pg::database_url())
         // Its own process group: a kill at the deadline takes the simulator and the
         // daemon the script started along with it.
         .process_group(0);
@@ -123,4 +126,64 @@ fn scale_mode_reports_every_figure() {
     // hundred bytes, not kilobytes per action and not nothing.
     let per_action = positive(&report, "journal_bytes_per_action");
     assert!((100.0..20_000.0).contains(&per_action), "{report}");
+}
+
+#[test]
+fn throughput_mode_runs_on_postgres() {
+    if !common::pg::reachable("bench throughput --backend postgres") {
+        return;
+    }
+    let report = bench(&[
+        "--mode",
+        "throughput",
+        "--backend",
+        "postgres",
+        "--n",
+        "30",
+        "--in-flight",
+        "10",
+    ]);
+    assert_eq!(report["completed"], 30, "every action completed: {report}");
+    positive(&report, "actions_per_s");
+}
+
+#[test]
+fn cluster_mode_reports_one_and_two_instances() {
+    if !common::pg::reachable("bench cluster mode") {
+        return;
+    }
+    // A small in-flight limit so that neither member takes the whole batch at once.
+    let report = bench(&["--mode", "cluster", "--n", "200", "--in-flight", "10"]);
+    assert_eq!(report["completed_one"], 200, "{report}");
+    assert_eq!(report["completed_two"], 200, "{report}");
+    let (one, two) = (positive(&report, "one_s"), positive(&report, "two_s"));
+    let ratio = positive(&report, "ratio");
+    assert!((ratio - two / one).abs() < 1e-9, "{report}");
+    positive(&report, "one_actions_per_s");
+    positive(&report, "two_actions_per_s");
+    let shares = report["share_a"].as_f64().unwrap() + report["share_b"].as_f64().unwrap();
+    assert!((shares - 1.0).abs() < 1e-9, "the members' shares add up: {report}");
+}
+
+#[test]
+fn failover_mode_reports_the_rescue_time() {
+    if !common::pg::reachable("bench failover mode") {
+        return;
+    }
+    let report = bench(&["--mode", "failover", "--n", "20"]);
+    assert_eq!(report["runs"], 1, "{report}");
+    assert_eq!(
+        report["held_at_kill"][0], 20,
+        "the killed member held every action: {report}"
+    );
+    assert_eq!(
+        report["rescued"][0], 20,
+        "the survivor took every action over: {report}"
+    );
+    let first = report["first_rescue_s"][0].as_f64().unwrap();
+    let last = report["last_rescue_s"][0].as_f64().unwrap();
+    // Taken over after the kill (once its lease ran out), the first before the last.
+    assert!(first > 0.0 && first <= last, "{report}");
+    assert_eq!(report["target_s"], 7, "{report}");
+    assert!(report["within_target"].is_boolean(), "{report}");
 }

@@ -20,6 +20,21 @@ pub fn postgres_backend() -> bool {
     std::env::var("ACTIONWARDEN_TEST_BACKEND").is_ok_and(|v| v == "postgres")
 }
 
+/// True when the test server answers; false (after one "skipped" line naming `test`)
+/// when it does not, except under CI, where that fails the test.
+pub fn reachable(test: &str) -> bool {
+    let url = database_url();
+    if let Err(e) = postgres::Client::connect(&url, postgres::NoTls) {
+        assert!(
+            !under_ci(),
+            "PostgreSQL is required under CI and is not reachable at {url}: {e}"
+        );
+        eprintln!("skipped: {test}: PostgreSQL not reachable at {url} ({e})");
+        return false;
+    }
+    true
+}
+
 /// A schema of its own for one test, dropped when the test ends.
 pub struct Schema {
     /// Its name.
@@ -31,15 +46,10 @@ impl Schema {
     /// A fresh, empty schema name on the test server; `None` (after one "skipped" line)
     /// when the server is not reachable, except under CI, where that fails the test.
     pub fn fresh(test: &str) -> Option<Schema> {
-        let url = database_url();
-        if let Err(e) = postgres::Client::connect(&url, postgres::NoTls) {
-            assert!(
-                !under_ci(),
-                "PostgreSQL is required under CI and is not reachable at {url}: {e}"
-            );
-            eprintln!("skipped: {test}: PostgreSQL not reachable at {url} ({e})");
+        if !reachable(test) {
             return None;
         }
+        let url = database_url();
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())

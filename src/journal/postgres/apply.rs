@@ -278,8 +278,14 @@ fn insert(
     Ok(counts)
 }
 
-/// Claims up to `limit` due actions of `batch` in file order: unclaimed, or owned by an
-/// instance that is no longer alive (rescued).
+/// Claims up to `limit` due actions of `batch`: first those of instances that are no
+/// longer alive (rescued), then unclaimed ones, each in file order.
+///
+/// Two statements, each reading only rows it may take: the actions of dead instances
+/// through `actions_owner` (and only when a dead instance holds any), the unclaimed ones
+/// through `actions_unowned`. One statement over every open row of the batch would read
+/// the in-flight actions at each claim, and the planner, without statistics on a freshly
+/// loaded table, sorted the whole batch to find the first few.
 fn claim(
     tx: &mut Transaction<'_>,
     me: &str,
@@ -288,20 +294,44 @@ fn claim(
     batch: &str,
     limit: usize,
 ) -> Result<Vec<Claimed>, postgres::Error> {
-    let sql = lease_sql(
-        &format!(
-            "WITH due AS (
+    let take =
+        |tx: &mut Transaction<'_>, owners: &str, limit: usize, extra: &[&(dyn postgres::types::ToSql + Sync)]| {
+            let sql = format!(
+                "WITH due AS (
                  SELECT id, owner AS previous FROM actions
-                 WHERE batch = $1 AND open AND body IS NOT NULL
-                   AND (owner IS NULL OR owner NOT IN ({LIVE}))
+                 WHERE batch = $1 AND open AND body IS NOT NULL AND {owners}
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
              UPDATE actions a SET owner = $3, fence = a.fence + 1 FROM due WHERE a.id = due.id
              RETURNING a.{}, a.fence, a.body, due.previous IS NOT NULL AS rescued",
-            ROW_COLUMNS.replace(", ", ", a.")
-        ),
-        4,
-    );
-    let rows = tx.query(&sql, &[&batch, &(limit as i64), &me, &lease])?;
+                ROW_COLUMNS.replace(", ", ", a.")
+            );
+            let limit = limit as i64;
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&batch, &limit, &me];
+            params.extend_from_slice(extra);
+            tx.query(&sql, &params)
+        };
+    let dead: Vec<String> = tx
+        .query(
+            &lease_sql(
+                &format!(
+                    "SELECT i.id FROM instances i WHERE i.id NOT IN ({LIVE})
+                       AND EXISTS (SELECT 1 FROM actions a WHERE a.owner = i.id AND a.open)"
+                ),
+                1,
+            ),
+            &[&lease],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut rows = if dead.is_empty() {
+        Vec::new()
+    } else {
+        take(tx, "owner = ANY($4)", limit, &[&dead])?
+    };
+    if rows.len() < limit {
+        rows.extend(take(tx, "owner IS NULL", limit - rows.len(), &[])?);
+    }
     let mut rescued = 0;
     let taken_over = Note {
         detail: Some("taken over from an instance that stopped renewing its heartbeat".into()),

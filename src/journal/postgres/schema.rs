@@ -8,7 +8,7 @@ use super::Target;
 use crate::journal::JournalError;
 
 /// The version this binary writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// The advisory lock key of migrations ("actionwarden" in ASCII, truncated to 8 bytes).
 const MIGRATION_LOCK: i64 = 0x6163_7469_6f6e_7761;
@@ -126,9 +126,20 @@ CREATE INDEX discard_requests_letter ON discard_requests (error_id);
 CREATE INDEX replay_requests_letter ON replay_requests (error_id);
 ";
 
+/// Version 2 to 3: the unclaimed actions of a batch in file order, so that a claim reads
+/// only the rows it takes (not every open row of the batch, the in-flight ones included);
+/// free room in the pages of the rows updated in place (an action's states, an outcome
+/// line's `writing`), so that those updates stay on their page and add no index entries
+/// (HOT updates). Pages written before the change fill up as they were.
+const FROM_V2: &str = "
+CREATE INDEX IF NOT EXISTS actions_unowned ON actions (batch, id) WHERE open AND owner IS NULL;
+ALTER TABLE actions SET (fillfactor = 50);
+ALTER TABLE outcomes SET (fillfactor = 70);
+";
+
 /// The steps from each version to the next, in order: step `i` leads from version
 /// `i + 1` to `i + 2`.
-const STEPS: [&str; 1] = [FROM_V1];
+const STEPS: [&str; 2] = [FROM_V1, FROM_V2];
 
 /// Connects and brings the schema to `VERSION`; refuses a newer one.
 pub fn connect_and_migrate(target: &Target) -> Result<Client, JournalError> {

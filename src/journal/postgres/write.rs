@@ -65,6 +65,14 @@ pub(super) fn apply(tx: &mut Transaction<'_>, me: Me<'_>, ops: &[Op]) -> Result<
 }
 
 /// The conditional update of every final row; returns the (id, fence) pairs written.
+///
+/// The plan must not depend on statistics, which a freshly loaded table lacks:
+/// - `a.id = ANY($1)` repeats the join key as an index condition: joined with `unnest`
+///   alone, the planner hashed a sequential scan of the whole table at every group commit;
+/// - the owner check is written so that the planner cannot take it as selective: as
+///   `a.owner = $16` it estimated one matching row and looped over the whole `unnest` for
+///   each row (quadratic in the group). `coalesce(.., FALSE)` matches exactly the same
+///   rows (a NULL owner never matches).
 fn update<'a>(
     tx: &mut Transaction<'_>,
     owner: &str,
@@ -85,7 +93,7 @@ fn update<'a>(
                      $15::bigint[])
               AS u(id, fence, state, open, attempt, retry_count, series, action_id, poll_id, until_ms,
                    first_submit_ms, latency_ms, compensating, restarts, updated_ms)
-         WHERE a.id = u.id AND a.fence = u.fence AND a.owner = $16
+         WHERE a.id = ANY($1) AND a.id = u.id AND a.fence = u.fence AND coalesce(a.owner = $16, FALSE)
          RETURNING a.id, a.fence",
         &[
             &c.id,
