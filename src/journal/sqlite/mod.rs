@@ -45,6 +45,7 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot), JournalError> {
     let mut conn = connect(path, options.fsync)?;
     schema::migrate(&mut conn, path)?;
     let sql = JournalError::sqlite(path);
+    tune_writer(&conn).map_err(&sql)?;
     // Claims die with the process that made them: every unresolved action is due again.
     conn.execute("UPDATE actions SET owner = NULL WHERE owner IS NOT NULL", [])
         .map_err(&sql)?;
@@ -107,6 +108,30 @@ pub(crate) fn connect(path: &Path, fsync: bool) -> Result<Connection, JournalErr
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "OFF" })
         .map_err(&sql)?;
     Ok(conn)
+}
+
+/// Pages of the writer's cache (`cache_size`, negative: in KiB): 32 MiB, taken only as
+/// the journal grows. With SQLite's 2 MiB default, the pages of 1,000 actions in flight
+/// (their rows, history and outcome lines, and the indexes over them) did not stay
+/// cached: every action cost a page read back from the WAL.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// WAL pages between automatic checkpoints (SQLite's default is 1,000). A checkpoint
+/// copies every page changed since the last one from the WAL into the database file
+/// (a read and a write each, and a sync); a page changed by many group commits in
+/// between (the last page of an index, the per-batch counts) is copied once.
+const WRITER_CHECKPOINT_PAGES: i64 = 4_000;
+
+/// Settings of the writer's own connection (readers keep SQLite's defaults):
+/// statement journals and temporary tables in memory (`temp_store`); each statement of
+/// a group commit that may fail halfway (a trigger, an upsert) keeps the pages it
+/// changes in a statement journal, and with temporary files that was half of all page
+/// writes (5.2 `pwrite64` calls per action, 2.5 without, same journal contents); a
+/// larger page cache; fewer, larger checkpoints.
+fn tune_writer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+    Ok(())
 }
 
 /// Actions that were being polled repeat their POST with the same Idempotency-Key; a
