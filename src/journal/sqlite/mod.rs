@@ -121,13 +121,19 @@ const WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// between (the last page of an index, the per-batch counts) is copied once.
 const WRITER_CHECKPOINT_PAGES: i64 = 4_000;
 
+/// Prepared statements the writer keeps.
+const WRITER_STATEMENTS: usize = 64;
+
 /// Settings of the writer's own connection (readers keep SQLite's defaults):
 /// statement journals and temporary tables in memory (`temp_store`); each statement of
 /// a group commit that may fail halfway (a trigger, an upsert) keeps the pages it
 /// changes in a statement journal, and with temporary files that was half of all page
 /// writes (5.2 `pwrite64` calls per action, 2.5 without, same journal contents); a
-/// larger page cache; fewer, larger checkpoints.
+/// larger page cache; fewer, larger checkpoints; room for every statement the writer
+/// prepares (rusqlite keeps 16 by default: the writer has more, and an evicted one is
+/// parsed and planned again when it next comes up).
 fn tune_writer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
