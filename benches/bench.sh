@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # actionwarden benchmark (targets and results: BENCHMARKS.md). See README "Performance".
 #
-#   benches/bench.sh [--mode throughput|inflight|scale|loopback|cluster|failover|all] [--n N]
-#                    [--in-flight K] [--fsync on|off] [--backend sqlite|postgres] [--runs R]
-#                    [--bin PATH] [--duration SECS] [--timeout SECS] [--keep DIR]
+#   benches/bench.sh [--mode throughput|cpu|inflight|scale|loopback|cluster|failover|all]
+#                    [--n N] [--in-flight K] [--fsync on|off] [--backend sqlite|postgres]
+#                    [--runs R] [--bin PATH] [--duration SECS] [--timeout SECS] [--keep DIR]
 #
 # throughput: N actions through `run --once` against `simulate --profile clean` (a
 #             separate process); reports actions/s, CXone requests/s, peak RSS, p50/p99
 #             action duration and CPU seconds per 1,000 actions.
+# cpu:        N actions (default 50,000) through `run --once` against `simulate --profile
+#             clean` in its own process, fsync on unless --fsync off; reports the CPU time
+#             (utime + stime of /proc/PID/stat, in clock ticks of `getconf CLK_TCK`) of
+#             each process per action in microseconds, their ratio (daemon / simulator)
+#             and the throughput. The daemon's figure is read after it exited but before
+#             it is reaped (waitid with WNOWAIT), so it holds all its threads' time; the
+#             simulator's is its CPU during the run (read before the daemon starts and
+#             after it exited).
 # inflight:   N actions held in flight (long simulated duration, long poll interval);
 #             reports RSS and bytes per in-flight action once all are submitted.
 # scale:      N actions (default 1,000,000) in one actions file: `run --once` on an empty
@@ -42,7 +50,7 @@
 # (default 1800) fails the script instead of hanging it. Each mode ends with one JSON line.
 set -euo pipefail
 
-mode=throughput n="" in_flight=1000 fsync=off bin="" wrk_secs=5 limit=1800 keep="" backend=sqlite runs=1
+mode=throughput n="" in_flight=1000 fsync="" bin="" wrk_secs=5 limit=1800 keep="" backend=sqlite runs=1
 # Seconds the simulator gets to print its address, each HTTP call to answer, and a
 # timed-out command to stop after SIGTERM before it is killed.
 sim_start_secs=20 http_secs=10 kill_grace=10
@@ -61,11 +69,15 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 1 ;;
   esac
 done
+# The cpu mode measures the shipped defaults (journal.fsync and audit.fsync on).
+if [ -z "$fsync" ]; then
+  case "$mode" in cpu) fsync=on ;; *) fsync=off ;; esac
+fi
 case "$fsync" in on) fsync_toml=true ;; off) fsync_toml=false ;; *) echo "--fsync on|off" >&2; exit 1 ;; esac
 case "$backend" in sqlite | postgres) ;; *) echo "--backend sqlite|postgres" >&2; exit 1 ;; esac
 # Actions per run unless --n says otherwise: the scale mode is about a big batch.
 if [ -z "$n" ]; then
-  case "$mode" in scale) n=1000000 ;; failover) n=200 ;; *) n=10000 ;; esac
+  case "$mode" in scale) n=1000000 ;; cpu) n=50000 ;; failover) n=200 ;; *) n=10000 ;; esac
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -186,6 +198,77 @@ print(f"  CPU s per 1k       {cpu / n * 1000:10.3f}")
 print(json.dumps({"mode": "throughput", "n": n, "completed": len(lat), "in_flight": int(in_flight), "fsync": fsync, "actions_per_s": n / elapsed,
                   "requests_per_s": int(requests) / elapsed, "peak_rss_mb": int(maxrss) / 1024, "p50_ms": pct(0.5) * 1000,
                   "p99_ms": pct(0.99) * 1000, "cpu_s_per_1k": cpu / n * 1000}))
+PY
+}
+
+# cpu_ticks PID: utime and stime of PID in clock ticks (fields 14 and 15 of /proc/PID/stat,
+# counted after the command name, which may hold spaces).
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+
+cpu() {
+  start_sim
+  gen_actions "$n" ""
+  write_config $'initial_delay = "5ms"\ninterval = "20ms"' "$in_flight" "$work/actions.jsonl"
+  local sim_user0 sim_sys0 sim_user1 sim_sys1
+  read -r sim_user0 sim_sys0 < <(cpu_ticks "$sim_pid")
+  # The daemon runs under a small supervisor that waits for its exit without reaping it
+  # (waitid WNOWAIT), reads /proc/PID/stat of the zombie (every thread's time is in it
+  # then), and only then reaps it.
+  AW_BENCH_SECRET=simulator-secret python3 - "$limit" "$kill_grace" "$work/daemon.cpu" "$bin" run --once -c "$work/config.toml" \
+    >"$work/summary.txt" 2>"$work/daemon.log" <<'PY'
+import os, signal, subprocess, sys, time
+limit, grace, out, argv = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+started = time.monotonic()
+child = subprocess.Popen(argv)
+deadline, killed = started + limit, False
+while True:
+    info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+    if info is not None and info.si_pid == child.pid:
+        break
+    now = time.monotonic()
+    if now > deadline and not killed:
+        child.send_signal(signal.SIGTERM)
+        deadline, killed = now + grace, True
+    elif now > deadline:
+        child.kill()
+    time.sleep(0.02)
+wall = time.monotonic() - started
+with open(f"/proc/{child.pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+user, system = int(fields[11]), int(fields[12])
+code = child.wait()
+with open(out, "w") as f:
+    f.write(f"{wall} {user} {system} {code} {int(killed)}\n")
+PY
+  local wall user system code killed
+  read -r wall user system code killed <"$work/daemon.cpu"
+  [ "$killed" = 0 ] || { echo "run --once did not finish within ${limit}s" >&2; exit 1; }
+  [ "$code" = 0 ] || { echo "run --once exited $code" >&2; tail -20 "$work/daemon.log" >&2; exit 1; }
+  read -r sim_user1 sim_sys1 < <(cpu_ticks "$sim_pid")
+  requests=$(stat "['requests_by_endpoint']['submit']+d['requests_by_endpoint']['poll']+d['requests_by_endpoint']['token']")
+  python3 - "$work/audit.jsonl" "$n" "$in_flight" "$fsync" "$(getconf CLK_TCK)" "$wall" "$user" "$system" \
+    "$((sim_user1 - sim_user0))" "$((sim_sys1 - sim_sys0))" "$requests" <<'PY'
+import json, sys
+path, n, in_flight, fsync, hz, wall, user, system, sim_user, sim_system, requests = sys.argv[1:]
+n, hz, wall, requests = int(n), int(hz), float(wall), int(requests)
+user, system, sim_user, sim_system = int(user), int(system), int(sim_user), int(sim_system)
+sim = sim_user + sim_system
+done = sum(1 for r in map(json.loads, open(path)) if r["event_type"] == "ACTION_COMPLETED")
+assert done == n, f"{done} outcomes for {n} actions"
+us = lambda ticks: ticks / hz / n * 1e6
+daemon = us(user + system)
+simulator = us(sim)
+ratio = daemon / simulator if sim > 0 else None
+print(f"mode=cpu n={n} in_flight={in_flight} fsync={fsync} (CLK_TCK {hz})")
+print(f"  daemon CPU us/action     {daemon:8.1f}  (user {us(user):.1f}, system {us(system):.1f})")
+print(f"  simulator CPU us/action  {simulator:8.1f}  (user {us(sim_user):.1f}, system {us(sim_system):.1f})")
+print(f"  ratio daemon/simulator   {ratio:8.2f}" if ratio else "  ratio daemon/simulator        -  (simulator used no tick)")
+print(f"  actions/s                {n / wall:8.0f}  ({wall:.2f} s, {requests} CXone requests)")
+print(json.dumps({"mode": "cpu", "n": n, "completed": done, "in_flight": int(in_flight), "fsync": fsync, "clk_tck": hz,
+                  "daemon_us_per_action": daemon, "daemon_user_us": us(user), "daemon_system_us": us(system),
+                  "simulator_us_per_action": simulator, "simulator_user_us": us(sim_user), "simulator_system_us": us(sim_system),
+                  "ratio": ratio, "actions_per_s": n / wall, "wall_s": wall,
+                  "requests": requests}))
 PY
 }
 
@@ -513,6 +596,7 @@ PY
 
 case "$mode" in
   throughput) [ "$backend" = sqlite ] || pg_check; throughput ;;
+  cpu) cpu ;;
   cluster) pg_check; cluster ;;
   failover) pg_check; failover ;;
   inflight) inflight ;;

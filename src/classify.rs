@@ -220,7 +220,7 @@ pub fn classify(rules: &Rules, failure: Failure) -> ErrorPayload {
             .collect()
     };
     ErrorPayload {
-        error_id: Uuid::new_v4(),
+        error_id: crate::audit::new_event_id(),
         action_id: failure.action_id,
         status_code: failure.status_code,
         error_code: code,

@@ -1,5 +1,6 @@
-//! Wall-clock text shared by the log lines and the audit records: RFC 3339 UTC with
-//! exactly six fractional digits, so lines and records sort and align as text.
+//! Wall-clock time shared by the log lines, the audit records and the journal: RFC 3339
+//! UTC text with exactly six fractional digits (lines and records sort and align as
+//! text), and Unix milliseconds.
 
 /// `at` as `2026-11-27T22:02:53.123456Z`.
 pub fn timestamp(at: time::OffsetDateTime) -> String {
@@ -14,6 +15,14 @@ pub fn timestamp(at: time::OffsetDateTime) -> String {
         at.second(),
         at.microsecond()
     )
+}
+
+/// Now as Unix milliseconds (the journal's times).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Now, as `timestamp` writes it.

@@ -79,6 +79,32 @@ fn throughput_mode_reports_every_figure() {
 }
 
 #[test]
+fn cpu_mode_reports_both_processes_and_their_ratio() {
+    let report = bench(&["--mode", "cpu", "--n", "200", "--in-flight", "50"]);
+    assert_eq!(report["n"], 200, "{report}");
+    assert_eq!(report["completed"], 200, "every action completed: {report}");
+    assert_eq!(
+        report["fsync"], "on",
+        "the cpu mode measures the shipped defaults: {report}"
+    );
+    positive(&report, "clk_tck");
+    positive(&report, "actions_per_s");
+    // A debug build on 200 actions spends whole clock ticks in the daemon; the simulator
+    // may spend none on so few requests, and its ratio is then null.
+    let daemon = positive(&report, "daemon_us_per_action");
+    let parts = report["daemon_user_us"].as_f64().unwrap() + report["daemon_system_us"].as_f64().unwrap();
+    assert!((parts - daemon).abs() < 1e-6, "user + system = total: {report}");
+    let simulator = report["simulator_us_per_action"].as_f64().unwrap();
+    assert!(simulator.is_finite() && simulator >= 0.0, "{report}");
+    match report["ratio"].as_f64() {
+        Some(ratio) => assert!((ratio - daemon / simulator).abs() < 1e-6, "{report}"),
+        None => assert_eq!(simulator, 0.0, "{report}"),
+    }
+    // Each action needs a submit and a poll at least.
+    assert!(report["requests"].as_u64().unwrap() >= 400, "{report}");
+}
+
+#[test]
 fn inflight_mode_reports_bytes_per_action() {
     let report = bench(&["--mode", "inflight", "--n", "40"]);
     assert_eq!(report["n"], 40, "{report}");

@@ -1,7 +1,7 @@
 //! What the journal stores about an action, and its conversion to and from the poller's
 //! in-memory `ActionState` (wall-clock milliseconds on disk, `Instant`s in memory).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -136,13 +136,7 @@ pub struct ActionRow {
     pub updated_ms: i64,
 }
 
-/// Now as Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// The `Instant` of a Unix-ms time (clamped to now for the future/past arithmetic).
 fn instant_of(ms: i64) -> Instant {

@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
@@ -63,21 +64,101 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(crate::report::LogWriter)
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(SpanFields)
             .event_format(FlatText)
             .try_init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(crate::report::LogWriter)
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(SpanFields)
             .event_format(FlatJson)
             .try_init(),
     };
 }
 
-/// The fields of every span enclosing `event`, outermost first, later values winning.
-/// Spans store their fields as JSON (`JsonFields`), so a field recorded twice (an action's
-/// `attempt`) is replaced, not repeated.
+/// How spans keep their fields: the text of a JSON object, a field recorded later
+/// appended to it (`{"batch":"b","key":"k","attempt":1,"attempt":2}`). Every action
+/// has a span and records its id and attempt into it, mostly while nothing is logged:
+/// `JsonFields` parsed and re-serialized the whole object at each `record`; here a
+/// record costs an append, and the parse happens only when a line is written
+/// (`span_fields`, where the later value of a repeated field wins).
+pub struct SpanFields;
+
+impl<'writer> FormatFields<'writer> for SpanFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut members = String::new();
+        fields.record(&mut JsonMembers(&mut members));
+        write!(writer, "{{{members}}}")
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let mut members = String::new();
+        fields.record(&mut JsonMembers(&mut members));
+        if members.is_empty() {
+            return Ok(());
+        }
+        let text = &mut current.fields;
+        match text.pop() {
+            Some('}') if text.ends_with('{') => {}
+            Some('}') => text.push(','),
+            // Never written by `format_fields`: start a fresh object.
+            _ => {
+                text.clear();
+                text.push('{');
+            }
+        }
+        text.push_str(&members);
+        text.push('}');
+        Ok(())
+    }
+}
+
+/// Appends fields as comma-separated JSON object members (`"name":value`).
+struct JsonMembers<'a>(&'a mut String);
+
+impl JsonMembers<'_> {
+    fn member(&mut self, field: &Field, value: Value) {
+        if !self.0.is_empty() {
+            self.0.push(',');
+        }
+        self.0.push_str(&Value::from(field.name()).to_string());
+        self.0.push(':');
+        self.0.push_str(&value.to_string());
+    }
+}
+
+impl Visit for JsonMembers<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.member(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.member(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field, value.into());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.member(field, format!("{value:?}").into());
+    }
+}
+
+/// The fields of every span enclosing `event`, outermost first, later values winning
+/// (a field recorded twice, an action's `attempt`, is in its span's text twice).
 fn span_fields<S, N>(ctx: &FmtContext<'_, S, N>) -> Map<String, Value>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -257,7 +338,7 @@ mod tests {
         let text = Buffer::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(text.clone())
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(SpanFields)
             .event_format(FlatText)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
@@ -268,7 +349,7 @@ mod tests {
         let json = Buffer::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(json.clone())
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(SpanFields)
             .event_format(FlatJson)
             .finish();
         tracing::subscriber::with_default(subscriber, || tracing::info!(n = 1, "Something happened."));
@@ -283,6 +364,37 @@ mod tests {
         let line: Value = serde_json::from_str(json.trim()).unwrap();
         let stamp = line["timestamp"].as_str().unwrap();
         assert!(starts_with_six_digit_timestamp(stamp) && stamp.len() == 27, "{stamp}");
+    }
+
+    #[test]
+    fn span_fields_recorded_later_replace_earlier_ones() {
+        let json = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(json.clone())
+            .fmt_fields(SpanFields)
+            .event_format(FlatJson)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::error_span!(
+                "action",
+                batch = "b \"1\"",
+                key = %"k1",
+                action_id = tracing::field::Empty,
+                attempt = tracing::field::Empty
+            );
+            span.record("attempt", 1);
+            span.record("action_id", "id-1");
+            span.record("attempt", 2);
+            span.in_scope(|| tracing::warn!(n = 3, "Inside."));
+        });
+        let json = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(json.trim()).unwrap();
+        assert_eq!(line["batch"], "b \"1\"", "{line}");
+        assert_eq!(line["key"], "k1", "{line}");
+        assert_eq!(line["action_id"], "id-1", "{line}");
+        assert_eq!(line["attempt"], 2, "the later value wins: {line}");
+        assert_eq!(line["n"], 3, "{line}");
+        assert_eq!(line["message"], "Inside.", "{line}");
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl AppendAudit {
     /// The record under a fresh `event_id`.
     pub fn new(record: AuditRecord) -> Self {
         AppendAudit {
-            event_id: Uuid::new_v4(),
+            event_id: crate::audit::new_event_id(),
             record,
         }
     }

@@ -155,7 +155,7 @@ pub(super) async fn resolve(
         // Quiet by default: a million completed actions must not write a million lines.
         (None, _) => tracing::debug!(attempts, retry_count, "Action {}.", outcome),
     }
-    let event_id = uuid::Uuid::new_v4();
+    let event_id = crate::audit::new_outcome_id();
     let line = OutcomeLine {
         event_id: event_id.to_string(),
         line: record.to_line(event_id),

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
@@ -22,23 +23,31 @@ const PRUNE_ROUND: i64 = 10_000;
 pub(crate) const ROW_COLUMNS: &str = "id, batch, key, state, attempt, retry_count, series, action_id, poll_id, \
      until_ms, first_submit_ms, latency_ms, compensating, restarts, updated_ms";
 
+/// How often a full disk may cost a WAL checkpoint attempt.
+const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+
 /// The SQLite backend of the writer thread.
 pub struct Sqlite {
     conn: Connection,
     path: PathBuf,
     /// Owner of this process's claims, and the `instance` of its history events.
     instance: String,
+    /// When a full disk last made us checkpoint and truncate the WAL.
+    reclaimed_at: Option<Instant>,
 }
 
 impl Sqlite {
     /// The backend over an open, migrated connection.
     pub fn new(conn: Connection, path: PathBuf, instance: String) -> Self {
-        Sqlite { conn, path, instance }
+        Sqlite {
+            conn,
+            path,
+            instance,
+            reclaimed_at: None,
+        }
     }
-}
 
-impl Backend for Sqlite {
-    fn apply(&mut self, ops: &[Op]) -> Result<Vec<Done>, JournalError> {
+    fn apply_group(&mut self, ops: &[Op]) -> Result<Vec<Done>, JournalError> {
         let sql = JournalError::sqlite(&self.path);
         let tx = self.conn.transaction().map_err(&sql)?;
         let mut done = Vec::with_capacity(ops.len());
@@ -50,6 +59,30 @@ impl Backend for Sqlite {
             incremental_vacuum(&self.conn).map_err(&sql)?;
         }
         Ok(done)
+    }
+
+    /// After a commit failed on a full disk: copies the WAL into the database and
+    /// truncates it, at most every `RECLAIM_EVERY`. Between checkpoints the WAL grows
+    /// by thousands of pages; on a small disk it may have taken the very space the next
+    /// commit needs, and only a checkpoint gives it back once space is freed.
+    fn reclaim_wal(&mut self) {
+        if self.reclaimed_at.is_some_and(|at| at.elapsed() < RECLAIM_EVERY) {
+            return;
+        }
+        self.reclaimed_at = Some(Instant::now());
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+}
+
+impl Backend for Sqlite {
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<Done>, JournalError> {
+        let result = self.apply_group(ops);
+        if let Err(JournalError::Sqlite { source, .. }) = &result {
+            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+                self.reclaim_wal();
+            }
+        }
+        result
     }
 }
 
@@ -153,11 +186,11 @@ fn claim(tx: &Transaction<'_>, instance: &str, batch: &str, limit: usize) -> rus
         .query_map(params![batch, limit as i64, instance], |r| {
             Ok(Claimed {
                 claim: Claim {
-                    id: r.get("id")?,
-                    fence: r.get("fence")?,
+                    id: r.get(0)?,
+                    fence: r.get(AFTER_ROW)?,
                 },
                 row: read_row(r)?,
-                body: Bytes::from(r.get::<_, Vec<u8>>("body")?),
+                body: Bytes::from(r.get::<_, Vec<u8>>(AFTER_ROW + 1)?),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -279,28 +312,33 @@ fn reload(tx: &Transaction<'_>, instance: &str, claim: Claim) -> rusqlite::Resul
     .optional()
 }
 
-/// Reads an action row (the columns of `ROW_COLUMNS`).
+/// Reads an action row from a statement whose first columns are `ROW_COLUMNS`, by
+/// position: a lookup by name compares every column's name, and a claim reads a
+/// thousand rows.
 pub(crate) fn read_row(r: &Row<'_>) -> rusqlite::Result<ActionRow> {
-    let batch: String = r.get("batch")?;
-    let key: String = r.get("key")?;
-    let state: String = r.get("state")?;
-    let compensating: Option<String> = r.get("compensating")?;
+    let batch: String = r.get(1)?;
+    let key: String = r.get(2)?;
+    let state: String = r.get(3)?;
+    let compensating: Option<String> = r.get(12)?;
     Ok(ActionRow {
         identity: Identity::new(batch, key),
         state: StateWord::parse(&state).unwrap_or(StateWord::Pending),
-        attempt: r.get("attempt")?,
-        retry_count: r.get("retry_count")?,
-        series: r.get("series")?,
-        action_id: r.get("action_id")?,
-        poll_id: r.get("poll_id")?,
-        until_ms: r.get("until_ms")?,
-        first_submit_ms: r.get("first_submit_ms")?,
-        latency_ms: r.get("latency_ms")?,
+        attempt: r.get(4)?,
+        retry_count: r.get(5)?,
+        series: r.get(6)?,
+        action_id: r.get(7)?,
+        poll_id: r.get(8)?,
+        until_ms: r.get(9)?,
+        first_submit_ms: r.get(10)?,
+        latency_ms: r.get(11)?,
         compensating: compensating.and_then(|c| serde_json::from_str(&c).ok()),
-        restarts: r.get("restarts")?,
-        updated_ms: r.get("updated_ms")?,
+        restarts: r.get(13)?,
+        updated_ms: r.get(14)?,
     })
 }
+
+/// The position of the first column after `ROW_COLUMNS`.
+const AFTER_ROW: usize = 15;
 
 /// Applies pending `dlq replay` requests: marks each letter replayed and makes its action
 /// due again as a new series (fresh Idempotency-Keys). The fencing token moves on, so a
@@ -431,4 +469,18 @@ pub(crate) fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
     let mut freed = stmt.query([])?;
     while freed.next()?.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_row_positions_match_row_columns() {
+        let names: Vec<&str> = ROW_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(names.len(), AFTER_ROW);
+        for (position, name) in [(1, "batch"), (3, "state"), (12, "compensating"), (14, "updated_ms")] {
+            assert_eq!(names[position], name);
+        }
+    }
 }
