@@ -230,6 +230,26 @@ pub struct BatchCounts {
 }
 
 impl BatchCounts {
+    /// One entry per batch from `(batch, state, actions)` rows ordered by batch (state
+    /// words this binary does not know count in `total` only).
+    pub fn from_state_counts(rows: impl IntoIterator<Item = (String, String, u64)>) -> Vec<BatchCounts> {
+        let mut out: Vec<BatchCounts> = Vec::new();
+        for (batch, state, n) in rows {
+            if out.last().is_none_or(|c| c.batch != batch) {
+                out.push(BatchCounts {
+                    batch,
+                    ..BatchCounts::default()
+                });
+            }
+            let counts = out.last_mut().expect("just pushed");
+            if let Some(i) = StateWord::parse(&state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
+                counts.states[i] += n;
+            }
+            counts.total += n;
+        }
+        out
+    }
+
     /// Actions in `state`.
     pub fn count(&self, state: StateWord) -> u64 {
         let i = StateWord::ALL
@@ -318,5 +338,22 @@ mod tests {
     fn timestamps_are_utc_rfc3339() {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_500), "1970-01-01T00:00:01.500Z");
+    }
+
+    #[test]
+    fn state_counts_fold_into_one_entry_per_batch() {
+        let rows = [
+            ("a", "completed", 3),
+            ("a", "polling", 2),
+            ("a", "from-a-newer-binary", 1),
+            ("b", "completed", 4),
+        ]
+        .map(|(b, s, n)| (b.to_owned(), s.to_owned(), n));
+        let counts = BatchCounts::from_state_counts(rows);
+        assert_eq!(counts.len(), 2);
+        assert_eq!((counts[0].batch.as_str(), counts[0].total), ("a", 6));
+        assert_eq!(counts[0].count(StateWord::Completed), 3);
+        assert_eq!(counts[0].count(StateWord::Polling), 2);
+        assert_eq!((counts[1].batch.as_str(), counts[1].total), ("b", 4));
     }
 }

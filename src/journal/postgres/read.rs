@@ -59,22 +59,9 @@ impl JournalRead for Reader {
                 &[],
             )
             .map_err(self.pg())?;
-        let mut out: Vec<BatchCounts> = Vec::new();
-        for r in rows {
-            let (batch, state, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-            if out.last().is_none_or(|c| c.batch != batch) {
-                out.push(BatchCounts {
-                    batch,
-                    ..BatchCounts::default()
-                });
-            }
-            let counts = out.last_mut().expect("just pushed");
-            if let Some(i) = StateWord::parse(&state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
-                counts.states[i] += n as u64;
-            }
-            counts.total += n as u64;
-        }
-        Ok(out)
+        Ok(BatchCounts::from_state_counts(
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u64)),
+        ))
     }
 
     fn dead_letter_totals(&self) -> Result<(u64, u64), JournalError> {

@@ -82,22 +82,11 @@ impl JournalRead for Reader {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
             })
             .map_err(self.sql())?;
-        let mut out: Vec<BatchCounts> = Vec::new();
-        for row in rows {
-            let (batch, state, n) = row.map_err(self.sql())?;
-            if out.last().is_none_or(|c| c.batch != batch) {
-                out.push(BatchCounts {
-                    batch,
-                    ..BatchCounts::default()
-                });
-            }
-            let counts = out.last_mut().expect("just pushed");
-            if let Some(i) = StateWord::parse(&state).and_then(|w| StateWord::ALL.iter().position(|s| *s == w)) {
-                counts.states[i] += n as u64;
-            }
-            counts.total += n as u64;
-        }
-        Ok(out)
+        let rows = rows
+            .map(|row| row.map(|(batch, state, n)| (batch, state, n as u64)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.sql())?;
+        Ok(BatchCounts::from_state_counts(rows))
     }
 
     fn dead_letter_totals(&self) -> Result<(u64, u64), JournalError> {
