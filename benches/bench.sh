@@ -113,6 +113,9 @@ wait_for() {
 }
 
 start_sim() {
+  # Removed first: the child truncates the file only once it runs, and a line left by the
+  # previous simulator would pass the wait below with that simulator's address.
+  rm -f "$work/sim.out"
   "$bin" simulate --listen 127.0.0.1:0 --profile clean >"$work/sim.out" 2>/dev/null &
   sim_pid=$!
   wait_for "$sim_start_secs" "the simulator's address" grep -qs "listening on" "$work/sim.out"

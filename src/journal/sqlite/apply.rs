@@ -2,6 +2,7 @@
 //! once and cached. Writes of an action are conditional on its claim (id, fencing token,
 //! owner); zero rows matched means the claim was lost.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ use crate::journal::record::{now_ms, ActionRow, StateWord};
 use crate::journal::writer::{Backend, Done};
 use crate::journal::{Claim, Claimed, JournalError, Op, OutcomeLine, Pruned, Replay, Written};
 use crate::state::Note;
+
+use super::tally::{Counted, Tally};
 
 /// Actions examined per pruning round (a range of row ids).
 const PRUNE_ROUND: i64 = 10_000;
@@ -34,6 +37,8 @@ pub struct Sqlite {
     instance: String,
     /// When a full disk last made us checkpoint and truncate the WAL.
     reclaimed_at: Option<Instant>,
+    /// The aggregates' changes of the group being applied.
+    tally: Tally,
 }
 
 impl Sqlite {
@@ -44,16 +49,25 @@ impl Sqlite {
             path,
             instance,
             reclaimed_at: None,
+            tally: Tally::default(),
         }
     }
 
     fn apply_group(&mut self, ops: &[Op]) -> Result<Vec<Done>, JournalError> {
         let sql = JournalError::sqlite(&self.path);
+        // A failed group rolls back: what it counted is forgotten with it.
+        self.tally = Tally::default();
+        let tally = &mut self.tally;
         let tx = self.conn.transaction().map_err(&sql)?;
         let mut done = Vec::with_capacity(ops.len());
         for op in ops {
-            done.push(apply_one(&tx, &self.instance, op).map_err(&sql)?);
+            // Whatever reads the aggregates sees the changes before it.
+            if !tally.is_empty() && !matches!(op, Op::Save { .. } | Op::Resolve { .. }) {
+                tally.write(&tx).map_err(&sql)?;
+            }
+            done.push(apply_one(&tx, &self.instance, op, tally).map_err(&sql)?);
         }
+        tally.write(&tx).map_err(&sql)?;
         tx.commit().map_err(&sql)?;
         if ops.iter().any(|op| matches!(op, Op::Vacuum(_))) {
             incremental_vacuum(&self.conn).map_err(&sql)?;
@@ -86,11 +100,20 @@ impl Backend for Sqlite {
     }
 }
 
-fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<Done> {
+fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op, tally: &mut Tally) -> rusqlite::Result<Done> {
     Ok(match op {
         Op::Insert { batch, rows, .. } => Done::Inserted(super::insert::insert(tx, batch, rows)?),
         Op::Claim { batch, limit, .. } => Done::Claimed(claim(tx, instance, batch, *limit)?),
-        Op::Save { claim, row, note, .. } => Done::Written(save(tx, instance, *claim, row, note)?),
+        Op::Save { claim, row, note, .. } => Done::Written(save(
+            tx,
+            Write {
+                instance,
+                claim: *claim,
+                row,
+                note,
+            },
+            tally,
+        )?),
         Op::Resolve {
             claim,
             row,
@@ -98,7 +121,18 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
             outcome,
             letter,
             ..
-        } => Done::Written(resolve(tx, instance, *claim, row, note, outcome, letter.as_deref())?),
+        } => Done::Written(resolve(
+            tx,
+            Write {
+                instance,
+                claim: *claim,
+                row,
+                note,
+            },
+            outcome,
+            letter.as_deref(),
+            tally,
+        )?),
         Op::Reload { claim, .. } => Done::Row(reload(tx, instance, *claim)?),
         Op::MarkAudited { event_ids, .. } => {
             let mut stmt = tx.prepare_cached("UPDATE outcomes SET audited = 1 WHERE event_id = ?1")?;
@@ -137,7 +171,7 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op) -> rusqlite::Result<
             tx.prepare_cached("SELECT COUNT(*) FROM dead_letters WHERE delivered = 0 AND discarded = 0")?
                 .query_row([], |r| r.get::<_, i64>(0))? as u64,
         ),
-        Op::TakeReplays(_) => Done::Replays(apply_replays(tx, instance)?),
+        Op::TakeReplays(_) => Done::Replays(apply_replays(tx, instance, tally)?),
         Op::TakeDiscards(_) => Done::Discards(super::letters::apply_discards(tx)?),
         Op::Unresolved { batches, .. } => Done::Count(unresolved(tx, batches)?),
         Op::Counts { batches, .. } => Done::Counts(
@@ -198,41 +232,70 @@ fn claim(tx: &Transaction<'_>, instance: &str, batch: &str, limit: usize) -> rus
     Ok(claimed)
 }
 
-/// Writes a state under `claim`; appends its history event.
-fn save(tx: &Transaction<'_>, instance: &str, claim: Claim, row: &ActionRow, note: &Note) -> rusqlite::Result<Written> {
+/// A state to write under a claim.
+pub(crate) struct Write<'a> {
+    /// The claim's owner, and the `instance` of the history event.
+    pub instance: &'a str,
+    pub claim: Claim,
+    pub row: &'a ActionRow,
+    /// Why, for the history event.
+    pub note: &'a Note,
+}
+
+/// Writes a state under its claim; appends its history event and counts the change.
+pub(crate) fn save(tx: &Connection, w: Write<'_>, tally: &mut Tally) -> rusqlite::Result<Written> {
+    let Write {
+        instance,
+        claim,
+        row,
+        note,
+    } = w;
+    // What the row counted before, read under the claim: no row means the claim is lost.
+    let before = tx
+        .prepare_cached(
+            "SELECT state, retry_count, open, latency_ms FROM actions WHERE id = ?1 AND fence = ?2 AND owner = ?3",
+        )?
+        .query_row(params![claim.id, claim.fence, instance], |r| {
+            Ok(Counted::stored(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some(before) = before else {
+        return Ok(Written::Lost);
+    };
     let compensating = row
         .compensating
         .as_ref()
         .map(|c| serde_json::to_string(c).expect("a payload serializes"));
     let resolved = row.state.is_outcome();
-    let changed = tx
-        .prepare_cached(
-            "UPDATE actions SET state = ?4, open = ?5, attempt = ?6, retry_count = ?7, series = ?8, action_id = ?9,
-                    poll_id = ?10, until_ms = ?11, first_submit_ms = ?12, latency_ms = ?13, compensating = ?14,
-                    restarts = ?15, updated_ms = ?16, resolved_ms = CASE WHEN ?5 = 0 THEN ?16 END
-             WHERE id = ?1 AND fence = ?2 AND owner = ?3",
-        )?
-        .execute(params![
-            claim.id,
-            claim.fence,
-            instance,
-            row.state.as_str(),
-            !resolved as i64,
-            row.attempt,
-            row.retry_count,
-            row.series,
-            row.action_id,
-            row.poll_id,
-            row.until_ms,
-            row.first_submit_ms,
-            row.latency_ms,
-            compensating,
-            row.restarts,
-            row.updated_ms,
-        ])?;
-    if changed == 0 {
-        return Ok(Written::Lost);
-    }
+    tx.prepare_cached(
+        "UPDATE actions SET state = ?2, open = ?3, attempt = ?4, retry_count = ?5, series = ?6, action_id = ?7,
+                poll_id = ?8, until_ms = ?9, first_submit_ms = ?10, latency_ms = ?11, compensating = ?12,
+                restarts = ?13, updated_ms = ?14, resolved_ms = CASE WHEN ?3 = 0 THEN ?14 END
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        claim.id,
+        row.state.as_str(),
+        !resolved as i64,
+        row.attempt,
+        row.retry_count,
+        row.series,
+        row.action_id,
+        row.poll_id,
+        row.until_ms,
+        row.first_submit_ms,
+        row.latency_ms,
+        compensating,
+        row.restarts,
+        row.updated_ms,
+    ])?;
+    let after = Counted {
+        state: Cow::Borrowed(row.state.as_str()),
+        retries: i64::from(row.retry_count),
+        resolved,
+        latency_ms: row.latency_ms,
+    };
+    tally.change(&row.identity.batch, &before, &after);
     event(tx, claim.id, row, note, instance)?;
     Ok(Written::Done)
 }
@@ -263,17 +326,16 @@ pub(crate) fn event(
     Ok(())
 }
 
-/// The outcome, its audit line and its dead letter, all under `claim`.
+/// The outcome, its audit line and its dead letter, all under the claim.
 fn resolve(
     tx: &Transaction<'_>,
-    instance: &str,
-    claim: Claim,
-    row: &ActionRow,
-    note: &Note,
+    w: Write<'_>,
     outcome: &OutcomeLine,
     letter: Option<&DeadLetter>,
+    tally: &mut Tally,
 ) -> rusqlite::Result<Written> {
-    if save(tx, instance, claim, row, note)? == Written::Lost {
+    let row = w.row;
+    if save(tx, w, tally)? == Written::Lost {
         return Ok(Written::Lost);
     }
     tx.prepare_cached(
@@ -338,12 +400,12 @@ pub(crate) fn read_row(r: &Row<'_>) -> rusqlite::Result<ActionRow> {
 }
 
 /// The position of the first column after `ROW_COLUMNS`.
-const AFTER_ROW: usize = 15;
+pub(crate) const AFTER_ROW: usize = 15;
 
 /// Applies pending `dlq replay` requests: marks each letter replayed and makes its action
 /// due again as a new series (fresh Idempotency-Keys). The fencing token moves on, so a
 /// poller still holding the old claim can write nothing more.
-fn apply_replays(tx: &Transaction<'_>, instance: &str) -> rusqlite::Result<Vec<Replay>> {
+pub(super) fn apply_replays(tx: &Transaction<'_>, instance: &str, tally: &mut Tally) -> rusqlite::Result<Vec<Replay>> {
     let requests: Vec<(i64, String)> = tx
         .prepare_cached("SELECT id, error_id FROM replay_requests ORDER BY id")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -352,14 +414,18 @@ fn apply_replays(tx: &Transaction<'_>, instance: &str) -> rusqlite::Result<Vec<R
     for (request, error_id) in requests {
         tx.prepare_cached("DELETE FROM replay_requests WHERE id = ?1")?
             .execute(params![request])?;
-        let found: Option<(i64, String, String, u32)> = tx
+        let found: Option<(i64, String, String, u32, Counted)> = tx
             .prepare_cached(
-                "SELECT a.id, a.batch, a.key, a.series FROM dead_letters d JOIN actions a ON a.batch = d.batch AND a.key = d.key
+                "SELECT a.id, a.batch, a.key, a.series, a.state, a.retry_count, a.open, a.latency_ms
+                 FROM dead_letters d JOIN actions a ON a.batch = d.batch AND a.key = d.key
                  WHERE d.error_id = ?1 AND d.replayed = 0 AND a.body IS NOT NULL AND a.open = 0",
             )?
-            .query_row(params![error_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_row(params![error_id], |r| {
+                let before = Counted::stored(r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?);
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, before))
+            })
             .optional()?;
-        let Some((id, batch, key, series)) = found else {
+        let Some((id, batch, key, series, before)) = found else {
             continue;
         };
         tx.prepare_cached("UPDATE dead_letters SET replayed = 1 WHERE error_id = ?1")?
@@ -374,6 +440,8 @@ fn apply_replays(tx: &Transaction<'_>, instance: &str) -> rusqlite::Result<Vec<R
              WHERE id = ?1",
         )?
         .execute(params![id, row.series, row.updated_ms])?;
+        let pending = Counted::stored("pending".into(), 0, 1, None);
+        tally.change(&identity.batch, &before, &pending);
         let note = Note {
             detail: Some(format!("dead letter {error_id} replayed")),
             ..Note::default()

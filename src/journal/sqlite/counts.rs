@@ -49,6 +49,8 @@ pub(crate) fn counts(conn: &Connection, batch: &str) -> rusqlite::Result<BatchCo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::record::StateWord;
+    use crate::journal::sqlite::change_for_test;
 
     /// The numbers as a scan of every action gives them (what version 3 computed).
     fn scanned(conn: &Connection, batch: &str) -> BatchCounts {
@@ -103,13 +105,12 @@ mod tests {
     }
 
     /// Resolves `key` of `batch` after `latency_ms` with `retries` retries.
-    fn resolve(conn: &Connection, batch: &str, key: &str, latency_ms: i64, retries: i64) {
-        conn.execute(
-            "UPDATE actions SET state = 'completed', open = 0, latency_ms = ?3, retry_count = ?4, resolved_ms = 1
-             WHERE batch = ?1 AND key = ?2",
-            params![batch, key, latency_ms, retries],
-        )
-        .unwrap();
+    fn resolve(conn: &Connection, batch: &str, key: &str, latency_ms: i64, retries: u32) {
+        change_for_test(conn, batch, key, |row| {
+            row.state = StateWord::Completed;
+            row.latency_ms = Some(latency_ms);
+            row.retry_count = retries;
+        });
     }
 
     #[test]
@@ -120,20 +121,26 @@ mod tests {
         super::super::load_for_test(&conn, "a", &keys);
         super::super::load_for_test(&conn, "b", &keys);
         for key in 0..15 {
-            resolve(&conn, "a", &format!("k{key}"), 100 + key % 4 * 50, key % 2);
+            resolve(&conn, "a", &format!("k{key}"), 100 + key % 4 * 50, (key % 2) as u32);
         }
         resolve(&conn, "b", "k0", 7000, 0);
-        conn.execute_batch(
-            "UPDATE actions SET restarts = 2 WHERE batch = 'a' AND key IN ('k1', 'k16');
-             UPDATE actions SET state = 'polling', retry_count = 3 WHERE batch = 'a' AND key = 'k17';
-             -- a replay: the action is open again, without a duration
-             UPDATE actions SET state = 'pending', open = 1, latency_ms = NULL, retry_count = 0, resolved_ms = NULL
-             WHERE batch = 'a' AND key = 'k2';
-             -- a duration rewritten on a resolved action
-             UPDATE actions SET latency_ms = 900 WHERE batch = 'a' AND key = 'k3';
-             DELETE FROM actions WHERE batch = 'a' AND key IN ('k4', 'k19');",
-        )
-        .unwrap();
+        for key in ["k1", "k16"] {
+            change_for_test(&conn, "a", key, |row| row.restarts = 2);
+        }
+        change_for_test(&conn, "a", "k17", |row| {
+            row.state = StateWord::Polling;
+            row.retry_count = 3;
+        });
+        // Open again, without a duration (as a replay leaves it).
+        change_for_test(&conn, "a", "k2", |row| {
+            row.state = StateWord::Pending;
+            row.latency_ms = None;
+            row.retry_count = 0;
+        });
+        // A duration rewritten on a resolved action.
+        change_for_test(&conn, "a", "k3", |row| row.latency_ms = Some(900));
+        conn.execute_batch("DELETE FROM actions WHERE batch = 'a' AND key IN ('k4', 'k19');")
+            .unwrap();
         for batch in ["a", "b", "none"] {
             let (kept, scan) = (counts(&conn, batch).unwrap(), scanned(&conn, batch));
             assert_eq!(format!("{kept:?}"), format!("{scan:?}"), "batch {batch}");
@@ -144,10 +151,37 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_takes_its_action_out_of_the_resolved_numbers() {
+        let mut conn = journal();
+        super::super::load_for_test(&conn, "a", &["k1", "k2"]);
+        for (key, ms) in [("k1", 300), ("k2", 500)] {
+            change_for_test(&conn, "a", key, |row| {
+                row.state = StateWord::DeadLettered;
+                row.latency_ms = Some(ms);
+                row.retry_count = 2;
+            });
+        }
+        conn.execute_batch(
+            "INSERT INTO dead_letters (error_id, batch, key, body, created_ms) VALUES ('e1', 'a', 'k1', '{}', 0);
+             INSERT INTO replay_requests (error_id, requested_ms) VALUES ('e1', 0), ('unknown', 0);",
+        )
+        .unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut tally = super::super::tally::Tally::default();
+        let replays = super::super::apply::apply_replays(&tx, "test", &mut tally).unwrap();
+        tally.write(&tx).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(replays.len(), 1);
+        let a = counts(&conn, "a").unwrap();
+        assert_eq!(format!("{a:?}"), format!("{:?}", scanned(&conn, "a")));
+        assert_eq!((a.finished(), a.retries, a.p50), (1, 2, Some(0.5)));
+    }
+
+    #[test]
     fn a_version_3_journal_migrates_with_the_numbers_of_its_actions() {
         let mut conn = journal();
         conn.execute_batch(
-            "DROP TRIGGER batch_latencies_update; DROP TRIGGER batch_latencies_delete; DROP TABLE batch_latencies;
+            "DROP TRIGGER IF EXISTS batch_latencies_update; DROP TRIGGER batch_latencies_delete; DROP TABLE batch_latencies;
              DROP INDEX actions_restarted; PRAGMA user_version = 3;
              CREATE TRIGGER batch_states_insert AFTER INSERT ON actions BEGIN
                  INSERT INTO batch_states (batch, state, actions, retries) VALUES (NEW.batch, NEW.state, 1, NEW.retry_count)
@@ -167,7 +201,7 @@ mod tests {
             (a.total, a.retries, a.restarts, a.p50, a.p99),
             (4, 4, 1, Some(0.25), Some(0.9))
         );
-        // The triggers run from now on; loading counts its rows without the old one.
+        // The writer counts from now on; loading counts its rows without the old trigger.
         resolve(&conn, "a", "k4", 100, 2);
         super::super::load_for_test(&conn, "a", &["k4", "k5"]);
         let trigger: i64 = conn

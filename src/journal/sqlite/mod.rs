@@ -12,6 +12,7 @@ mod letters;
 mod one;
 pub(crate) mod read;
 mod schema;
+mod tally;
 
 use std::fs::File;
 use std::io::Write;
@@ -65,7 +66,7 @@ pub fn open(options: &Options) -> Result<(Journal, Snapshot), JournalError> {
     )
     .map_err(&sql)?;
     if options.forget_poll_ids {
-        forget_poll_ids(&conn).map_err(&sql)?;
+        forget_poll_ids(&mut conn).map_err(&sql)?;
     }
     let snapshot = snapshot(&conn).map_err(&sql)?;
     let (tx, rx) = mpsc::channel();
@@ -148,12 +149,27 @@ fn tune_writer(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Actions that were being polled repeat their POST with the same Idempotency-Key; a
 /// compensation being polled is submitted again the same way.
-fn forget_poll_ids(conn: &Connection) -> rusqlite::Result<()> {
-    let resubmitted = conn.execute(
+fn forget_poll_ids(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    // Counted first: the aggregates follow every state change (tally.rs).
+    let mut tally = tally::Tally::default();
+    let polled: Vec<(String, i64, i64)> = tx
+        .prepare(
+            "SELECT batch, COUNT(*), SUM(retry_count) FROM actions
+             WHERE open = 1 AND poll_id IS NOT NULL AND state = 'polling' GROUP BY batch",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (batch, actions, retries) in polled {
+        tally.moved(&batch.into(), "polling", "submitting", actions, retries);
+    }
+    tally.write(&tx)?;
+    let resubmitted = tx.execute(
         "UPDATE actions SET state = CASE state WHEN 'polling' THEN 'submitting' ELSE state END, poll_id = NULL
          WHERE open = 1 AND poll_id IS NOT NULL",
         [],
     )?;
+    tx.commit()?;
     if resubmitted > 0 {
         tracing::info!(resubmitted, "The embedded simulator restarted with this process; polled actions are submitted again with their Idempotency-Keys.");
     }
@@ -222,4 +238,37 @@ pub(crate) fn load_for_test(conn: &Connection, batch: &str, keys: &[&str]) {
         })
         .collect();
     insert::insert(conn, batch, &rows).expect("the rows load");
+}
+
+/// Changes one action the way the writer does (under a claim, its history event written,
+/// the aggregates counted): for the tests of what reads them.
+#[cfg(test)]
+pub(crate) fn change_for_test(conn: &Connection, batch: &str, key: &str, change: impl FnOnce(&mut super::ActionRow)) {
+    use apply::{read_row, AFTER_ROW, ROW_COLUMNS};
+    let (claim, mut row) = conn
+        .query_row(
+            &format!(
+                "UPDATE actions SET owner = 'test', fence = fence + 1 WHERE batch = ?1 AND key = ?2
+                 RETURNING {ROW_COLUMNS}, fence"
+            ),
+            rusqlite::params![batch, key],
+            |r| {
+                let claim = super::Claim {
+                    id: r.get(0)?,
+                    fence: r.get(AFTER_ROW)?,
+                };
+                Ok((claim, read_row(r)?))
+            },
+        )
+        .expect("the action exists");
+    change(&mut row);
+    let mut tally = tally::Tally::default();
+    let write = apply::Write {
+        instance: "test",
+        claim,
+        row: &row,
+        note: &crate::state::Note::default(),
+    };
+    assert_eq!(apply::save(conn, write, &mut tally).unwrap(), super::Written::Done);
+    tally.write(conn).unwrap();
 }

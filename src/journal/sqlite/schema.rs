@@ -11,6 +11,8 @@
 //! Version 4 makes the closing summary an aggregate as well: `batch_latencies` (resolved
 //! actions per batch and duration in milliseconds, kept by triggers, so the percentiles
 //! are a walk over distinct durations) and an index of the actions that restarted.
+//! Version 5 keeps both aggregates from the writer instead of an update trigger per
+//! state change (`tally.rs`).
 
 use std::path::Path;
 
@@ -19,7 +21,7 @@ use rusqlite::Connection;
 use crate::journal::JournalError;
 
 /// The version this binary writes.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 const TABLES: &str = "
 CREATE TABLE actions (
@@ -121,15 +123,16 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
     if version == VERSION {
         return Ok(());
     }
-    if version == 2 || version == 3 {
+    if (2..VERSION).contains(&version) {
         let tx = conn.transaction().map_err(&sql)?;
-        if version == 2 {
-            tx.execute_batch(FROM_V2).map_err(&sql)?;
+        for (from, step) in [(2, FROM_V2), (3, FROM_V3), (4, FROM_V4)] {
+            if version <= from {
+                tx.execute_batch(step).map_err(&sql)?;
+            }
         }
-        tx.execute_batch(FROM_V3).map_err(&sql)?;
         tx.pragma_update(None, "user_version", VERSION).map_err(&sql)?;
         tx.commit().map_err(&sql)?;
-        tracing::info!(journal = %path.display(), from = version, "Journal migrated to version 4 (summary aggregates).");
+        tracing::info!(journal = %path.display(), from = version, "Journal migrated to version 5 (aggregates kept by the writer).");
         return Ok(());
     }
     let has_v1: bool = conn
@@ -158,8 +161,9 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
     }
     tx.execute_batch(FROM_V2).map_err(&sql)?;
     tx.execute_batch(FROM_V3).map_err(&sql)?;
+    tx.execute_batch(FROM_V4).map_err(&sql)?;
     if has_v1 {
-        tracing::info!(journal = %path.display(), "Journal migrated to version 4 (the journal is now the work queue).");
+        tracing::info!(journal = %path.display(), "Journal migrated to version 5 (the journal is now the work queue).");
     }
     tx.pragma_update(None, "user_version", VERSION).map_err(&sql)?;
     tx.commit().map_err(&sql)?;
@@ -269,4 +273,13 @@ WHEN OLD.open = 0 AND OLD.latency_ms IS NOT NULL BEGIN
     UPDATE batch_latencies SET actions = actions - 1 WHERE batch = OLD.batch AND latency_ms = OLD.latency_ms;
 END;
 CREATE INDEX actions_restarted ON actions (batch) WHERE restarts > 0;
+";
+
+/// Version 4 into version 5 (also the last step of a new journal): the update triggers
+/// of the aggregates go; the writer counts each state change itself and writes the sums
+/// once per group commit (`tally.rs`). The counts already kept stay as they are. Deletes
+/// are still counted by their triggers.
+const FROM_V4: &str = "
+DROP TRIGGER IF EXISTS batch_states_update;
+DROP TRIGGER IF EXISTS batch_latencies_update;
 ";
