@@ -229,8 +229,9 @@ impl NotifySocket {
 
 #[test]
 fn systemd_hears_ready_then_stopping_and_watchdog_pings_at_half_its_interval() {
-    /// `WATCHDOG_USEC`: pings are due every 100 ms.
-    const WATCHDOG_MS: u64 = 200;
+    /// `WATCHDOG_USEC`: pings are due every 200 ms. Not shorter: on two busy cores a
+    /// scheduling delay of 100 ms happens, and the assertion below is about the daemon.
+    const WATCHDOG_MS: u64 = 400;
     let h = Harness::new(&["--profile", "clean"]);
     let notify = NotifySocket::bind(h.dir.path().join("notify.sock"));
     let mut batches = batch("sd", "");
@@ -266,11 +267,11 @@ fn systemd_hears_ready_then_stopping_and_watchdog_pings_at_half_its_interval() {
         .filter(|(_, m)| m.trim() == "WATCHDOG=1")
         .map(|(at, _)| *at)
         .collect();
-    assert!(pings.len() >= 10, "two seconds of pings every 100ms: {}", pings.len());
+    assert!(pings.len() >= 8, "two seconds of pings every 200ms: {}", pings.len());
     let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
     let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
     assert!(
-        mean >= Duration::from_millis(WATCHDOG_MS / 2 - 20) && mean <= Duration::from_millis(WATCHDOG_MS / 2 + 20),
+        mean >= Duration::from_millis(WATCHDOG_MS / 2 - 40) && mean <= Duration::from_millis(WATCHDOG_MS / 2 + 40),
         "pings every half interval: mean gap {mean:?}"
     );
     let longest = gaps.iter().max().copied().unwrap_or_default();
