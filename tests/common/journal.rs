@@ -65,6 +65,39 @@ pub fn journaled_rows(journal: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The aggregates the SQLite writer keeps (`batch_states`, `batch_latencies`) and what a
+/// scan of the actions says they should be, as (kept, scanned) text, one line per row.
+pub fn kept_and_scanned(journal: &Path) -> (String, String) {
+    let conn = rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("opening the journal");
+    let rows = |sql: &str| -> String {
+        let mut stmt = conn.prepare(sql).expect("a query of the aggregates");
+        let lines = stmt
+            .query_map([], |r| {
+                Ok(format!(
+                    "{} {} {} {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?
+                ))
+            })
+            .expect("reading the aggregates");
+        lines.map(|l| l.expect("a row") + "\n").collect()
+    };
+    let kept = rows("SELECT batch, state, actions, retries FROM batch_states WHERE actions != 0 ORDER BY batch, state")
+        + &rows(
+            "SELECT batch, 'ms' || latency_ms, actions, 0 FROM batch_latencies WHERE actions != 0 ORDER BY batch, latency_ms",
+        );
+    let scanned = rows(
+        "SELECT batch, state, COUNT(*), SUM(retry_count) FROM actions GROUP BY batch, state ORDER BY batch, state",
+    ) + &rows(
+        "SELECT batch, 'ms' || latency_ms, COUNT(*), 0 FROM actions WHERE open = 0 AND latency_ms IS NOT NULL
+             GROUP BY batch, latency_ms ORDER BY batch, latency_ms",
+    );
+    (kept, scanned)
+}
+
 /// Bytes the journal takes on disk: the database and its write-ahead log.
 pub fn journal_bytes(journal: &Path) -> u64 {
     let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
