@@ -2,7 +2,6 @@
 //! once and cached. Writes of an action are conditional on its claim (id, fencing token,
 //! owner); zero rows matched means the claim was lost.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,9 +53,15 @@ impl Sqlite {
     }
 
     fn apply_group(&mut self, ops: &[Op]) -> Result<Vec<Done>, JournalError> {
+        let result = self.try_group(ops);
+        if result.is_err() {
+            self.tally.rolled_back();
+        }
+        result
+    }
+
+    fn try_group(&mut self, ops: &[Op]) -> Result<Vec<Done>, JournalError> {
         let sql = JournalError::sqlite(&self.path);
-        // A failed group rolls back: what it counted is forgotten with it.
-        self.tally = Tally::default();
         let tally = &mut self.tally;
         let tx = self.conn.transaction().map_err(&sql)?;
         let mut done = Vec::with_capacity(ops.len());
@@ -103,7 +108,7 @@ impl Backend for Sqlite {
 fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op, tally: &mut Tally) -> rusqlite::Result<Done> {
     Ok(match op {
         Op::Insert { batch, rows, .. } => Done::Inserted(super::insert::insert(tx, batch, rows)?),
-        Op::Claim { batch, limit, .. } => Done::Claimed(claim(tx, instance, batch, *limit)?),
+        Op::Claim { batch, limit, .. } => Done::Claimed(claim(tx, instance, batch, *limit, tally)?),
         Op::Save { claim, row, note, .. } => Done::Written(save(
             tx,
             Write {
@@ -204,12 +209,22 @@ fn apply_one(tx: &Transaction<'_>, instance: &str, op: &Op, tally: &mut Tally) -
         Op::RescueAudit(_) => Done::Lines(Vec::new()),
         Op::ClaimWriting { event_ids, .. } => Done::Ids(event_ids.clone()),
         Op::Snapshot(_) => Done::Snapshot(super::snapshot(tx)?),
-        Op::PublishPause { .. } | Op::Release | Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
+        Op::Release => {
+            tally.forget_all();
+            Done::Nothing
+        }
+        Op::PublishPause { .. } | Op::Vacuum(_) | Op::Flush(_) => Done::Nothing,
     })
 }
 
 /// Claims up to `limit` due actions of `batch` in file order.
-fn claim(tx: &Transaction<'_>, instance: &str, batch: &str, limit: usize) -> rusqlite::Result<Vec<Claimed>> {
+fn claim(
+    tx: &Transaction<'_>,
+    instance: &str,
+    batch: &str,
+    limit: usize,
+    tally: &mut Tally,
+) -> rusqlite::Result<Vec<Claimed>> {
     let mut stmt = tx.prepare_cached(&format!(
         "UPDATE actions SET owner = ?3, fence = fence + 1
          WHERE id IN (SELECT id FROM actions WHERE batch = ?1 AND open = 1 AND owner IS NULL AND body IS NOT NULL
@@ -229,6 +244,9 @@ fn claim(tx: &Transaction<'_>, instance: &str, batch: &str, limit: usize) -> rus
         })?
         .collect::<Result<Vec<_>, _>>()?;
     claimed.sort_by_key(|c| c.claim.id);
+    for c in &claimed {
+        tally.remember(c.claim, Counted::of(&c.row));
+    }
     Ok(claimed)
 }
 
@@ -250,52 +268,54 @@ pub(crate) fn save(tx: &Connection, w: Write<'_>, tally: &mut Tally) -> rusqlite
         row,
         note,
     } = w;
-    // What the row counted before, read under the claim: no row means the claim is lost.
-    let before = tx
-        .prepare_cached(
-            "SELECT state, retry_count, open, latency_ms FROM actions WHERE id = ?1 AND fence = ?2 AND owner = ?3",
-        )?
-        .query_row(params![claim.id, claim.fence, instance], |r| {
-            Ok(Counted::stored(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
-    let Some(before) = before else {
-        return Ok(Written::Lost);
+    // What the row counted before: known when this writer claimed or wrote it last,
+    // otherwise read (after a restarted poller's reload, say).
+    let before = match tally.known(claim) {
+        Some(counted) => Some(counted.clone()),
+        None => tx
+            .prepare_cached("SELECT state, retry_count, open, latency_ms FROM actions WHERE id = ?1")?
+            .query_row(params![claim.id], |r| {
+                Ok(Counted::stored(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?,
     };
     let compensating = row
         .compensating
         .as_ref()
         .map(|c| serde_json::to_string(c).expect("a payload serializes"));
     let resolved = row.state.is_outcome();
-    tx.prepare_cached(
-        "UPDATE actions SET state = ?2, open = ?3, attempt = ?4, retry_count = ?5, series = ?6, action_id = ?7,
-                poll_id = ?8, until_ms = ?9, first_submit_ms = ?10, latency_ms = ?11, compensating = ?12,
-                restarts = ?13, updated_ms = ?14, resolved_ms = CASE WHEN ?3 = 0 THEN ?14 END
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        claim.id,
-        row.state.as_str(),
-        !resolved as i64,
-        row.attempt,
-        row.retry_count,
-        row.series,
-        row.action_id,
-        row.poll_id,
-        row.until_ms,
-        row.first_submit_ms,
-        row.latency_ms,
-        compensating,
-        row.restarts,
-        row.updated_ms,
-    ])?;
-    let after = Counted {
-        state: Cow::Borrowed(row.state.as_str()),
-        retries: i64::from(row.retry_count),
-        resolved,
-        latency_ms: row.latency_ms,
+    let changed = tx
+        .prepare_cached(
+            "UPDATE actions SET state = ?4, open = ?5, attempt = ?6, retry_count = ?7, series = ?8, action_id = ?9,
+                    poll_id = ?10, until_ms = ?11, first_submit_ms = ?12, latency_ms = ?13, compensating = ?14,
+                    restarts = ?15, updated_ms = ?16, resolved_ms = CASE WHEN ?5 = 0 THEN ?16 END
+             WHERE id = ?1 AND fence = ?2 AND owner = ?3",
+        )?
+        .execute(params![
+            claim.id,
+            claim.fence,
+            instance,
+            row.state.as_str(),
+            !resolved as i64,
+            row.attempt,
+            row.retry_count,
+            row.series,
+            row.action_id,
+            row.poll_id,
+            row.until_ms,
+            row.first_submit_ms,
+            row.latency_ms,
+            compensating,
+            row.restarts,
+            row.updated_ms,
+        ])?;
+    let Some(before) = before.filter(|_| changed > 0) else {
+        tally.forget(claim.id);
+        return Ok(Written::Lost);
     };
+    let after = Counted::of(row);
     tally.change(&row.identity.batch, &before, &after);
+    tally.remember(claim, after);
     event(tx, claim.id, row, note, instance)?;
     Ok(Written::Done)
 }
@@ -542,6 +562,112 @@ pub(crate) fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::record::StateWord;
+
+    /// The aggregates as kept and as a scan of the actions gives them.
+    fn kept_and_scanned(conn: &Connection) -> (Vec<String>, Vec<String>) {
+        let rows = |sql: &str| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| {
+                    Ok(format!(
+                        "{} {} {}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let mut kept =
+            rows("SELECT batch, state || ' ' || retries, actions FROM batch_states WHERE actions != 0 ORDER BY 1, 2");
+        kept.extend(rows(
+            "SELECT batch, CAST(latency_ms AS TEXT), actions FROM batch_latencies WHERE actions != 0 ORDER BY 1, latency_ms",
+        ));
+        let mut scanned = rows(
+            "SELECT batch, state || ' ' || SUM(retry_count), COUNT(*) FROM actions GROUP BY batch, state ORDER BY 1, 2",
+        );
+        scanned.extend(rows(
+            "SELECT batch, CAST(latency_ms AS TEXT), COUNT(*) FROM actions WHERE open = 0 AND latency_ms IS NOT NULL
+             GROUP BY batch, latency_ms ORDER BY 1, latency_ms",
+        ));
+        (kept, scanned)
+    }
+
+    /// Applies `change` to `claimed`'s row and saves it in a group of its own.
+    fn step(
+        conn: &mut Connection,
+        tally: &mut Tally,
+        claimed: &mut Claimed,
+        change: impl FnOnce(&mut ActionRow),
+    ) -> Written {
+        change(&mut claimed.row);
+        let tx = conn.transaction().unwrap();
+        let write = Write {
+            instance: "me",
+            claim: claimed.claim,
+            row: &claimed.row,
+            note: &Note::default(),
+        };
+        let written = save(&tx, write, tally).unwrap();
+        tally.write(&tx).unwrap();
+        tx.commit().unwrap();
+        written
+    }
+
+    #[test]
+    fn changes_under_a_claim_are_counted_from_what_the_writer_knows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
+        super::super::load_for_test(&conn, "a", &["k1", "k2", "k3"]);
+        let mut tally = Tally::default();
+        let tx = conn.transaction().unwrap();
+        let mut claimed = claim(&tx, "me", "a", 3, &mut tally).unwrap();
+        tx.commit().unwrap();
+        assert!(tally.known(claimed[0].claim).is_some(), "claimed rows are known");
+        for c in &mut claimed {
+            let written = step(&mut conn, &mut tally, c, |row| row.state = StateWord::Submitting);
+            assert_eq!(written, Written::Done);
+        }
+        step(&mut conn, &mut tally, &mut claimed[0], |row| {
+            row.state = StateWord::Backoff;
+            row.retry_count = 1;
+        });
+        step(&mut conn, &mut tally, &mut claimed[0], |row| {
+            row.state = StateWord::Completed;
+            row.latency_ms = Some(120);
+        });
+        assert!(tally.known(claimed[0].claim).is_none(), "a resolved row is forgotten");
+        // A row that another claim took over: nothing written, nothing counted.
+        conn.execute("UPDATE actions SET fence = fence + 1 WHERE key = 'k2'", [])
+            .unwrap();
+        let lost = step(&mut conn, &mut tally, &mut claimed[1], |row| {
+            row.state = StateWord::Completed
+        });
+        assert_eq!(lost, Written::Lost);
+        assert!(tally.known(claimed[1].claim).is_none());
+        // A writer that knows nothing (restarted) reads the row first.
+        let mut fresh = Tally::default();
+        step(&mut conn, &mut fresh, &mut claimed[2], |row| {
+            row.state = StateWord::DeadLettered;
+            row.retry_count = 2;
+            row.latency_ms = Some(300);
+        });
+        let (kept, scanned) = kept_and_scanned(&conn);
+        assert_eq!(kept, scanned);
+        assert_eq!(
+            kept,
+            [
+                "a completed 1 1",
+                "a dead_lettered 2 1",
+                "a submitting 0 1",
+                "a 120 1",
+                "a 300 1"
+            ]
+        );
+    }
 
     #[test]
     fn read_row_positions_match_row_columns() {

@@ -9,11 +9,13 @@
 //! Deleting actions (tests, manual repair) is still counted by triggers.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
-use crate::journal::record::StateWord;
+use crate::journal::record::{ActionRow, StateWord};
+use crate::journal::Claim;
 
 /// What the aggregates count of one action row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,22 +44,63 @@ impl Counted {
         }
     }
 
+    /// What `row` counts once written.
+    pub fn of(row: &ActionRow) -> Self {
+        Counted {
+            state: Cow::Borrowed(row.state.as_str()),
+            retries: i64::from(row.retry_count),
+            resolved: row.state.is_outcome(),
+            latency_ms: row.latency_ms,
+        }
+    }
+
     /// The duration counted in `batch_latencies`: resolved actions with a duration only.
     fn latency(&self) -> Option<i64> {
         self.latency_ms.filter(|_| self.resolved)
     }
 }
 
-/// Changes not yet written, per batch and state and per batch and duration.
+/// Changes not yet written, per batch and state and per batch and duration; and what each
+/// open action this writer holds a claim on counts now, so that changing it needs no read
+/// first. A group that fails rolls back: its tally is then dropped whole.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     /// (batch, state, actions, retries).
     states: Vec<(Arc<str>, Cow<'static, str>, i64, i64)>,
     /// (batch, duration in ms, actions).
     latencies: Vec<(Arc<str>, i64, i64)>,
+    /// Action id -> (fencing token of the claim, what the row counts).
+    known: HashMap<i64, (i64, Counted)>,
 }
 
 impl Tally {
+    /// What the row under `claim` counts, when this writer wrote or claimed it last.
+    pub fn known(&self, claim: Claim) -> Option<&Counted> {
+        self.known
+            .get(&claim.id)
+            .and_then(|(fence, counted)| (*fence == claim.fence).then_some(counted))
+    }
+
+    /// The row under `claim` counts `counted` now; a resolved one is changed no more under
+    /// this claim and is forgotten.
+    pub fn remember(&mut self, claim: Claim, counted: Counted) {
+        if counted.resolved {
+            self.known.remove(&claim.id);
+        } else {
+            self.known.insert(claim.id, (claim.fence, counted));
+        }
+    }
+
+    /// The action `id` is read from the journal next time (a claim lost or released).
+    pub fn forget(&mut self, id: i64) {
+        self.known.remove(&id);
+    }
+
+    /// Every claim was released.
+    pub fn forget_all(&mut self) {
+        self.known.clear();
+    }
+
     /// One action of `batch` went from `before` to `after`.
     pub fn change(&mut self, batch: &Arc<str>, before: &Counted, after: &Counted) {
         if before.state != after.state || before.retries != after.retries {
@@ -130,6 +173,12 @@ impl Tally {
             }
         }
         Ok(())
+    }
+
+    /// Forgets the changes not yet written (their group failed and rolled back) and,
+    /// with them, what the rows count.
+    pub fn rolled_back(&mut self) {
+        *self = Tally::default();
     }
 
     /// Nothing is waiting to be written.
