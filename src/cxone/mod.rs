@@ -11,6 +11,7 @@ mod parse;
 pub mod rate_limit;
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -78,7 +79,8 @@ pub struct CxoneClient {
     /// `submit_url` parsed once (`None` if it does not parse: each submit then fails as
     /// awc reports it, as before).
     submit_uri: Option<Uri>,
-    poll_path: String,
+    /// `poll_path` split at each `{id}`.
+    poll_parts: Vec<String>,
     scopes: String,
     timeout: Duration,
     max_body: usize,
@@ -109,7 +111,7 @@ impl CxoneClient {
             table: egress.table,
             submit_uri: submit_url.parse().ok(),
             submit_url,
-            poll_path: config.poll_path.clone(),
+            poll_parts: config.poll_path.split("{id}").map(str::to_owned).collect(),
             api_host: net::host_port(&base_url),
             base_url,
             token_host: net::host_port(&token_url),
@@ -217,14 +219,18 @@ impl CxoneClient {
     /// Polls an action by its CXone id.
     pub async fn poll(&self, token: &Secret, action_id: &str) -> Result<PollStatus, CallError> {
         self.gate.wait(Endpoint::Poll).await;
-        let url = format!(
-            "{}{}",
-            self.base_url,
-            self.poll_path.replace("{id}", &encode_segment(action_id))
-        );
+        let segment = percent_encoding::utf8_percent_encode(action_id, SEGMENT);
+        let mut url = String::with_capacity(self.base_url.len() + 64);
+        url.push_str(&self.base_url);
+        for (i, part) in self.poll_parts.iter().enumerate() {
+            if i > 0 {
+                let _ = write!(url, "{segment}");
+            }
+            url.push_str(part);
+        }
         let started = Instant::now();
         let sent = self
-            .authorized(self.client.get(&url).timeout(self.timeout), token)
+            .authorized(self.client.get(url).timeout(self.timeout), token)
             .send()
             .await;
         let (response, body) = self.finish(Endpoint::Poll, &self.api_host, started, sent).await?;
@@ -297,9 +303,31 @@ impl CxoneClient {
     }
 }
 
-/// Percent-encodes an id for use as one path segment.
-fn encode_segment(id: &str) -> String {
-    url::form_urlencoded::byte_serialize(id.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+/// What an id is percent-encoded from in a path segment: every byte but ASCII letters,
+/// digits and `*-._` (what `application/x-www-form-urlencoded` keeps, with a space as
+/// `%20`, not `+`).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
+
+#[cfg(test)]
+mod tests {
+    use super::SEGMENT;
+
+    /// The segment encoding is the form encoding with `%20` for a space.
+    #[test]
+    fn ids_encode_as_form_encoding_with_percent_20() {
+        for id in ["abc-123", "a b+c/d?e#f%g", "é*._~!", ""] {
+            let form = url::form_urlencoded::byte_serialize(id.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20");
+            assert_eq!(
+                percent_encoding::utf8_percent_encode(id, SEGMENT).to_string(),
+                form,
+                "{id}"
+            );
+        }
+    }
 }
