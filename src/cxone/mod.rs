@@ -10,11 +10,14 @@ mod error;
 mod parse;
 pub mod rate_limit;
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use awc::error::{PayloadError, SendRequestError};
-use awc::http::StatusCode;
+use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use awc::http::{StatusCode, Uri};
 use bytes::Bytes;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -73,12 +76,24 @@ pub struct CxoneClient {
     /// `host:port` of the token endpoint.
     token_host: String,
     submit_url: String,
-    poll_path: String,
+    /// `submit_url` parsed once (`None` if it does not parse: each submit then fails as
+    /// awc reports it, as before).
+    submit_uri: Option<Uri>,
+    /// `poll_path` split at each `{id}`.
+    poll_parts: Vec<String>,
     scopes: String,
     timeout: Duration,
     max_body: usize,
     gate: Rc<Gate>,
+    /// The `Authorization` value of the last token used, built once per token rather
+    /// than formatted for every request.
+    bearer: RefCell<Option<(Secret, HeaderValue)>>,
 }
+
+/// `Idempotency-Key` (docs/cxone.md, Submit and the Idempotency-Key).
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The submit body's media type.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 impl CxoneClient {
     /// Builds the client for `base_url` (the simulator's real address in embedded mode),
@@ -90,11 +105,13 @@ impl CxoneClient {
         } else {
             config.token_url.clone()
         };
+        let submit_url = format!("{base_url}{}", config.submit_path);
         CxoneClient {
             client: net::client(egress, config.request_timeout, config.max_connections),
             table: egress.table,
-            submit_url: format!("{base_url}{}", config.submit_path),
-            poll_path: config.poll_path.clone(),
+            submit_uri: submit_url.parse().ok(),
+            submit_url,
+            poll_parts: config.poll_path.split("{id}").map(str::to_owned).collect(),
             api_host: net::host_port(&base_url),
             base_url,
             token_host: net::host_port(&token_url),
@@ -103,6 +120,28 @@ impl CxoneClient {
             timeout: config.request_timeout,
             max_body: config.max_response_bytes,
             gate,
+            bearer: RefCell::new(None),
+        }
+    }
+
+    /// `request` with `Authorization: Bearer <token>`, the value built once per token
+    /// rather than formatted for every request.
+    fn authorized(&self, request: awc::ClientRequest, token: &Secret) -> awc::ClientRequest {
+        let mut cached = self.bearer.borrow_mut();
+        if let Some((known, value)) = cached.as_ref() {
+            if known.expose() == token.expose() {
+                return request.insert_header((AUTHORIZATION, value.clone()));
+            }
+        }
+        let text = format!("Bearer {}", token.expose());
+        match HeaderValue::from_str(&text) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                *cached = Some((token.clone(), value.clone()));
+                request.insert_header((AUTHORIZATION, value))
+            }
+            // A token no header can carry: awc refuses the request, as it always did.
+            Err(_) => request.insert_header((AUTHORIZATION, text)),
         }
     }
 
@@ -122,9 +161,9 @@ impl CxoneClient {
             .timeout(self.timeout)
             .send_form(&form)
             .await;
-        let (status, headers, body) = self.finish(Endpoint::Token, &self.token_host, started, sent).await?;
-        if !status.is_success() {
-            return Err(status_error(status, &headers, &body));
+        let (response, body) = self.finish(Endpoint::Token, &self.token_host, started, sent).await?;
+        if !response.status().is_success() {
+            return Err(status_error(response.status(), response.headers(), &body));
         }
         #[derive(Deserialize)]
         struct TokenBody {
@@ -151,61 +190,70 @@ impl CxoneClient {
     pub async fn submit(&self, token: &Secret, body: Bytes, key: Uuid) -> Result<Submitted, CallError> {
         self.gate.wait(Endpoint::Submit).await;
         let started = Instant::now();
+        let request = match &self.submit_uri {
+            Some(uri) => self.client.post(uri.clone()),
+            None => self.client.post(&self.submit_url),
+        };
+        let mut key_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let key_text = key.hyphenated().encode_lower(&mut key_text);
         let sent = self
-            .client
-            .post(&self.submit_url)
-            .timeout(self.timeout)
-            .insert_header(("Authorization", format!("Bearer {}", token.expose())))
-            .insert_header(("Idempotency-Key", key.to_string()))
-            .insert_header(("Content-Type", "application/json"))
+            .authorized(request.timeout(self.timeout), token)
+            .insert_header((
+                IDEMPOTENCY_KEY,
+                HeaderValue::from_str(key_text).expect("a UUID is a header value"),
+            ))
+            .insert_header((CONTENT_TYPE, JSON))
             .send_body(body)
             .await;
-        let (status, headers, body) = self.finish(Endpoint::Submit, &self.api_host, started, sent).await?;
+        let (response, body) = self.finish(Endpoint::Submit, &self.api_host, started, sent).await?;
+        let status = response.status();
         if !matches!(status.as_u16(), 200..=202) {
-            return Err(status_error(status, &headers, &body));
+            return Err(status_error(status, response.headers(), &body));
         }
         Ok(Submitted {
             status: status.as_u16(),
-            id: submitted_id(&headers, &body),
+            id: submitted_id(response.headers(), &body),
         })
     }
 
     /// Polls an action by its CXone id.
     pub async fn poll(&self, token: &Secret, action_id: &str) -> Result<PollStatus, CallError> {
         self.gate.wait(Endpoint::Poll).await;
-        let url = format!(
-            "{}{}",
-            self.base_url,
-            self.poll_path.replace("{id}", &encode_segment(action_id))
-        );
+        let segment = percent_encoding::utf8_percent_encode(action_id, SEGMENT);
+        let mut url = String::with_capacity(self.base_url.len() + 64);
+        url.push_str(&self.base_url);
+        for (i, part) in self.poll_parts.iter().enumerate() {
+            if i > 0 {
+                let _ = write!(url, "{segment}");
+            }
+            url.push_str(part);
+        }
         let started = Instant::now();
         let sent = self
-            .client
-            .get(&url)
-            .timeout(self.timeout)
-            .insert_header(("Authorization", format!("Bearer {}", token.expose())))
+            .authorized(self.client.get(url).timeout(self.timeout), token)
             .send()
             .await;
-        let (status, headers, body) = self.finish(Endpoint::Poll, &self.api_host, started, sent).await?;
-        if status != StatusCode::OK {
-            return Err(status_error(status, &headers, &body));
+        let (response, body) = self.finish(Endpoint::Poll, &self.api_host, started, sent).await?;
+        if response.status() != StatusCode::OK {
+            return Err(status_error(response.status(), response.headers(), &body));
         }
         parse_poll(&body)
     }
 
     /// Reads the response (capped, with a deadline) and records the request's metrics.
-    /// `host` (`host:port`) is named when the connection is misconfigured.
+    /// `host` (`host:port`) is named when the connection is misconfigured. The response
+    /// comes back with the body for its status and headers (not copied out of it).
     async fn finish<S>(
         &self,
         endpoint: Endpoint,
         host: &str,
         started: Instant,
         sent: Result<awc::ClientResponse<S>, SendRequestError>,
-    ) -> Result<(StatusCode, awc::http::header::HeaderMap, Bytes), CallError>
+    ) -> Result<(awc::ClientResponse<S>, Bytes), CallError>
     where
         S: futures_util::Stream<Item = Result<Bytes, PayloadError>> + Unpin,
     {
-        let mut response = match sent {
+        let response = match sent {
             Ok(r) => r,
             Err(e) => {
                 let error = call_error(net::diagnose(&e, host, self.table));
@@ -223,11 +271,14 @@ impl CxoneClient {
             .timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
-        let body = match tokio::time::timeout(remaining, response.body().limit(self.max_body)).await {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(PayloadError::Overflow)) => Err(CallError::Malformed(format!("body over {} bytes", self.max_body))),
-            Ok(Err(e)) => Err(CallError::Network(format!("reading body: {e}"))),
-            Err(_) => Err(CallError::Timeout),
+        // The body's deadline re-arms the timer awc kept from the request: one timer per
+        // request, not a second one around the body.
+        let mut response = response.timeout(remaining);
+        let body = match response.body().limit(self.max_body).await {
+            Ok(b) => Ok(b),
+            Err(PayloadError::Overflow) => Err(CallError::Malformed(format!("body over {} bytes", self.max_body))),
+            Err(PayloadError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => Err(CallError::Timeout),
+            Err(e) => Err(CallError::Network(format!("reading body: {e}"))),
         };
         HttpRequestDone {
             endpoint,
@@ -244,17 +295,39 @@ impl CxoneClient {
             self.gate.pause(endpoint, wait);
         }
         match body {
-            Ok(b) => Ok((status, response.headers().clone(), b)),
+            Ok(b) => Ok((response, b)),
             // An oversize or broken body on an error status still tells us the status.
-            Err(_) if !status.is_success() => Ok((status, response.headers().clone(), Bytes::new())),
+            Err(_) if !status.is_success() => Ok((response, Bytes::new())),
             Err(e) => Err(e),
         }
     }
 }
 
-/// Percent-encodes an id for use as one path segment.
-fn encode_segment(id: &str) -> String {
-    url::form_urlencoded::byte_serialize(id.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+/// What an id is percent-encoded from in a path segment: every byte but ASCII letters,
+/// digits and `*-._` (what `application/x-www-form-urlencoded` keeps, with a space as
+/// `%20`, not `+`).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
+
+#[cfg(test)]
+mod tests {
+    use super::SEGMENT;
+
+    /// The segment encoding is the form encoding with `%20` for a space.
+    #[test]
+    fn ids_encode_as_form_encoding_with_percent_20() {
+        for id in ["abc-123", "a b+c/d?e#f%g", "é*._~!", ""] {
+            let form = url::form_urlencoded::byte_serialize(id.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20");
+            assert_eq!(
+                percent_encoding::utf8_percent_encode(id, SEGMENT).to_string(),
+                form,
+                "{id}"
+            );
+        }
+    }
 }

@@ -1,13 +1,92 @@
 //! One struct per event; `emit()` logs and counts together, so a log line and its metric
 //! never disagree. Labels stay bounded: never a key or a CXone id.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::thread::LocalKey;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 pub use super::metrics::Endpoint;
 use super::metrics::*;
 use crate::action::Outcome;
+
+thread_local! {
+    /// The request metrics by endpoint and status label.
+    static HTTP: Handles<(Endpoint, &'static str), (Counter, Histogram)> = RefCell::default();
+    /// The per-batch metrics of the action events.
+    static BATCHES: Handles<String, BatchHandles> = RefCell::default();
+    /// The audit record counters by event type.
+    static AUDIT: Handles<&'static str, Counter> = RefCell::default();
+}
+
+/// Metric handles resolved once per thread. A `counter!` with labels builds, hashes and
+/// looks up its key (copying a `batch` label) at every call; the events of every request
+/// and action find their handles here by a small key instead.
+type Handles<K, H> = RefCell<HashMap<K, H>>;
+
+/// Runs `act` on the handle `resolve` (a `counter!`-style call) gives for `key`, resolved
+/// once per thread; before the recorder is installed it is resolved and not kept.
+fn with_handle<K, Q, H, R>(
+    cache: &'static LocalKey<Handles<K, H>>,
+    key: &Q,
+    resolve: impl FnOnce() -> H,
+    act: impl FnOnce(&mut H) -> R,
+) -> R
+where
+    K: Eq + Hash + std::borrow::Borrow<Q>,
+    Q: Eq + Hash + ToOwned<Owned = K> + ?Sized,
+{
+    if !super::metrics::installed() {
+        return act(&mut resolve());
+    }
+    cache.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(key) {
+            cache.insert(key.to_owned(), resolve());
+        }
+        act(cache.get_mut(key).expect("just inserted"))
+    })
+}
+
+/// A batch's handles; those of an outcome are resolved at its first action, so a
+/// histogram series appears only once it has a value (as with `histogram!`).
+struct BatchHandles {
+    submitted: Counter,
+    in_flight: Gauge,
+    finished: [Option<(Counter, Histogram)>; Outcome::ALL.len()],
+}
+
+impl BatchHandles {
+    fn new(batch: &str) -> Self {
+        BatchHandles {
+            submitted: counter!(ACTIONS_SUBMITTED, "batch" => batch.to_owned()),
+            in_flight: gauge!(ACTIONS_IN_FLIGHT, "batch" => batch.to_owned()),
+            finished: Default::default(),
+        }
+    }
+
+    /// Runs `act` on the handles of `batch`.
+    fn with<R>(batch: &str, act: impl FnOnce(&mut BatchHandles) -> R) -> R {
+        with_handle(&BATCHES, batch, || BatchHandles::new(batch), act)
+    }
+
+    /// The outcome counter and duration histogram of `outcome` in this batch.
+    fn finished(&mut self, batch: &str, outcome: Outcome) -> &(Counter, Histogram) {
+        let index = Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("every outcome is in ALL");
+        self.finished[index].get_or_insert_with(|| {
+            (
+                counter!(ACTIONS_FINISHED, "batch" => batch.to_owned(), "outcome" => outcome.as_str()),
+                histogram!(ACTION_DURATION, "batch" => batch.to_owned(), "outcome" => outcome.as_str()),
+            )
+        })
+    }
+}
 
 /// An HTTP request finished (or failed without a response when `status` is `None`).
 pub struct HttpRequestDone {
@@ -27,8 +106,16 @@ impl HttpRequestDone {
             Some(code) => status_label(code),
             None => "error",
         };
-        counter!(HTTP_REQUESTS, "endpoint" => endpoint, "status" => status).increment(1);
-        histogram!(HTTP_DURATION, "endpoint" => endpoint).record(self.elapsed.as_secs_f64());
+        let resolve = || {
+            (
+                counter!(HTTP_REQUESTS, "endpoint" => endpoint, "status" => status),
+                histogram!(HTTP_DURATION, "endpoint" => endpoint),
+            )
+        };
+        with_handle(&HTTP, &(self.endpoint, status), resolve, |(requests, duration)| {
+            requests.increment(1);
+            duration.record(self.elapsed.as_secs_f64());
+        });
         if self.status == Some(429) {
             counter!(RATE_LIMITED, "endpoint" => endpoint).increment(1);
         }
@@ -79,7 +166,7 @@ pub struct ActionSubmitted<'a> {
 impl ActionSubmitted<'_> {
     /// Counts it.
     pub fn emit(self) {
-        counter!(ACTIONS_SUBMITTED, "batch" => self.batch.to_owned()).increment(1);
+        BatchHandles::with(self.batch, |h| h.submitted.increment(1));
     }
 }
 
@@ -111,10 +198,11 @@ pub struct ActionFinished<'a> {
 impl ActionFinished<'_> {
     /// Counts it and records its duration.
     pub fn emit(self) {
-        let batch = self.batch.to_owned();
-        counter!(ACTIONS_FINISHED, "batch" => batch.clone(), "outcome" => self.outcome.as_str()).increment(1);
-        histogram!(ACTION_DURATION, "batch" => batch, "outcome" => self.outcome.as_str())
-            .record(self.latency.as_secs_f64());
+        BatchHandles::with(self.batch, |h| {
+            let (finished, duration) = h.finished(self.batch, self.outcome);
+            finished.increment(1);
+            duration.record(self.latency.as_secs_f64());
+        });
     }
 }
 
@@ -129,7 +217,7 @@ pub struct InFlight<'a> {
 impl InFlight<'_> {
     /// Sets the gauge.
     pub fn emit(self) {
-        gauge!(ACTIONS_IN_FLIGHT, "batch" => self.batch.to_owned()).set(self.count as f64);
+        BatchHandles::with(self.batch, |h| h.in_flight.set(self.count as f64));
     }
 }
 
@@ -197,7 +285,9 @@ pub struct AuditWritten {
 impl AuditWritten {
     /// Counts it.
     pub fn emit(self) {
-        counter!(AUDIT_RECORDS, "event_type" => self.event_type).increment(1);
+        let event_type = self.event_type;
+        let resolve = || counter!(AUDIT_RECORDS, "event_type" => event_type);
+        with_handle(&AUDIT, &event_type, resolve, |records| records.increment(1));
     }
 }
 

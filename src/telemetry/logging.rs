@@ -4,7 +4,7 @@
 //! `attempt` of the action span) sit beside the event's own fields, at the top level of a
 //! JSON line, so a log pipeline can filter on `key` without knowing about spans.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use serde_json::{Map, Value};
@@ -86,9 +86,10 @@ pub struct SpanFields;
 
 impl<'writer> FormatFields<'writer> for SpanFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
-        let mut members = String::new();
+        let mut members = String::from("{");
         fields.record(&mut JsonMembers(&mut members));
-        write!(writer, "{{{members}}}")
+        members.push('}');
+        writer.write_str(&members)
     }
 
     fn add_fields(
@@ -96,64 +97,108 @@ impl<'writer> FormatFields<'writer> for SpanFields {
         current: &'writer mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        let mut members = String::new();
-        fields.record(&mut JsonMembers(&mut members));
-        if members.is_empty() {
-            return Ok(());
-        }
         let text = &mut current.fields;
         match text.pop() {
-            Some('}') if text.ends_with('{') => {}
-            Some('}') => text.push(','),
+            Some('}') => {}
             // Never written by `format_fields`: start a fresh object.
             _ => {
                 text.clear();
                 text.push('{');
             }
         }
-        text.push_str(&members);
+        fields.record(&mut JsonMembers(text));
         text.push('}');
         Ok(())
     }
 }
 
-/// Appends fields as comma-separated JSON object members (`"name":value`).
+/// Appends fields as comma-separated JSON object members (`"name":value`) to the text of
+/// an object being written (`{` or `{"a":1`), escaping as it writes: no value is built
+/// or copied first (the span of every action records its fields here).
 struct JsonMembers<'a>(&'a mut String);
 
 impl JsonMembers<'_> {
-    fn member(&mut self, field: &Field, value: Value) {
-        if !self.0.is_empty() {
+    /// Starts a member: the separator if one is needed, the quoted name and the colon.
+    fn name(&mut self, field: &Field) {
+        if !self.0.ends_with('{') {
             self.0.push(',');
         }
-        self.0.push_str(&Value::from(field.name()).to_string());
+        self.quoted(field.name());
         self.0.push(':');
-        self.0.push_str(&value.to_string());
+    }
+
+    /// `text` as a JSON string.
+    fn quoted(&mut self, text: &str) {
+        self.0.push('"');
+        push_escaped(self.0, text);
+        self.0.push('"');
+    }
+}
+
+/// Appends `text` escaped for the inside of a JSON string.
+fn push_escaped(out: &mut String, text: &str) {
+    let needs = |c: char| c == '"' || c == '\\' || c < ' ';
+    if !text.contains(needs) {
+        out.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// A `fmt::Write` that escapes what is written into a JSON string's inside.
+struct Escaping<'a>(&'a mut String);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        push_escaped(self.0, text);
+        Ok(())
     }
 }
 
 impl Visit for JsonMembers<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field, value.into());
+        self.name(field);
+        self.quoted(value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.member(field, value.into());
+        self.name(field);
+        let _ = write!(self.0, "{value}");
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.member(field, value.into());
+        self.name(field);
+        let _ = write!(self.0, "{value}");
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.member(field, value.into());
+        self.name(field);
+        // As serde_json writes it (`null` for NaN and infinities).
+        self.0.push_str(&Value::from(value).to_string());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.member(field, value.into());
+        self.name(field);
+        self.0.push_str(if value { "true" } else { "false" });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.member(field, format!("{value:?}").into());
+        self.name(field);
+        self.0.push('"');
+        let _ = write!(Escaping(self.0), "{value:?}");
+        self.0.push('"');
     }
 }
 
@@ -395,6 +440,28 @@ mod tests {
         assert_eq!(line["attempt"], 2, "the later value wins: {line}");
         assert_eq!(line["n"], 3, "{line}");
         assert_eq!(line["message"], "Inside.", "{line}");
+    }
+
+    #[test]
+    fn span_fields_keep_quotes_backslashes_and_control_characters() {
+        let json = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(json.clone())
+            .fmt_fields(SpanFields)
+            .event_format(FlatJson)
+            .finish();
+        let odd = "a\"b\\c\nd\u{1}e\u{e9}";
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::error_span!("action", batch = odd, key = %odd, attempt = tracing::field::Empty);
+            span.record("attempt", 3u32);
+            span.in_scope(|| tracing::warn!(flag = true, "Inside."));
+        });
+        let json = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(json.trim()).unwrap();
+        assert_eq!(line["batch"], odd, "{line}");
+        assert_eq!(line["key"], odd, "{line}");
+        assert_eq!(line["attempt"], 3, "{line}");
+        assert_eq!(line["flag"], true, "{line}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Beside the daemon's own metrics, `/metrics` carries `actionwarden_build_info` and the
 //! standard `process_*` metrics, read from the OS at each scrape.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -149,6 +150,7 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // A second install in one process (tests) keeps the first recorder.
             let _ = metrics::set_global_recorder(recorder);
+            INSTALLED.store(true, Ordering::Release);
             describe();
             metrics::gauge!(
                 BUILD_INFO,
@@ -161,6 +163,16 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Set once the global recorder is in place: from then on a resolved metric handle stays
+/// valid for the life of the process (events.rs keeps them).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether metric handles can be kept: one resolved before the recorder is installed
+/// would count nothing, for good.
+pub(super) fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
 }
 
 /// The exposition text for a scrape, with the process metrics read just before.

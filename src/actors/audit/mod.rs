@@ -16,6 +16,7 @@ mod writer;
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -38,8 +39,9 @@ use writer::{WriterHandle, WriterMsg};
 pub struct AppendAudit {
     /// Chosen by the sender: a record sent twice is written once.
     pub event_id: Uuid,
-    /// The record.
-    pub record: AuditRecord,
+    /// The record, shared: `send_until_answered` sends a copy of the message at every
+    /// attempt, and a copy of the record's field map would cost a dozen allocations.
+    pub record: Arc<AuditRecord>,
 }
 
 impl AppendAudit {
@@ -47,7 +49,7 @@ impl AppendAudit {
     pub fn new(record: AuditRecord) -> Self {
         AppendAudit {
             event_id: crate::audit::new_event_id(),
-            record,
+            record: Arc::new(record),
         }
     }
 }

@@ -35,13 +35,10 @@ pub(super) async fn perform(env: &PollerEnv, claim: Claim, machine: &RefCell<Mac
     for effect in effects {
         match effect {
             Effect::Persist { durable, note } => {
-                let row = {
-                    let m = machine.borrow();
-                    ActionRow::from_state(m.identity(), m.state())
-                };
+                let row = row_of(machine);
                 if !durable {
                     env.journal.save(claim, row, note);
-                } else if save_durable(env, claim, row, note).await == Written::Lost {
+                } else if save_durable(env, claim, machine, row, note).await == Written::Lost {
                     return Held::Lost;
                 }
             }
@@ -82,9 +79,28 @@ pub(super) async fn perform(env: &PollerEnv, claim: Claim, machine: &RefCell<Mac
     Held::Yes
 }
 
+/// The journal row of the machine's state now.
+fn row_of(machine: &RefCell<Machine>) -> ActionRow {
+    let m = machine.borrow();
+    ActionRow::from_state(m.identity(), m.state())
+}
+
 /// Journals a state change and waits for the commit, retrying while the journal fails.
-async fn save_durable(env: &PollerEnv, claim: Claim, row: ActionRow, note: Note) -> Written {
-    retry_journal(|| env.journal.save_durable(claim, row.clone(), note.clone())).await
+/// The first write takes `row` itself; a retry (a full disk) builds the row again from
+/// the machine, whose state does not move while its poller waits here.
+async fn save_durable(
+    env: &PollerEnv,
+    claim: Claim,
+    machine: &RefCell<Machine>,
+    row: ActionRow,
+    note: Note,
+) -> Written {
+    let mut first = Some(row);
+    retry_journal(|| {
+        let row = first.take().unwrap_or_else(|| row_of(machine));
+        env.journal.save_durable(claim, row, note.clone())
+    })
+    .await
 }
 
 /// Runs a journal write until it commits: a failed commit (a full disk) is retried,
@@ -143,10 +159,8 @@ pub(super) async fn resolve(
         retry_count,
         attempts,
     } = resolution;
-    let (identity, row) = {
-        let m = machine.borrow();
-        (m.identity().clone(), ActionRow::from_state(m.identity(), m.state()))
-    };
+    let identity = machine.borrow().identity().clone();
+    let row = row_of(machine);
     match (&payload, outcome) {
         (Some(p), Outcome::DeadLettered) => {
             tracing::warn!(error_code = %p.error_code, error_id = %p.error_id, directive = %p.recovery_directive, "Action dead-lettered.")
@@ -167,9 +181,13 @@ pub(super) async fn resolve(
             .as_ref()
             .map(|p| p.message.chars().take(NOTE_DETAIL_CHARS).collect()),
     };
+    // The row is rebuilt only for a retry, as in `save_durable`; the line and the letter
+    // are handed on after the commit, so the journal gets copies.
+    let mut first = Some(row);
     let written = retry_journal(|| {
+        let row = first.take().unwrap_or_else(|| row_of(machine));
         env.journal
-            .resolve(claim, row.clone(), note.clone(), line.clone(), letter.clone())
+            .resolve(claim, row, note.clone(), line.clone(), letter.clone())
     })
     .await;
     if written == Written::Lost {

@@ -282,13 +282,15 @@ impl Machine {
             polls: 0,
             next_at: now + policy.poll.initial_delay,
         };
-        let effects = vec![
+        let mut effects = vec![
             Effect::Submitted { action_id },
             Effect::Audit(record),
             persist(true, Note::default()),
         ];
+        // Moved, not `concat`ed: that clones every effect, the audit record with it.
         let next = self.next(policy, now);
-        Decision::then([effects, next.effects].concat(), next.step)
+        effects.extend(next.effects);
+        Decision::then(effects, next.step)
     }
 
     /// The GET answered (or failed).
@@ -505,7 +507,9 @@ impl Machine {
                 self.state.attempt = 1;
                 self.state.phase = Phase::Submitting;
                 let next = self.next(policy, now);
-                Decision::then([vec![persist(false, note)], next.effects].concat(), next.step)
+                let mut effects = vec![persist(false, note)];
+                effects.extend(next.effects);
+                Decision::then(effects, next.step)
             }
             Directive::Rollback | Directive::DeadLetter => self.dead_lettered(payload, false, now),
         }
