@@ -59,6 +59,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod health;
 pub mod journal;
+pub mod linger;
 pub mod net;
 pub mod report;
 pub mod simulator;

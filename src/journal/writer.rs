@@ -10,22 +10,12 @@ use std::sync::mpsc;
 
 use super::{ActionRow, BatchCounts, Claimed, Discard, Inserted, JournalError, Op, Pruned, Replay, Snapshot, Written};
 use crate::health::{Blockers, JOURNAL};
+use crate::linger::{Linger, LINGER};
 use crate::telemetry::events::JournalFailed;
 use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
 
 /// Most operations applied in one transaction.
 const MAX_GROUP: usize = 4096;
-
-/// A group at least this large says writes arrive faster than they commit.
-const BUSY_GROUP: usize = 32;
-/// How long the group after a busy one waits for more operations before it commits. One
-/// sync, one pass over the pages they share and one wake-up of their callers then serve
-/// several times as many operations: in a run of 50,000 actions groups grew from 65 to
-/// about 280 operations and the writer thread's CPU fell by about 12%. Under light load
-/// groups stay small and commit at once, so a lone write never waits.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(3);
-/// A group this large commits without lingering.
-const LINGER_BELOW: usize = MAX_GROUP / 8;
 
 /// Log lines about failed group commits.
 static GROUP_FAILED: Throttle = Throttle::new(FAILURE_LOG_PERIOD);
@@ -61,15 +51,15 @@ pub(crate) enum Done {
 /// to `health`.
 pub(crate) fn run(mut backend: impl Backend, rx: mpsc::Receiver<Op>, health: Blockers) {
     let mut ops = Vec::with_capacity(MAX_GROUP);
-    let mut previous = 0;
+    let mut linger = Linger::default();
     while let Ok(first) = rx.recv() {
         ops.push(first);
         take_queued(&rx, &mut ops);
-        if lingers(previous, ops.len()) {
+        if linger.waits(ops.len()) {
             std::thread::sleep(LINGER);
             take_queued(&rx, &mut ops);
         }
-        previous = ops.len();
+        linger.committing(ops.len());
         let writes = ops.iter().any(writes);
         let started = std::time::Instant::now();
         let applied = backend.apply(&ops);
@@ -114,12 +104,6 @@ pub(crate) fn run(mut backend: impl Backend, rx: mpsc::Receiver<Op>, health: Blo
             }
         }
     }
-}
-
-/// Whether a group of `queued` operations waits `LINGER` for more, after a group of
-/// `previous`.
-fn lingers(previous: usize, queued: usize) -> bool {
-    previous >= BUSY_GROUP && queued < LINGER_BELOW
 }
 
 /// Moves what is queued into `ops`, up to `MAX_GROUP`.
@@ -228,19 +212,5 @@ fn answer(op: Op, result: Result<Done, JournalError>) {
         | Op::RecordSource { .. }
         | Op::PublishPause { .. }
         | Op::Release => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_group_after_a_busy_one_waits_and_only_while_it_is_small() {
-        assert!(!lingers(0, 1), "a lone write commits at once");
-        assert!(!lingers(BUSY_GROUP - 1, 1), "light load: no wait");
-        assert!(lingers(BUSY_GROUP, 1));
-        assert!(lingers(MAX_GROUP, LINGER_BELOW - 1));
-        assert!(!lingers(MAX_GROUP, LINGER_BELOW), "large enough already");
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::file::{event_ids_in, event_type_of, open_private_append, write_group};
 use crate::health::{Blockers, AUDIT};
 use crate::journal::{Journal, JournalError, OutcomeLine};
+use crate::linger::{Linger, LINGER};
 use crate::telemetry::events::{AuditFailed, AuditWritten};
 use crate::telemetry::throttle::{Throttle, FAILURE_LOG_PERIOD};
 
@@ -200,6 +201,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<WriterMsg>) {
+        let mut linger = Linger::default();
         loop {
             // With work left over (a failed group, marks to confirm, a reconciliation),
             // wake up to retry it even if nothing new comes.
@@ -217,17 +219,12 @@ impl Writer {
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             };
-            let mut next = first;
-            let mut taken = 0;
-            while let Some(msg) = next.take() {
-                let reopen = matches!(msg, WriterMsg::Reopen(_));
-                self.take(msg);
-                taken += 1;
-                // A reopen splits the group: what came before goes to the old file.
-                if taken < MAX_GROUP && !reopen {
-                    next = rx.try_recv().ok();
-                }
+            let (mut taken, reopen) = self.take_queued(&rx, first, 0);
+            if taken > 0 && !reopen && linger.waits(taken) {
+                std::thread::sleep(LINGER);
+                taken = self.take_queued(&rx, rx.try_recv().ok(), taken).0;
             }
+            linger.committing(taken);
             if let Some(scan) = self.reconcile.take() {
                 self.reconcile(scan);
             }
@@ -243,6 +240,30 @@ impl Writer {
             }
             self.confirm_marks();
         }
+    }
+
+    /// Takes `first` and what is queued behind it into the group, which holds `taken`
+    /// messages already; stops at a reopen (what came before it goes to the old file).
+    /// Returns the group's size and whether it ended at a reopen.
+    fn take_queued(
+        &mut self,
+        rx: &mpsc::Receiver<WriterMsg>,
+        first: Option<WriterMsg>,
+        mut taken: usize,
+    ) -> (usize, bool) {
+        let mut next = first;
+        while let Some(msg) = next.take() {
+            let reopen = matches!(msg, WriterMsg::Reopen(_));
+            self.take(msg);
+            taken += 1;
+            if reopen {
+                return (taken, true);
+            }
+            if taken < MAX_GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        (taken, false)
     }
 
     fn take(&mut self, msg: WriterMsg) {
